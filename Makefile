@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both create the environment when missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-fast bench lock ui clean help
+
+help:
+	@echo "make run   - set up if needed, then run the retrain pipeline on the bundled digits dataset"
+	@echo "make test  - set up if needed, then run the test suite (unit + end to end)"
+	@echo "make bench - run the benchmarks in benchmarks/"
+	@echo "make ui    - open the MLflow UI on the local store"
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/ganops data ensure
+	$(BIN)/ganops run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///.ganops/mlflow.db --port 5000
+
+# Re-pin after changing dependencies in pyproject.toml (torch keeps its plain version so GPU builds satisfy it).
+lock:
+	rm -rf /tmp/ganops-lock && $(PYTHON) -m venv /tmp/ganops-lock
+	/tmp/ganops-lock/bin/pip install --quiet '.[dev]'
+	( echo "# Exact versions for every install: pip install -c requirements.lock -e '.[dev]' (see Makefile)."; \
+	  echo "# Regenerate after changing pyproject.toml: make lock"; \
+	  /tmp/ganops-lock/bin/pip freeze --exclude ganops | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' ) > requirements.lock
+
+clean:
+	rm -rf $(VENV) .ganops

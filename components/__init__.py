@@ -1,0 +1,1 @@
+"""ganops components: one module per pipeline stage, plain functions that flows orchestrate."""

@@ -1,0 +1,183 @@
+"""Typed configuration: one source for every setting, validated before any work starts.
+
+Presets live as YAML files in `configs/` (`digits` is the default, `smoke` the tiny test preset).
+`load_config` resolves a preset name or a path, applies `key.path=value` overrides and validates;
+a bad value raises ConfigError naming the key and the rule.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from components.errors import ConfigError
+
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+PRESETS_DIR = SOURCE_ROOT / "configs"
+DEFAULT_PRESET = "digits"
+STATE_DIR_ENV = "GANOPS_HOME"
+STATE_DIR_NAME = ".ganops"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    dir: str = Field("data", description="Dataset folder (ImageFolder layout: <dir>/<label>/<file>.png), relative to the project.")
+    dvc_file: str = Field("data.dvc", description="The DVC file that tracks `dir`.")
+
+
+class ValidationConfig(_Strict):
+    min_images: int = Field(100, ge=1)
+    max_images: int = Field(10_000_000, ge=1)
+    image_size: int | None = Field(8, ge=1, description="Required width and height; null accepts any single size.")
+    channels: Literal[1, 3] = 1
+    labels: list[str] = Field(default_factory=lambda: [str(i) for i in range(10)], min_length=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ValidationConfig":
+        if self.min_images > self.max_images:
+            raise ValueError(f"min_images ({self.min_images}) is greater than max_images ({self.max_images})")
+        return self
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(64, ge=2)
+    z_dim: int = Field(64, ge=1)
+    base_channels: int = Field(64, ge=4, description="Width of the widest DCGAN layer.")
+    lr: float = Field(2e-4, gt=0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    real_label: float = Field(0.9, gt=0.5, le=1.0, description="One-sided label smoothing target for real images.")
+    log_every: int = Field(50, ge=1)
+    sample_every: int = Field(500, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class EvaluateConfig(_Strict):
+    num_samples: int = Field(2000, ge=16, description="Generated images per FID estimate.")
+    batch_size: int = Field(500, ge=1)
+    extractor_epochs: int = Field(8, ge=1, description="Epochs of the dataset-trained feature extractor (fid_domain).")
+
+
+class RegistryConfig(_Strict):
+    model_name: str = Field("ganops-digits", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    experiment: str = Field("ganops-retrain", min_length=1)
+
+
+class GateConfig(_Strict):
+    metric: Literal["fid_domain"] = "fid_domain"
+    fid_ceiling: float = Field(50.0, gt=0, description="A candidate must score below this to be promoted.")
+    min_improvement: float = Field(0.0, ge=0, description="A candidate must beat the champion's FID by at least this much.")
+
+
+class ExportConfig(_Strict):
+    dir: str = Field("", description="Export root; empty means <state dir>/exports.")
+
+
+class RetrainConfig(_Strict):
+    name: str = DEFAULT_PRESET
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    validation: ValidationConfig = ValidationConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    registry: RegistryConfig = RegistryConfig()
+    gate: GateConfig = GateConfig()
+    export: ExportConfig = ExportConfig()
+
+    @model_validator(mode="after")
+    def _image_size(self) -> "RetrainConfig":
+        size = self.validation.image_size
+        if size is not None and (size < 8 or size & (size - 1)):
+            raise ValueError(f"validation.image_size must be a power of two >= 8 for the DCGAN, got {size}")
+        return self
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(x) for x in e["loc"]) or "<root>"
+        parts.append(f"{key}: {e['msg']}")
+    return f"invalid config {source}: " + "; ".join(parts)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split 'train.steps=100' into (['train', 'steps'], 100); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override {text!r} has an empty key")
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of `raw` with each 'key.path=value' override set."""
+    out = _deep_copy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+        node[path[-1]] = value
+    return out
+
+
+def _deep_copy(d: dict) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def resolve_config_source(name_or_path: str | None) -> Path:
+    """A preset name (`digits`, `smoke`) or a YAML path -> the file to read."""
+    name_or_path = name_or_path or DEFAULT_PRESET
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    preset = PRESETS_DIR / f"{name_or_path}.yaml"
+    if not preset.is_file():
+        raise ConfigError(f"unknown preset {name_or_path!r}; presets: {', '.join(preset_names())}, or pass a YAML path")
+    return preset
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> RetrainConfig:
+    """Read a preset or YAML file, apply overrides and validate. Raises ConfigError."""
+    source = resolve_config_source(name_or_path)
+    try:
+        raw = yaml.safe_load(source.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {source} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {source} must hold a mapping at the top level")
+    return config_from_dict(apply_overrides(raw, overrides or []), source=str(source))
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> RetrainConfig:
+    try:
+        return RetrainConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_error(source, e)) from None
+
+
+def state_dir(project_dir: Path) -> Path:
+    """The one git-ignored folder that holds all local state (MLflow, DVC remote, caches, exports)."""
+    env = os.environ.get(STATE_DIR_ENV)
+    return Path(env).resolve() if env else (project_dir / STATE_DIR_NAME).resolve()
+
+
+def export_root(config: RetrainConfig, project_dir: Path) -> Path:
+    return (project_dir / config.export.dir).resolve() if config.export.dir else state_dir(project_dir) / "exports"

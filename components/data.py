@@ -1,0 +1,139 @@
+"""The dataset: the bundled digits set written as PNGs, ImageFolder imports, and loading images for training.
+
+The digits PNGs are encoded by `encode_png` below rather than by an image library, so the bytes depend on
+nothing but this code: every machine writes the same files and the committed `data.dvc` matches.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from components.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+DIGITS = "digits"
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _zlib_stored(raw: bytes) -> bytes:
+    """A zlib stream of uncompressed ('stored') deflate blocks: valid everywhere, identical everywhere."""
+    out = bytearray(b"\x78\x01")
+    blocks = [raw[i : i + 65535] for i in range(0, len(raw), 65535)] or [b""]
+    for i, block in enumerate(blocks):
+        final = 1 if i == len(blocks) - 1 else 0
+        out += bytes([final]) + struct.pack("<HH", len(block), len(block) ^ 0xFFFF) + block
+    out += struct.pack(">I", zlib.adler32(raw))
+    return bytes(out)
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Encode a uint8 array (H, W) grayscale or (H, W, 3) RGB as PNG bytes, deterministically."""
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != 3):
+        raise ValueError(f"encode_png takes uint8 (H, W) or (H, W, 3), got {pixels.dtype} {pixels.shape}")
+    height, width = pixels.shape[:2]
+    color_type = 0 if pixels.ndim == 2 else 2
+    rows = pixels.reshape(height, -1)
+    raw = b"".join(b"\x00" + rows[r].tobytes() for r in range(height))  # filter type 0 on every row
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", _zlib_stored(raw)) + _png_chunk(b"IEND", b"")
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits as uint8 images (N, 8, 8) in 0..255 and integer labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # The set stores 0..16 ink levels; scale to the full 8-bit range with exact integer rounding.
+    levels = bunch.images.astype(np.int64)
+    pixels = ((levels * 255 + 8) // 16).astype(np.uint8)
+    return pixels, bunch.target.astype(np.int64)
+
+
+def write_digits(dest: Path) -> int:
+    """Write the digits set as dest/<label>/<index:04d>.png. Returns the number of images."""
+    pixels, labels = digits_arrays()
+    for index, (image, label) in enumerate(zip(pixels, labels)):
+        folder = dest / str(int(label))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{index:04d}.png").write_bytes(encode_png(image))
+    return len(labels)
+
+
+def copy_image_folder(source: Path, dest: Path) -> int:
+    """Copy an ImageFolder tree (source/<label>/<file>) byte for byte. Returns the number of files copied.
+
+    Raises DataError when the source is missing, is not a folder, or holds no files.
+    """
+    if not source.exists():
+        raise DataError(f"dataset folder {source} does not exist")
+    if not source.is_dir():
+        raise DataError(f"dataset source {source} is not a folder (expected <dir>/<label>/<image>)")
+    count = 0
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        rel = path.relative_to(source)
+        if any(part.startswith(".") for part in rel.parts):
+            continue  # hidden files (.DS_Store, .git) are not data
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        count += 1
+    if count == 0:
+        raise DataError(f"dataset folder {source} holds no files")
+    return count
+
+
+def replace_folder(build, target: Path) -> int:
+    """Build a new folder with `build(tmp_path) -> int` and swap it in for `target` only if the build succeeds.
+
+    The user's existing folder is untouched when the build fails. Returns what `build` returned.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    try:
+        count = build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
+        target.rename(old)
+    tmp.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return count
+
+
+def list_image_files(root: Path) -> list[Path]:
+    """Every non-hidden file under root, sorted, as paths relative to root."""
+    return sorted(
+        p.relative_to(root)
+        for p in root.rglob("*")
+        if (p.is_file() or p.is_symlink()) and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def load_images(root: Path, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Load a validated ImageFolder as uint8 (N, C, H, W) and label indices into `labels` (N,)."""
+    images, targets = [], []
+    index = {name: i for i, name in enumerate(labels)}
+    for rel in list_image_files(root):
+        with Image.open(root / rel) as im:
+            arr = np.asarray(im)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        images.append(arr.transpose(2, 0, 1))
+        targets.append(index[rel.parts[0]])
+    if not images:
+        raise DataError(f"dataset folder {root} holds no images")
+    return np.stack(images).astype(np.uint8), np.asarray(targets, dtype=np.int64)

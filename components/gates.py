@@ -1,0 +1,43 @@
+"""Promotion gate: a pure decision over plain values. Side effects (aliases, tags) live in registry.py."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from components.config import GateConfig
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def decide_promotion(candidate_fid: float, champion_fid: float | None, validation_passed: bool, policy: GateConfig) -> Decision:
+    """Promote when data validation passed, FID is under the ceiling, and (if a champion exists) the candidate
+    beats the champion's FID by at least `policy.min_improvement`. Lower FID is better.
+
+    Returns a Decision whose reasons say why, pass or fail.
+    """
+    failed, passed = [], []
+    if validation_passed:
+        passed.append("data validation passed")
+    else:
+        failed.append("data validation failed")
+    if not math.isfinite(candidate_fid):
+        failed.append(f"{policy.metric} is not finite ({candidate_fid})")
+    elif candidate_fid < policy.fid_ceiling:
+        passed.append(f"{policy.metric} {candidate_fid:.4f} < ceiling {policy.fid_ceiling:g}")
+    else:
+        failed.append(f"{policy.metric} {candidate_fid:.4f} is not below the ceiling {policy.fid_ceiling:g}")
+    if champion_fid is None:
+        passed.append("no champion yet: the ceiling alone decides")
+    elif math.isfinite(candidate_fid) and candidate_fid <= champion_fid - policy.min_improvement:
+        passed.append(f"{policy.metric} {candidate_fid:.4f} beats the champion's {champion_fid:.4f} by >= {policy.min_improvement:g}")
+    else:
+        failed.append(f"{policy.metric} {candidate_fid:.4f} does not beat the champion's {champion_fid:.4f} by {policy.min_improvement:g}")
+    return Decision(promote=not failed, reasons=failed or passed)

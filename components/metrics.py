@@ -1,0 +1,157 @@
+"""Evaluation: Frechet distance over feature statistics, and the offline `fid_domain` extractor.
+
+`frechet_distance` is exact and real-valued: with A = sqrt(S1) from a symmetric eigendecomposition,
+tr(sqrt(S1 S2)) = tr(sqrt(A S2 A)) and A S2 A is symmetric positive semi-definite, so its square-root trace is
+the sum of the square roots of its eigenvalues. Eigenvalues below zero (round-off, or rank-deficient
+covariances when there are fewer samples than dimensions) are clipped to zero, which is the exact value for
+a PSD matrix and keeps the result finite.
+
+`fid_domain` uses a small classifier trained on the dataset itself (networks.FeatureClassifier), cached per
+dataset md5. It is NOT the standard Inception FID and is never reported under that name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from components.networks import FeatureClassifier
+
+FID_DOMAIN = "fid_domain"
+FID_DOMAIN_REAL_SPLIT = "fid_domain_real_split"  # FID between two halves of the real data: the noise floor
+EXTRACTOR_ACCURACY = "extractor_accuracy"
+EXTRACTOR_VERSION = 1  # bump when FeatureClassifier or its training changes, so old caches are not reused
+
+
+def features_to_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (float64, unbiased) of features (N, D)."""
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"need at least 2 feature rows of shape (N, D), got {f.shape}")
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr(sqrt(S1 S2)), in float64, never complex."""
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+        raise ValueError(f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, sigma {s1.shape} vs {s2.shape}")
+    root1 = _sqrt_psd(s1)
+    middle = root1 @ s2 @ root1
+    eig = np.linalg.eigvalsh((middle + middle.T) / 2)
+    trace_sqrt = np.sqrt(np.clip(eig, 0.0, None)).sum()
+    diff = mu1 - mu2
+    value = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt)
+    return max(value, 0.0)
+
+
+def stats_to_fid(stats_a: tuple[np.ndarray, np.ndarray], stats_b: tuple[np.ndarray, np.ndarray]) -> float:
+    return frechet_distance(stats_a[0], stats_a[1], stats_b[0], stats_b[1])
+
+
+@dataclass
+class Extractor:
+    model: FeatureClassifier
+    accuracy: float  # on a held-out tenth of the dataset
+    key: str  # cache key: dataset md5 + extractor version
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch_size: int = 500) -> np.ndarray:
+        """Features (N, 128) of images in [-1, 1], (N, C, H, W)."""
+        self.model.eval()
+        out = [self.model.features(images[i : i + batch_size]).double().numpy() for i in range(0, len(images), batch_size)]
+        return np.concatenate(out)
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """Round generated images to the 8-bit grid real images live on, so both sides are measured alike."""
+    return torch.round((images.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
+
+
+def train_extractor(images: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, seed: int) -> tuple[FeatureClassifier, float]:
+    """Train the feature classifier on 90% of the data; returns (model, held-out accuracy)."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    n = len(images)
+    order = torch.randperm(n, generator=gen)
+    held = max(1, n // 10)
+    test_idx, train_idx = order[:held], order[held:]
+    model = FeatureClassifier(images.shape[1], images.shape[2], num_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        model.train()
+        perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
+        for i in range(0, len(perm), 64):
+            idx = perm[i : i + 64]
+            loss = F.cross_entropy(model(images[idx]), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(images[test_idx]).argmax(1) == labels[test_idx]).float().mean().item()
+    return model, accuracy
+
+
+def load_or_train_extractor(cache_dir: Path, dataset_md5: str, images: torch.Tensor, labels: torch.Tensor,
+                            num_classes: int, epochs: int, seed: int = 0) -> Extractor:
+    """The dataset's extractor from the cache, or trained now and cached (written atomically)."""
+    key = f"{dataset_md5}-v{EXTRACTOR_VERSION}-e{epochs}-s{seed}"
+    weights, meta = cache_dir / f"{key}.safetensors", cache_dir / f"{key}.json"
+    model = FeatureClassifier(images.shape[1], images.shape[2], num_classes)
+    if weights.is_file() and meta.is_file():
+        model.load_state_dict(load_file(str(weights)))
+        return Extractor(model.eval(), json.loads(meta.read_text())["accuracy"], key)
+    model, accuracy = train_extractor(images, labels, num_classes, epochs, seed)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights) + ".tmp")
+    os.replace(str(weights) + ".tmp", weights)
+    meta.write_text(json.dumps({"accuracy": accuracy, "dataset_md5": dataset_md5, "epochs": epochs}))
+    return Extractor(model, accuracy, key)
+
+
+def fid_against_real(extractor: Extractor, generated: torch.Tensor, real_stats: tuple[np.ndarray, np.ndarray], batch_size: int) -> float:
+    return stats_to_fid(features_to_stats(extractor.features(quantize(generated), batch_size)), real_stats)
+
+
+def real_split_fid(extractor: Extractor, real: torch.Tensor, seed: int, batch_size: int) -> float:
+    """FID between two random halves of the real images: how low FID can go on this data."""
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+    half = len(real) // 2
+    a = features_to_stats(extractor.features(real[order[:half]], batch_size))
+    b = features_to_stats(extractor.features(real[order[half:]], batch_size))
+    return stats_to_fid(a, b)
+
+
+def evaluate_generator(weights: Path, data_root: Path, labels: list[str], dataset_md5: str, num_samples: int,
+                       batch_size: int, extractor_epochs: int, cache_dir: Path, seed: int) -> dict:
+    """fid_domain of a stored generator against the dataset, with the dataset's cached extractor.
+
+    The same seed gives every generator the same latent vectors, so a candidate and a champion are compared alike.
+    """
+    from components.data import load_images
+    from components.weights import load_generator, sample
+
+    images, targets = load_images(Path(data_root), labels)
+    real = torch.from_numpy(images).float().div(127.5).sub(1.0)
+    extractor = load_or_train_extractor(cache_dir, dataset_md5, real, torch.from_numpy(targets), len(labels), extractor_epochs, seed)
+    generator, spec, _ = load_generator(Path(weights))
+    if (spec["channels"], spec["image_size"]) != tuple(real.shape[1:3]):
+        raise ValueError(f"generator makes {spec['channels']}x{spec['image_size']}px images, the dataset has {tuple(real.shape[1:])}")
+    real_stats = features_to_stats(extractor.features(real, batch_size))
+    fid = fid_against_real(extractor, sample(generator, num_samples, seed, batch_size), real_stats, batch_size)
+    return {FID_DOMAIN: fid, FID_DOMAIN_REAL_SPLIT: real_split_fid(extractor, real, seed, batch_size),
+            EXTRACTOR_ACCURACY: extractor.accuracy, "extractor": extractor.key, "num_samples": num_samples}

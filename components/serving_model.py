@@ -1,0 +1,29 @@
+"""MLflow "models from code" definition of a registered generator.
+
+MLflow runs this file when the model is loaded (it is never imported by the pipeline), so nothing is
+unpickled: the weights come from the safetensors artifact and the code from the model's code_paths.
+Input: an array of latent vectors (N, z_dim). Output: images (N, C, H, W) in [-1, 1].
+"""
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+
+class GeneratorModel(PythonModel):
+    def load_context(self, context):
+        from components.weights import load_generator
+
+        self.generator, self.spec, _ = load_generator(Path(context.artifacts["weights"]))
+
+    def predict(self, context, model_input, params=None):
+        import torch
+
+        z = torch.as_tensor(np.asarray(model_input, dtype=np.float32)).reshape(-1, self.spec["z_dim"])
+        with torch.no_grad():
+            return self.generator(z).numpy()
+
+
+mlflow.models.set_model(GeneratorModel())

@@ -1,0 +1,62 @@
+"""Generator weights on disk: safetensors with the architecture spec and resolved config in its metadata.
+
+Nothing is unpickled: safetensors holds only tensors and string metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+from components.errors import GanopsError
+from components.networks import Generator, build_generator
+
+SPEC_KEY, CONFIG_KEY = "ganops.generator_spec", "ganops.config"
+
+
+def generator_spec(generator: Generator, channels: int, image_size: int, base_channels: int) -> dict:
+    return {"arch": "dcgan", "z_dim": generator.z_dim, "channels": channels, "image_size": image_size, "base_channels": base_channels}
+
+
+def save_generator(path: Path, generator: Generator, spec: dict, config: dict) -> Path:
+    """Write weights + spec + config atomically (temporary name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
+    save_file(state, str(tmp), metadata={SPEC_KEY: json.dumps(spec), CONFIG_KEY: json.dumps(config)})
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(path: Path) -> tuple[dict, dict]:
+    """(spec, config) stored in a generator file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return json.loads(meta[SPEC_KEY]), json.loads(meta.get(CONFIG_KEY, "{}"))
+    except (OSError, KeyError, ValueError, Exception) as e:
+        raise GanopsError(f"{path} is not a ganops generator file ({type(e).__name__}: {e})") from None
+
+
+def load_generator(path: Path, device: str = "cpu") -> tuple[Generator, dict, dict]:
+    """Rebuild the generator stored at `path` in eval mode. Returns (generator, spec, config)."""
+    spec, config = read_metadata(path)
+    generator = build_generator(spec)
+    generator.load_state_dict(load_file(str(path), device=device))
+    return generator.to(device).eval(), spec, config
+
+
+def sample(generator: Generator, count: int, seed: int, batch_size: int = 500, device: str = "cpu") -> torch.Tensor:
+    """`count` images in [-1, 1] from a fixed noise seed, so two generators see the same z."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.no_grad():
+        for start in range(0, count, batch_size):
+            n = min(batch_size, count - start)
+            z = torch.randn(n, generator.z_dim, generator=gen).to(device)
+            out.append(generator(z).float().cpu())
+    return torch.cat(out)

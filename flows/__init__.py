@@ -1,0 +1,1 @@
+"""ganops flows: Prefect orchestration over components, and the `ganops` command line."""

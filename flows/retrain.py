@@ -1,0 +1,157 @@
+"""The `retrain` flow: dataset version -> validate -> train -> evaluate -> register -> gate -> export.
+
+Orchestration only: each task calls one component function and adds logging; decisions live in components.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from components import registry
+from components.config import RetrainConfig, export_root, state_dir
+from components.errors import ValidationFailed
+from components.export import export_generator
+from components.gates import decide_promotion
+from components.lineage import lineage_tags
+from components.metrics import FID_DOMAIN, evaluate_generator
+from components.training import train_to_files
+from components.validation import format_failures, validate_folder
+from components.versioning import dataset_version
+
+TASK = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="train", unit="step", disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+@task(name="dataset-version", **TASK)
+def dataset_version_task(root: Path, config: RetrainConfig) -> dict:
+    version = dataset_version(root, config.data.dir, config.data.dvc_file).as_dict()
+    get_run_logger().info("dataset %s md5 %s (data.dvc at %s)", config.data.dir, version["md5"], version["data_git_rev"])
+    return version
+
+
+@task(name="start-run", **TASK)
+def start_run_task(root: Path, config: RetrainConfig, dataset: dict) -> str:
+    mlc = registry.client(root)
+    experiment = registry.ensure_experiment(mlc, config.registry.experiment, root)
+    params = {"config_name": config.name, "seed": config.seed, "dataset_md5": dataset["md5"],
+              **{f"train.{k}": v for k, v in config.train.model_dump().items()},
+              **{f"evaluate.{k}": v for k, v in config.evaluate.model_dump().items()},
+              **{f"gate.{k}": v for k, v in config.gate.model_dump().items()}}
+    run_id = registry.start_run(mlc, experiment, f"retrain-{config.name}", params, {"ganops.flow": "retrain"})
+    registry.log_json(mlc, run_id, config.model_dump(mode="json"), "config/resolved.json")
+    return run_id
+
+
+@task(name="validate", **TASK)
+def validate_task(root: Path, config: RetrainConfig, run_id: str) -> dict:
+    report, manifest = validate_folder(root / config.data.dir, config.validation)
+    mlc = registry.client(root)
+    registry.log_json(mlc, run_id, report, "validation/report.json")
+    registry.log_metrics(mlc, run_id, {"validation_images": report["images"], "validation_success": float(report["success"])})
+    get_run_logger().info("validation %s on %d images", "passed" if report["success"] else "FAILED", report["images"])
+    return report
+
+
+@task(name="train", **TASK)
+def train_task(root: Path, config: RetrainConfig, run_id: str) -> dict:
+    mlc = registry.client(root)
+    out = state_dir(root) / "runs" / run_id
+    result = train_to_files(root / config.data.dir, config.validation.labels, config.train, config.seed, out,
+                            config.model_dump(mode="json"),
+                            on_metrics=lambda step, m: registry.log_metrics(mlc, run_id, m, step), progress=_progress)
+    for path in result["grids"]:
+        registry.log_file(mlc, run_id, Path(path), "samples")
+    registry.log_file(mlc, run_id, Path(result["loss_plot"]))
+    get_run_logger().info("trained %d steps in %.1f s on %s: %s", result["steps"], result["seconds"], result["device"], result["final"])
+    return result
+
+
+@task(name="evaluate", **TASK)
+def evaluate_task(root: Path, config: RetrainConfig, weights: str, dataset_md5: str) -> dict:
+    ev = config.evaluate
+    return evaluate_generator(Path(weights), root / config.data.dir, config.validation.labels, dataset_md5,
+                              ev.num_samples, ev.batch_size, ev.extractor_epochs, state_dir(root) / "cache" / "extractors", config.seed)
+
+
+@task(name="evaluate-champion", **TASK)
+def evaluate_champion_task(root: Path, config: RetrainConfig, dataset_md5: str) -> dict | None:
+    """Re-score the current champion on this data with this extractor, so the gate compares like with like."""
+    mlc = registry.client(root)
+    champion = registry.version_by_alias(mlc, config.registry.model_name, registry.CHAMPION)
+    if champion is None:
+        return None
+    weights = registry.download_weights(config.registry.model_name, champion.version)
+    scores = evaluate_task.fn(root, config, str(weights), dataset_md5)
+    return {"version": champion.version, **scores}
+
+
+@task(name="register", **TASK)
+def register_task(root: Path, config: RetrainConfig, run_id: str, weights: str, tags: dict, scores: dict) -> str:
+    mlc = registry.client(root)
+    registry.log_metrics(mlc, run_id, {k: v for k, v in scores.items() if isinstance(v, float)})
+    registry.set_run_tags(mlc, run_id, tags)
+    version = registry.register_generator(mlc, run_id, Path(weights), config.registry.model_name,
+                                          {**tags, FID_DOMAIN: scores[FID_DOMAIN]})
+    get_run_logger().info("registered %s version %s", config.registry.model_name, version)
+    return version
+
+
+@task(name="gate", **TASK)
+def gate_task(root: Path, config: RetrainConfig, version: str, decision: dict) -> str | None:
+    mlc = registry.client(root)
+    previous = registry.apply_decision(mlc, config.registry.model_name, version, decision["promote"], decision["reasons"])
+    get_run_logger().info("gate %s version %s: %s", "PROMOTED" if decision["promote"] else "rejected", version, "; ".join(decision["reasons"]))
+    return previous
+
+
+@task(name="export", **TASK)
+def export_task(root: Path, config: RetrainConfig, version: str, weights: str, lineage: dict) -> str:
+    folder = export_generator(Path(weights), export_root(config, root), config.registry.model_name, version, lineage)
+    get_run_logger().info("exported %s version %s to %s", config.registry.model_name, version, folder)
+    return str(folder)
+
+
+@task(name="finish-run", **TASK)
+def finish_run_task(root: Path, run_id: str, status: str, summary: dict) -> None:
+    mlc = registry.client(root)
+    registry.log_json(mlc, run_id, summary, "summary.json")
+    registry.end_run(mlc, run_id, status)
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(config: RetrainConfig = RetrainConfig(), project_dir: str = ".") -> dict:
+    """Retrain the generator on the DVC-tracked dataset and promote it if it passes the gate."""
+    root = Path(project_dir).resolve()
+    dataset = dataset_version_task(root, config)
+    run_id = start_run_task(root, config, dataset)
+    report = validate_task(root, config, run_id)
+    if not report["success"]:
+        finish_run_task(root, run_id, "FAILED", {"stage": "validation", "validation": report})
+        raise ValidationFailed(f"validation of {config.data.dir}/ failed, nothing was trained: {format_failures(report)}", report)
+    trained = train_task(root, config, run_id)
+    scores = evaluate_task(root, config, trained["weights"], dataset["md5"])
+    champion = evaluate_champion_task(root, config, dataset["md5"])
+    tags = lineage_tags(dataset, report, run_id, config.name)
+    version = register_task(root, config, run_id, trained["weights"], tags, scores)
+    decision = decide_promotion(scores[FID_DOMAIN], champion[FID_DOMAIN] if champion else None, report["success"], config.gate)
+    previous = gate_task(root, config, version, decision.as_dict())
+    export = None
+    if decision.promote:
+        export = export_task(root, config, version, trained["weights"],
+                             {**tags, "model_name": config.registry.model_name, "model_version": version, FID_DOMAIN: scores[FID_DOMAIN]})
+    summary = {"run_id": run_id, "model_name": config.registry.model_name, "version": version, "scores": scores,
+               "champion_before": champion, "decision": decision.as_dict(), "previous_champion": previous,
+               "export": export, "dataset": dataset, "tracking_uri": registry.tracking_uri(root)}
+    finish_run_task(root, run_id, "FINISHED", summary)
+    print(json.dumps({k: summary[k] for k in ("model_name", "version", "decision", "export")}, indent=2))
+    return summary
