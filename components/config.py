@@ -47,10 +47,11 @@ class ValidationConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    steps: int = Field(2000, ge=1)
+    steps: int = Field(3000, ge=1)
     batch_size: int = Field(64, ge=2)
     z_dim: int = Field(64, ge=1)
     base_channels: int = Field(64, ge=4, description="Width of the widest DCGAN layer.")
+    extra_layers: int = Field(1, ge=0, le=4, description="3x3 conv layers at full resolution in G and D (DCGAN n_extra_layers).")
     lr: float = Field(2e-4, gt=0)
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
@@ -73,7 +74,7 @@ class RegistryConfig(_Strict):
 
 class GateConfig(_Strict):
     metric: Literal["fid_domain"] = "fid_domain"
-    fid_ceiling: float = Field(50.0, gt=0, description="A candidate must score below this to be promoted.")
+    fid_ceiling: float = Field(20.0, gt=0, description="A candidate must score below this to be promoted.")
     min_improvement: float = Field(0.0, ge=0, description="A candidate must beat the champion's FID by at least this much.")
 
 

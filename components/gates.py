@@ -19,7 +19,8 @@ class Decision:
 
 def decide_promotion(candidate_fid: float, champion_fid: float | None, validation_passed: bool, policy: GateConfig) -> Decision:
     """Promote when data validation passed, FID is under the ceiling, and (if a champion exists) the candidate
-    beats the champion's FID by at least `policy.min_improvement`. Lower FID is better.
+    beats the champion's FID by more than `policy.min_improvement` (strictly lower when it is 0).
+    Lower FID is better; a tie keeps the champion.
 
     Returns a Decision whose reasons say why, pass or fail.
     """
@@ -36,8 +37,8 @@ def decide_promotion(candidate_fid: float, champion_fid: float | None, validatio
         failed.append(f"{policy.metric} {candidate_fid:.4f} is not below the ceiling {policy.fid_ceiling:g}")
     if champion_fid is None:
         passed.append("no champion yet: the ceiling alone decides")
-    elif math.isfinite(candidate_fid) and candidate_fid <= champion_fid - policy.min_improvement:
-        passed.append(f"{policy.metric} {candidate_fid:.4f} beats the champion's {champion_fid:.4f} by >= {policy.min_improvement:g}")
+    elif math.isfinite(candidate_fid) and candidate_fid < champion_fid - policy.min_improvement:
+        passed.append(f"{policy.metric} {candidate_fid:.4f} beats the champion's {champion_fid:.4f} by more than {policy.min_improvement:g}")
     else:
-        failed.append(f"{policy.metric} {candidate_fid:.4f} does not beat the champion's {champion_fid:.4f} by {policy.min_improvement:g}")
+        failed.append(f"{policy.metric} {candidate_fid:.4f} does not beat the champion's {champion_fid:.4f} by more than {policy.min_improvement:g}")
     return Decision(promote=not failed, reasons=failed or passed)

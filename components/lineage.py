@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from components.export import MANIFEST, export_dir_for, verify_export
+from components.export import MANIFEST, verify_export
 
 TAG_DATASET_MD5 = "ganops.dataset_md5"
 TAG_DATASET_PATH = "ganops.dataset_path"
@@ -39,9 +39,9 @@ def lineage_tags(dataset: dict, validation: dict, run_id: str, config_name: str)
     }
 
 
-def resolve_lineage(mlc, model_name: str, ref: str | None, export_root: Path) -> dict:
-    """Read the chain for `model_name@ref` from the registry, the run and the export folder."""
-    from components.registry import resolve_version
+def resolve_lineage(mlc, model_name: str, ref: str | None) -> dict:
+    """Read the chain for `model_name@ref` from the registry, the run and the export folder (hashes re-checked)."""
+    from components.registry import TAG_EXPORT_DIR, resolve_version
 
     mv = resolve_version(mlc, model_name, ref)
     run = mlc.get_run(mv.run_id)
@@ -52,8 +52,8 @@ def resolve_lineage(mlc, model_name: str, ref: str | None, export_root: Path) ->
         validation = json.loads(Path(local).read_text())
     except Exception:  # older or failed runs may lack the report; the tag still says pass/fail
         validation = None
-    folder = export_dir_for(export_root, model_name, mv.version)
-    export = {"path": str(folder), "exists": (folder / MANIFEST).is_file()}
+    folder = Path(tags[TAG_EXPORT_DIR]) if TAG_EXPORT_DIR in tags else None
+    export = {"path": str(folder) if folder else None, "exists": folder is not None and (folder / MANIFEST).is_file()}
     if export["exists"]:
         checked = verify_export(folder)
         export.update({"files": checked["files"], "hashes_ok": checked["ok"]})
@@ -79,7 +79,7 @@ def format_lineage(chain: dict) -> str:
         files = ", ".join(f"{name} [{state}]" for name, state in e["files"].items())
         export_line = f"export   {e['path']}  hashes {'ok' if e['hashes_ok'] else 'MISMATCH'}: {files}"
     else:
-        export_line = f"export   (none: this version was not promoted, or was exported elsewhere) {e['path']}"
+        export_line = (f"export   {e['path']} is gone" if e["path"] else "export   none: this version was not promoted")
     metrics = ", ".join(f"{k}={val:.4f}" for k, val in sorted(r["metrics"].items()) if k.startswith("fid") or k.startswith("extractor"))
     aliases = ", ".join(m["aliases"]) or "no alias"
     return "\n".join([

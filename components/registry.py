@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 from components.config import state_dir
@@ -16,6 +17,7 @@ from components.errors import RegistryError
 
 CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous_champion"
 TAG_GATE, TAG_GATE_REASONS, TAG_REPLACED_BY = "ganops.gate", "ganops.gate_reasons", "ganops.replaced_by"
+TAG_EXPORT_DIR = "ganops.export_dir"
 MODEL_ARTIFACT = "generator"
 WEIGHTS_ARTIFACT = "weights"
 SERVING_MODEL_CODE = Path(__file__).with_name("serving_model.py")
@@ -97,7 +99,9 @@ def register_generator(mlc, run_id: str, weights_path: Path, model_name: str, ta
     """Log the generator as an MLflow pyfunc model (from code, no pickle) and register it. Returns the version."""
     import mlflow
 
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        # The generator takes a latent array, not typed records: MLflow's type-hint advice does not apply.
+        warnings.filterwarnings("ignore", message=".*type hints.*")
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=str(SERVING_MODEL_CODE),
@@ -164,3 +168,7 @@ def apply_decision(mlc, model_name: str, version: str, promote: bool, reasons: l
     if current_challenger is not None and current_challenger.version == version:
         mlc.delete_registered_model_alias(model_name, CHALLENGER)
     return previous.version if previous is not None and previous.version != version else None
+
+
+def record_export(mlc, model_name: str, version: str, folder: Path) -> None:
+    mlc.set_model_version_tag(model_name, version, TAG_EXPORT_DIR, str(folder))

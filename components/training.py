@@ -81,8 +81,8 @@ def train_gan(
     data = to_unit_range(images).to(device)
     n = data.shape[0]
     batch = min(cfg.batch_size, n)
-    G = Generator(cfg.z_dim, channels, height, cfg.base_channels).to(device)
-    D = Discriminator(channels, height, cfg.base_channels).to(device)
+    G = Generator(cfg.z_dim, channels, height, cfg.base_channels, cfg.extra_layers).to(device)
+    D = Discriminator(channels, height, cfg.base_channels, cfg.extra_layers).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     rng = torch.Generator(device="cpu").manual_seed(seed)
@@ -163,7 +163,7 @@ def train_to_files(data_root, labels: list[str], cfg: TrainConfig, seed: int, ou
         grids.append(str(save_grid(samples, out_dir / "samples" / f"step_{step:06d}.png")))
 
     result = train_gan(images, cfg, seed, on_metrics=on_metrics, on_samples=on_samples, progress=progress)
-    spec = generator_spec(result.generator, images.shape[1], images.shape[2], cfg.base_channels)
+    spec = generator_spec(result.generator, images.shape[1], images.shape[2], cfg.base_channels, cfg.extra_layers)
     weights = save_generator(out_dir / "generator.safetensors", result.generator, spec, config_dict)
     plot = save_loss_plot(result.history, out_dir / "loss_curves.png")
     last = {k: v[-1] for k, v in result.history.items() if k != "step" and v}

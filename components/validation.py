@@ -96,7 +96,10 @@ def run_suite(manifest: pd.DataFrame, cfg: ValidationConfig) -> dict:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # one bar per metric floods the log
     batch = context.data_sources.add_pandas("manifest").add_dataframe_asset("images").add_batch_definition_whole_dataframe("all")
     suite = context.suites.add(build_suite(cfg))
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="images", data=batch, suite=suite))

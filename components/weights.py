@@ -18,8 +18,9 @@ from components.networks import Generator, build_generator
 SPEC_KEY, CONFIG_KEY = "ganops.generator_spec", "ganops.config"
 
 
-def generator_spec(generator: Generator, channels: int, image_size: int, base_channels: int) -> dict:
-    return {"arch": "dcgan", "z_dim": generator.z_dim, "channels": channels, "image_size": image_size, "base_channels": base_channels}
+def generator_spec(generator: Generator, channels: int, image_size: int, base_channels: int, extra_layers: int) -> dict:
+    return {"arch": "dcgan", "z_dim": generator.z_dim, "channels": channels, "image_size": image_size,
+            "base_channels": base_channels, "extra_layers": extra_layers}
 
 
 def save_generator(path: Path, generator: Generator, spec: dict, config: dict) -> Path:

@@ -146,18 +146,15 @@ def run(
 def lineage(
     model: str = typer.Argument(..., help="MODEL, MODEL@ALIAS or MODEL@VERSION (default alias: champion)."),
     project_dir: Path = ProjectOpt,
-    config: Optional[str] = ConfigOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the chain as JSON."),
 ) -> None:
     """Show export files -> model version -> training run -> dataset md5 and revision -> validation result."""
     root = _prepare_env(project_dir)
     from components import registry
-    from components.config import export_root, load_config
     from components.lineage import format_lineage, resolve_lineage
 
     name, _, ref = model.partition("@")
-    cfg = load_config(config)
-    chain = resolve_lineage(registry.client(root), name, ref or None, export_root(cfg, root))
+    chain = resolve_lineage(registry.client(root), name, ref or None)
     typer.echo(json.dumps(chain, indent=2) if as_json else format_lineage(chain))
 
 

@@ -117,6 +117,7 @@ def gate_task(root: Path, config: RetrainConfig, version: str, decision: dict) -
 @task(name="export", **TASK)
 def export_task(root: Path, config: RetrainConfig, version: str, weights: str, lineage: dict) -> str:
     folder = export_generator(Path(weights), export_root(config, root), config.registry.model_name, version, lineage)
+    registry.record_export(registry.client(root), config.registry.model_name, version, folder)
     get_run_logger().info("exported %s version %s to %s", config.registry.model_name, version, folder)
     return str(folder)
 
@@ -128,15 +129,9 @@ def finish_run_task(root: Path, run_id: str, status: str, summary: dict) -> None
     registry.end_run(mlc, run_id, status)
 
 
-@flow(name="retrain", log_prints=True)
-def retrain(config: RetrainConfig = RetrainConfig(), project_dir: str = ".") -> dict:
-    """Retrain the generator on the DVC-tracked dataset and promote it if it passes the gate."""
-    root = Path(project_dir).resolve()
-    dataset = dataset_version_task(root, config)
-    run_id = start_run_task(root, config, dataset)
+def _train_to_export(root: Path, config: RetrainConfig, dataset: dict, run_id: str) -> dict:
     report = validate_task(root, config, run_id)
     if not report["success"]:
-        finish_run_task(root, run_id, "FAILED", {"stage": "validation", "validation": report})
         raise ValidationFailed(f"validation of {config.data.dir}/ failed, nothing was trained: {format_failures(report)}", report)
     trained = train_task(root, config, run_id)
     scores = evaluate_task(root, config, trained["weights"], dataset["md5"])
@@ -149,9 +144,23 @@ def retrain(config: RetrainConfig = RetrainConfig(), project_dir: str = ".") -> 
     if decision.promote:
         export = export_task(root, config, version, trained["weights"],
                              {**tags, "model_name": config.registry.model_name, "model_version": version, FID_DOMAIN: scores[FID_DOMAIN]})
-    summary = {"run_id": run_id, "model_name": config.registry.model_name, "version": version, "scores": scores,
-               "champion_before": champion, "decision": decision.as_dict(), "previous_champion": previous,
-               "export": export, "dataset": dataset, "tracking_uri": registry.tracking_uri(root)}
+    return {"run_id": run_id, "model_name": config.registry.model_name, "version": version, "scores": scores,
+            "champion_before": champion, "decision": decision.as_dict(), "previous_champion": previous,
+            "export": export, "dataset": dataset, "tracking_uri": registry.tracking_uri(root)}
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(config: RetrainConfig = RetrainConfig(), project_dir: str = ".") -> dict:
+    """Retrain the generator on the DVC-tracked dataset and promote it if it passes the gate."""
+    root = Path(project_dir).resolve()
+    dataset = dataset_version_task(root, config)
+    run_id = start_run_task(root, config, dataset)
+    try:
+        summary = _train_to_export(root, config, dataset, run_id)
+    except BaseException as e:
+        stage = "validation" if isinstance(e, ValidationFailed) else "pipeline"
+        finish_run_task(root, run_id, "FAILED", {"stage": stage, "error": f"{type(e).__name__}: {e}"})
+        raise
     finish_run_task(root, run_id, "FINISHED", summary)
     print(json.dumps({k: summary[k] for k in ("model_name", "version", "decision", "export")}, indent=2))
     return summary
