@@ -33,8 +33,8 @@ class DataConfig(_Strict):
 
 
 class ValidationConfig(_Strict):
-    min_images: int = Field(100, ge=1)
-    max_images: int = Field(10_000_000, ge=1)
+    min_images: int = Field(1000, ge=1)
+    max_images: int = Field(100_000, ge=1)
     image_size: int | None = Field(8, ge=1, description="Required width and height; null accepts any single size.")
     channels: Literal[1, 3] = 1
     labels: list[str] = Field(default_factory=lambda: [str(i) for i in range(10)], min_length=1)

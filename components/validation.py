@@ -34,6 +34,7 @@ RULES = {
     ("expect_column_values_to_be_in_set", CHANNELS): "channel count equals the configured channels",
     ("expect_column_unique_value_count_to_be_between", CHANNELS): "one channel count",
     ("expect_column_values_to_be_in_set", LABEL): "label folder in the allowed set",
+    ("expect_column_values_to_not_be_null", LABEL): "every file sits inside a label folder",
     ("expect_column_values_to_be_unique", SHA256): "no duplicate image content",
 }
 
@@ -86,6 +87,7 @@ def build_suite(cfg: ValidationConfig, name: str = "ganops-images"):
         for column in (WIDTH, HEIGHT):
             suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[cfg.image_size]))
     suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=CHANNELS, value_set=[cfg.channels]))
+    suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=LABEL))
     suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(cfg.labels)))
     suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column=SHA256))
     return suite

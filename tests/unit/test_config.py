@@ -1,0 +1,60 @@
+import pytest
+
+from components.config import RetrainConfig, apply_overrides, load_config, preset_names
+from components.errors import ConfigError
+
+
+def test_presets_load():
+    assert {"digits", "smoke"} <= set(preset_names())
+    for name in preset_names():
+        assert isinstance(load_config(name), RetrainConfig)
+
+
+def test_default_is_digits_and_matches_model_defaults():
+    # The digits preset and the pydantic defaults must not drift apart: one source of truth.
+    assert load_config(None) == RetrainConfig()
+
+
+def test_overrides_apply_and_validate():
+    cfg = load_config("smoke", ["train.steps=7", "gate.fid_ceiling=3.5"])
+    assert cfg.train.steps == 7 and cfg.gate.fid_ceiling == 3.5
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("train.steps=0", "train.steps"),
+        ("train.lr=-1", "train.lr"),
+        ("train.real_label=0.2", "train.real_label"),
+        ("validation.channels=2", "validation.channels"),
+        ("train.bogus=1", "train.bogus"),
+        ("registry.model_name=has space", "registry.model_name"),
+        ("validation.image_size=12", "image_size"),
+        ("validation.min_images=10000000000", "min_images"),
+    ],
+)
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config("smoke", [override])
+    assert key in str(err.value)
+
+
+def test_unknown_preset_and_missing_file():
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        load_config("nope")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("missing.yaml")
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="key.path=value"):
+        apply_overrides({}, ["train.steps"])
+
+
+def test_yaml_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  steps: 5\n")
+    assert load_config(str(path)).train.steps == 5
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(str(path))
