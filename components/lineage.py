@@ -59,7 +59,7 @@ def resolve_lineage(mlc, model_name: str, ref: str | None) -> dict:
         export.update({"files": checked["files"], "hashes_ok": checked["ok"]})
     return {
         "export": export,
-        "model": {"name": model_name, "version": mv.version, "aliases": list(getattr(mv, "aliases", []) or []),
+        "model": {"name": model_name, "version": str(mv.version), "aliases": list(getattr(mv, "aliases", []) or []),
                   "gate": tags.get("ganops.gate"), "gate_reasons": json.loads(tags.get("ganops.gate_reasons", "[]")),
                   "source": mv.source},
         "run": {"id": run.info.run_id, "status": run.info.status, "experiment_id": run.info.experiment_id,

@@ -158,16 +158,17 @@ def apply_decision(mlc, model_name: str, version: str, promote: bool, reasons: l
         mlc.set_model_version_tag(model_name, version, TAG_GATE, "rejected")
         mlc.set_registered_model_alias(model_name, CHALLENGER, version)
         return None
-    previous = version_by_alias(mlc, model_name, CHAMPION)
+    found = version_by_alias(mlc, model_name, CHAMPION)
+    previous = str(found.version) if found is not None and str(found.version) != version else None
     mlc.set_model_version_tag(model_name, version, TAG_GATE, "promoted")
-    if previous is not None and previous.version != version:
-        mlc.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, previous.version)
-        mlc.set_model_version_tag(model_name, previous.version, TAG_REPLACED_BY, version)
+    if previous is not None:
+        mlc.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, previous)
+        mlc.set_model_version_tag(model_name, previous, TAG_REPLACED_BY, version)
     mlc.set_registered_model_alias(model_name, CHAMPION, version)
-    current_challenger = version_by_alias(mlc, model_name, CHALLENGER)
-    if current_challenger is not None and current_challenger.version == version:
+    challenger = version_by_alias(mlc, model_name, CHALLENGER)
+    if challenger is not None and str(challenger.version) == version:
         mlc.delete_registered_model_alias(model_name, CHALLENGER)
-    return previous.version if previous is not None and previous.version != version else None
+    return previous
 
 
 def record_export(mlc, model_name: str, version: str, folder: Path) -> None:

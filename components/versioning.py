@@ -63,7 +63,12 @@ def last_commit_of(cwd: Path, file: str) -> str | None:
 
 
 def _repo(project_dir: Path):
+    import logging
+
     from dvc.repo import Repo
+
+    # DVC's own hints ("To track the changes with git, run ...") are replaced by ganops' messages.
+    logging.getLogger("dvc").setLevel(logging.WARNING)
 
     try:
         return Repo(str(project_dir))
@@ -74,8 +79,9 @@ def _repo(project_dir: Path):
 def dvc_add_and_push(project_dir: Path, data_dir: str) -> dict:
     """Track `data_dir` with DVC, push it to the default remote, and return the new data.dvc entry."""
     with _repo(project_dir) as repo:
-        repo.add(data_dir)
-        repo.push(targets=[f"{data_dir}.dvc"])
+        # Absolute targets: DVC resolves relative ones against the process's working directory.
+        repo.add(str(project_dir / data_dir))
+        repo.push(targets=[str(project_dir / f"{data_dir}.dvc")])
     return read_dvc_file(project_dir / f"{data_dir}.dvc")
 
 
@@ -83,7 +89,7 @@ def dvc_pull(project_dir: Path, dvc_file: str) -> bool:
     """Fetch and check out the data `dvc_file` tracks. Returns False when the remote lacks it."""
     with _repo(project_dir) as repo:
         try:
-            repo.pull(targets=[dvc_file])
+            repo.pull(targets=[str(project_dir / dvc_file)])
         except Exception:  # dvc raises CheckoutError / DownloadError when the remote lacks the objects
             return False
     return True
@@ -92,7 +98,7 @@ def dvc_pull(project_dir: Path, dvc_file: str) -> bool:
 def workspace_changes(project_dir: Path, dvc_file: str) -> dict:
     """DVC status of the data folder against `dvc_file`: empty when they match."""
     with _repo(project_dir) as repo:
-        return repo.status(targets=[dvc_file])
+        return repo.status(targets=[str(project_dir / dvc_file)])
 
 
 def dataset_version(project_dir: Path, data_dir: str, dvc_file: str) -> DatasetVersion:

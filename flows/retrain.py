@@ -90,9 +90,9 @@ def evaluate_champion_task(root: Path, config: RetrainConfig, dataset_md5: str) 
     champion = registry.version_by_alias(mlc, config.registry.model_name, registry.CHAMPION)
     if champion is None:
         return None
-    weights = registry.download_weights(config.registry.model_name, champion.version)
+    weights = registry.download_weights(config.registry.model_name, str(champion.version))
     scores = evaluate_task.fn(root, config, str(weights), dataset_md5)
-    return {"version": champion.version, **scores}
+    return {"version": str(champion.version), **scores}
 
 
 @task(name="register", **TASK)

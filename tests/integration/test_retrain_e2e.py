@@ -1,0 +1,139 @@
+"""The real retrain flow end to end on the smoke preset: real Prefect, MLflow on SQLite, DVC, GX."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from components import registry
+from components.config import load_config
+from components.errors import ValidationFailed
+from components.export import MANIFEST, sha256_of
+from components.lineage import TAG_DATASET_MD5, TAG_DATA_GIT_REV
+from components.versioning import read_dvc_file
+from flows.cli import app
+from tests.integration.conftest import REPO, new_project, sh
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+MODEL = "ganops-smoke"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prefect_server):
+    project = new_project(tmp_path_factory.mktemp("e2e"))
+    result = runner.invoke(app, ["data", "import", "digits", "-C", str(project)])
+    assert result.exit_code == 0, result.output
+    sh(project, "git", "add", "data.dvc", ".gitignore")
+    sh(project, "git", "commit", "-qm", "digits v1")
+    return project
+
+
+@pytest.fixture(scope="module")
+def first_run(project):
+    from flows.retrain import retrain
+
+    return retrain(config=load_config("smoke"), project_dir=str(project))
+
+
+def models(project):
+    return registry.client(project).search_model_versions(f"name='{MODEL}'")
+
+
+def test_digits_import_matches_the_committed_data_dvc(project):
+    # Byte-identical PNGs on every machine: the fresh import has the md5 this repository commits.
+    assert read_dvc_file(project / "data.dvc")["md5"] == read_dvc_file(REPO / "data.dvc")["md5"]
+
+
+def test_first_run_is_registered_as_champion_with_lineage(project, first_run):
+    mlc = registry.client(project)
+    champion = mlc.get_model_version_by_alias(MODEL, "champion")
+    assert str(champion.version) == first_run["version"] == "1"
+    assert champion.tags[TAG_DATASET_MD5] == read_dvc_file(project / "data.dvc")["md5"]
+    assert champion.tags[TAG_DATA_GIT_REV] == sh(project, "git", "log", "-1", "--format=%H", "--", "data.dvc").strip()
+    run = mlc.get_run(champion.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["fid_domain"] == pytest.approx(first_run["scores"]["fid_domain"])
+    artifacts = {a.path for a in mlc.list_artifacts(champion.run_id)}
+    assert {"config", "validation", "samples", "loss_curves.png"} <= artifacts
+
+
+def test_export_files_match_their_manifest(first_run):
+    folder = Path(first_run["export"])
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["model_name"] == MODEL and manifest["model_version"] == "1"
+    assert manifest["lineage"][TAG_DATASET_MD5] == first_run["dataset"]["md5"]
+    assert set(manifest["files"]) == {"generator.torchscript.pt", "generator.safetensors", "config.json"}
+    for name, entry in manifest["files"].items():
+        assert sha256_of(folder / name) == entry["sha256"], name
+
+
+def test_lineage_cli_shows_the_chain(project, first_run):
+    result = runner.invoke(app, ["lineage", f"{MODEL}@champion", "-C", str(project), "--json"])
+    assert result.exit_code == 0, result.output
+    chain = json.loads(result.output[result.output.index("{"):])
+    assert chain["model"]["version"] == "1" and "champion" in chain["model"]["aliases"]
+    assert chain["export"]["hashes_ok"] is True
+    assert chain["dataset"]["md5"] == first_run["dataset"]["md5"]
+    assert chain["validation"]["success"] == "True"
+    text = runner.invoke(app, ["lineage", MODEL, "-C", str(project)]).output
+    assert first_run["dataset"]["md5"] in text and "hashes ok" in text
+    missing = runner.invoke(app, ["lineage", f"{MODEL}@nope", "-C", str(project)])
+    assert missing.exit_code != 0 and "nope" in str(missing.exception)
+
+
+def test_same_data_again_is_a_challenger_and_the_champion_stays(project, first_run):
+    from flows.retrain import retrain
+
+    second = retrain(config=load_config("smoke"), project_dir=str(project))
+    mlc = registry.client(project)
+    assert second["version"] == "2" and not second["decision"]["promote"]
+    # Same data, same seed, same code: an identical generator does not beat the champion it ties with.
+    assert second["champion_before"]["version"] == "1"
+    assert second["champion_before"]["fid_domain"] == pytest.approx(second["scores"]["fid_domain"])
+    assert str(mlc.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    challenger = mlc.get_model_version_by_alias(MODEL, "challenger")
+    assert str(challenger.version) == "2" and "does not beat" in challenger.tags["ganops.gate_reasons"]
+    assert second["export"] is None
+
+
+def test_promotion_moves_champion_and_keeps_the_old_one_for_rollback(project, first_run):
+    from flows.retrain import retrain
+
+    # A longer run trains a better generator than the 40-step champion.
+    third = retrain(config=load_config("smoke", ["train.steps=200"]), project_dir=str(project))
+    mlc = registry.client(project)
+    assert third["decision"]["promote"], third["decision"]
+    assert str(mlc.get_model_version_by_alias(MODEL, "champion").version) == third["version"]
+    previous = mlc.get_model_version_by_alias(MODEL, "previous_champion")
+    assert str(previous.version) == "1" and previous.tags["ganops.replaced_by"] == third["version"]
+
+
+def test_truncated_png_stops_the_run_at_validation(project, tmp_path):
+    from flows.retrain import retrain
+
+    before = len(models(project))
+    new_version = tmp_path / "digits-v2"
+    shutil.copytree(project / "data", new_version)
+    good = (new_version / "3" / "0003.png").read_bytes()
+    (new_version / "3" / "bad.png").write_bytes(good[:40])
+    result = runner.invoke(app, ["data", "import", str(new_version), "-C", str(project)])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(ValidationFailed) as err:
+        retrain(config=load_config("smoke"), project_dir=str(project))
+    assert "3/bad.png" in str(err.value) and "decodes" in str(err.value)
+    assert len(models(project)) == before  # nothing registered
+    runs = registry.client(project).search_runs([registry.client(project).get_experiment_by_name("ganops-retrain").experiment_id],
+                                                order_by=["attributes.start_time DESC"], max_results=1)
+    assert runs[0].info.status == "FAILED"
+
+
+def test_workspace_that_does_not_match_data_dvc_is_refused(project):
+    from components.errors import DataError
+    from flows.retrain import retrain
+
+    (project / "data" / "3" / "bad.png").unlink()
+    with pytest.raises(DataError, match="does not match data.dvc"):
+        retrain(config=load_config("smoke"), project_dir=str(project))
