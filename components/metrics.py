@@ -1,10 +1,11 @@
 """Evaluation: Frechet distance over feature statistics, and the offline `fid_domain` extractor.
 
-`frechet_distance` is exact and real-valued: with A = sqrt(S1) from a symmetric eigendecomposition,
-tr(sqrt(S1 S2)) = tr(sqrt(A S2 A)) and A S2 A is symmetric positive semi-definite, so its square-root trace is
-the sum of the square roots of its eigenvalues. Eigenvalues below zero (round-off, or rank-deficient
-covariances when there are fewer samples than dimensions) are clipped to zero, which is the exact value for
-a PSD matrix and keeps the result finite.
+`frechet_distance` is exact and real-valued. S1 S2 has the same eigenvalues as the symmetric positive
+semi-definite matrix L^T S2 L, where S1 = L L^T (Cholesky), so tr(sqrt(S1 S2)) is the sum of the square roots
+of that matrix's eigenvalues: one Cholesky and one symmetric eigenvalue solve, no complex sqrtm. When S1 is
+singular (fewer samples than dimensions) Cholesky fails and L is replaced by sqrt(S1) from a symmetric
+eigendecomposition, which gives the same eigenvalues. Eigenvalues below zero (round-off) are clipped to zero,
+the exact value for a PSD matrix, so the result is always finite.
 
 `fid_domain` uses a small classifier trained on the dataset itself (networks.FeatureClassifier), cached per
 dataset md5. It is NOT the standard Inception FID and is never reported under that name.
@@ -49,8 +50,12 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
         raise ValueError(f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, sigma {s1.shape} vs {s2.shape}")
-    root1 = _sqrt_psd(s1)
-    middle = root1 @ s2 @ root1
+    try:
+        factor = np.linalg.cholesky(s1)
+        middle = factor.T @ s2 @ factor
+    except np.linalg.LinAlgError:  # singular S1: the symmetric square root has the same effect
+        root1 = _sqrt_psd(s1)
+        middle = root1 @ s2 @ root1
     eig = np.linalg.eigvalsh((middle + middle.T) / 2)
     trace_sqrt = np.sqrt(np.clip(eig, 0.0, None)).sum()
     diff = mu1 - mu2

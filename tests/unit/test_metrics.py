@@ -9,8 +9,7 @@ from components.networks import FeatureClassifier
 
 def scipy_fid(mu1, s1, mu2, s2):
     """The reference formula (pytorch-fid): sqrtm of the product, real part."""
-    covmean, _ = scipy.linalg.sqrtm(s1 @ s2, disp=False)
-    covmean = covmean.real
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
@@ -48,6 +47,17 @@ def test_near_singular_covariance_is_finite_and_real():
     b = features_to_stats(rng.standard_normal((20, 64)) + 0.5)
     value = frechet_distance(*a, *b)
     assert np.isfinite(value) and value > 0 and isinstance(value, float)
+
+
+def test_singular_first_covariance_takes_the_eigh_path_and_agrees():
+    rng = np.random.default_rng(1)
+    basis = rng.standard_normal((8, 3))
+    s1 = basis @ basis.T  # rank 3 of 8: Cholesky fails
+    s2 = features_to_stats(rng.standard_normal((400, 8)))[1]
+    mu = np.zeros(8)
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(s1)
+    assert frechet_distance(mu, s1, mu, s2) == pytest.approx(scipy_fid(mu, s1, mu, s2), rel=1e-6)
 
 
 def test_shape_mismatch_is_an_error():
