@@ -47,6 +47,8 @@ class ValidationConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    arch: Literal["mlp", "dcgan", "cdcgan"] = Field("dcgan", description="mlp (Goodfellow 2014), dcgan, or class-conditional cdcgan.")
+    loss: Literal["minimax", "nonsaturating", "hinge"] = "nonsaturating"
     steps: int = Field(3000, ge=1)
     batch_size: int = Field(64, ge=2)
     z_dim: int = Field(64, ge=1)
@@ -56,6 +58,17 @@ class TrainConfig(_Strict):
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     real_label: float = Field(0.9, gt=0.5, le=1.0, description="One-sided label smoothing target for real images.")
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum.")
+    d_steps: int = Field(1, ge=1, description="Discriminator steps per generator step.")
+    feature_matching: bool = Field(False, description="Add the feature-matching loss to G (Salimans et al. 2016).")
+    minibatch_discrimination: bool = Field(False, description="Minibatch discrimination layer in D (Salimans et al. 2016).")
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of the generator weights; 0 disables. The EMA generator is evaluated and exported.")
+    checkpoint_every: int = Field(500, ge=1)
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
+    compile: bool = Field(False, description="torch.compile the networks (CUDA).")
+    launcher: Literal["inprocess", "subprocess", "torchrun"] = Field("inprocess", description="How the flow runs the training step.")
+    nproc: int = Field(1, ge=1, description="Processes per node with the torchrun launcher.")
     log_every: int = Field(50, ge=1)
     sample_every: int = Field(500, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"

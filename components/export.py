@@ -40,7 +40,8 @@ def export_generator(weights: Path, root: Path, model_name: str, version: str, l
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.tmp-", dir=target.parent))
     try:
-        example = torch.zeros(1, spec["z_dim"])
+        conditional = spec.get("num_classes", 0) > 0
+        example = (torch.zeros(2, spec["z_dim"]),) + ((torch.zeros(2, dtype=torch.long),) if conditional else ())
         with warnings.catch_warnings():
             # torch 2.13 marks TorchScript deprecated; it is still the format serving stacks load without Python code.
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -53,7 +54,8 @@ def export_generator(weights: Path, root: Path, model_name: str, version: str, l
             "model_name": model_name,
             "model_version": version,
             "generator": spec,
-            "input": {"z": [None, spec["z_dim"]], "dtype": "float32", "distribution": "standard normal"},
+            "input": {"z": [None, spec["z_dim"]], "dtype": "float32", "distribution": "standard normal",
+                      **({"labels": [None], "labels_dtype": "int64", "num_classes": spec["num_classes"]} if conditional else {})},
             "output": {"images": [None, spec["channels"], spec["image_size"], spec["image_size"]], "range": [-1, 1]},
             "files": files,
             "lineage": lineage,

@@ -78,6 +78,12 @@ def log_metrics(mlc, run_id: str, metrics: dict, step: int = 0) -> None:
     mlc.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
+def log_history(mlc, run_id: str, history: dict[str, list[float]]) -> None:
+    """Log a training history {'step': [...], metric: [...]} step by step."""
+    for i, step in enumerate(history.get("step", [])):
+        log_metrics(mlc, run_id, {k: v[i] for k, v in history.items() if k != "step" and i < len(v)}, step)
+
+
 def log_json(mlc, run_id: str, obj: dict, artifact_file: str) -> None:
     mlc.log_dict(run_id, obj, artifact_file)
 

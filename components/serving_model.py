@@ -2,7 +2,8 @@
 
 MLflow runs this file when the model is loaded (it is never imported by the pipeline), so nothing is
 unpickled: the weights come from the safetensors artifact and the code from the model's code_paths.
-Input: an array of latent vectors (N, z_dim). Output: images (N, C, H, W) in [-1, 1].
+Input: an array of latent vectors (N, z_dim); for a conditional generator (N, z_dim + 1) with the class label in
+the last column. Output: images (N, C, H, W) in [-1, 1].
 """
 
 from pathlib import Path
@@ -21,9 +22,11 @@ class GeneratorModel(PythonModel):
     def predict(self, context, model_input, params=None):
         import torch
 
-        z = torch.as_tensor(np.asarray(model_input, dtype=np.float32)).reshape(-1, self.spec["z_dim"])
+        conditional = self.spec.get("num_classes", 0) > 0
+        x = torch.as_tensor(np.asarray(model_input, dtype=np.float32)).reshape(-1, self.spec["z_dim"] + conditional)
+        z, y = (x[:, :-1], x[:, -1].long()) if conditional else (x, None)
         with torch.no_grad():
-            return self.generator(z).numpy()
+            return self.generator(z, y).numpy()
 
 
 mlflow.models.set_model(GeneratorModel())

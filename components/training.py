@@ -1,37 +1,71 @@
-"""The GAN training loop: DCGAN, non-saturating generator loss, Adam, one-sided label smoothing.
+"""The GAN training engine: one loop for every architecture, loss and trick in the config.
 
-The loop knows nothing of MLflow or Prefect: progress, metrics and sample grids leave through callbacks
+CPU, one GPU, or many through torchrun + DistributedDataParallel. Every rank draws the same global batch
+(indices and latents) from one seeded generator and takes its own slice, so N processes compute the gradients
+of the single-process batch. Checkpoints every `checkpoint_every` steps hold everything the next step depends
+on, so a resumed run is bitwise identical to an uninterrupted one on CPU.
+
+The loop knows nothing of MLflow or Prefect: progress, metrics and samples leave through callbacks
 (`on_metrics(step, dict)`, `on_samples(step, images)`), as in StyleGAN2-ADA's progress_fn.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from components.checkpoints import latest_valid, save_checkpoint
 from components.config import TrainConfig
 from components.errors import GanopsError
-from components.networks import Discriminator, Generator
+from components.losses import d_loss, feature_matching, g_loss
+from components.networks import build_discriminator, build_generator
 
 MetricsFn = Callable[[int, dict], None]
 SamplesFn = Callable[[int, torch.Tensor], None]
 
 # Metric keys: one spelling everywhere.
-LOSS_D, LOSS_G, D_REAL, D_FAKE, IMAGES_PER_S = "loss_d", "loss_g", "d_real", "d_fake", "images_per_s"
+LOSS_D, LOSS_G, D_REAL, D_FAKE, GRAD_D, GRAD_G, IMAGES_PER_S = "loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "images_per_s"
+TRACKED = (LOSS_D, LOSS_G, D_REAL, D_FAKE, GRAD_D, GRAD_G)
 
 
-def pick_device(requested: str) -> torch.device:
+@dataclass
+class TrainResult:
+    generator: torch.nn.Module  # the EMA generator when ema_decay > 0
+    spec: dict
+    history: dict[str, list[float]] = field(default_factory=dict)
+    steps: int = 0
+    resumed_from: int = 0
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) for a plain process."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
         raise GanopsError("train.device is 'cuda' but no CUDA device is available")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def model_spec(cfg: TrainConfig, channels: int, image_size: int, num_classes: int) -> dict:
+    """The plain description a generator is rebuilt from (stored with every checkpoint and export)."""
+    return {"arch": cfg.arch, "z_dim": cfg.z_dim, "channels": channels, "image_size": image_size,
+            "base_channels": cfg.base_channels, "extra_layers": cfg.extra_layers,
+            "num_classes": num_classes if cfg.arch == "cdcgan" else 0}
 
 
 def to_unit_range(images: np.ndarray) -> torch.Tensor:
@@ -39,133 +73,182 @@ def to_unit_range(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).float().div_(127.5).sub_(1.0)
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: float) -> torch.Tensor:
-    """BCE with one-sided label smoothing: real targets are `real_label` (e.g. 0.9), fake targets stay 0."""
-    real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label))
-    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-    return real + fake
+def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
 
 
-def generator_loss_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
-    """-log D(G(z)): maximise the discriminator's belief that samples are real (Goodfellow et al. 2014, sec. 3)."""
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+def _grad_norm(module: torch.nn.Module) -> torch.Tensor:
+    norms = [p.grad.detach().norm() for p in module.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
 
 
-@dataclass
-class TrainResult:
-    generator: Generator
-    history: dict[str, list[float]] = field(default_factory=dict)
-    steps: int = 0
-    seconds: float = 0.0
-    device: str = "cpu"
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return module.module if hasattr(module, "module") else module
 
 
 def train_gan(
     images: np.ndarray,
+    labels: np.ndarray | None,
     cfg: TrainConfig,
     seed: int,
+    config_dict: dict | None = None,
     on_metrics: MetricsFn | None = None,
     on_samples: SamplesFn | None = None,
     progress: Callable[[int], object] | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    num_classes: int | None = None,
 ) -> TrainResult:
-    """Train a DCGAN on uint8 images (N, C, H, W). Deterministic on CPU for a given seed.
+    """Train on uint8 images (N, C, H, W) with integer labels (N,). Deterministic on CPU for a given seed.
 
     progress(total) may return an object with update(n) and close() (e.g. a tqdm bar).
-    Raises GanopsError when a loss becomes NaN or infinite.
+    Raises GanopsError when a loss becomes NaN or infinite; the checkpoints written so far are all finite.
     """
-    torch.manual_seed(seed)
-    device = pick_device(cfg.device)
-    _, channels, height, width = images.shape
+    rank, world, local_rank = dist_info()
+    device = pick_device(cfg.device, local_rank)
+    n, channels, height, width = images.shape
     if height != width:
         raise GanopsError(f"training needs square images, got {height}x{width}")
-    data = to_unit_range(images).to(device)
-    n = data.shape[0]
-    batch = min(cfg.batch_size, n)
-    G = Generator(cfg.z_dim, channels, height, cfg.base_channels, cfg.extra_layers).to(device)
-    D = Discriminator(channels, height, cfg.base_channels, cfg.extra_layers).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    rng = torch.Generator(device="cpu").manual_seed(seed)
-    fixed_z = torch.randn(64, cfg.z_dim, generator=rng).to(device)
-    history: dict[str, list[float]] = {"step": [], LOSS_D: [], LOSS_G: [], D_REAL: [], D_FAKE: []}
-    bar = progress(cfg.steps) if progress else None
-    sums = torch.zeros(4, device=device)  # accumulated on device: no host sync inside the inner loop
-    window, started, window_start = 0, time.perf_counter(), time.perf_counter()
+    if cfg.batch_size % world:
+        raise GanopsError(f"train.batch_size {cfg.batch_size} must divide evenly over {world} processes")
+    classes = num_classes or (int(labels.max()) + 1 if labels is not None and len(labels) else 0)
+    if cfg.arch == "cdcgan" and (labels is None or classes < 2):
+        raise GanopsError("train.arch cdcgan needs a labelled dataset with at least 2 classes")
+    spec = model_spec(cfg, channels, height, classes)
+    cuda = device.type == "cuda"
+    bf16 = cuda and cfg.precision in ("auto", "bf16")
+    fmt = torch.channels_last if cuda and cfg.arch != "mlp" else torch.contiguous_format
+
+    torch.manual_seed(seed)
+    G = build_generator(spec).to(device, memory_format=fmt)
+    D = build_discriminator(spec, cfg.minibatch_discrimination).to(device, memory_format=fmt)
+    ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
+    opt_g, opt_d = _optimizer(cfg, G.parameters()), _optimizer(cfg, D.parameters())
+    rng = torch.Generator().manual_seed(seed)
+    fixed_z = torch.randn(64, cfg.z_dim, generator=rng)
+    fixed_y = torch.arange(64) % max(classes, 1)
     order, cursor = torch.randperm(n, generator=rng), 0
-    for step in range(1, cfg.steps + 1):
+    history: dict[str, list[float]] = {"step": [], **{k: [] for k in TRACKED}}
+    start = 1
+    if resume and checkpoint_dir is not None:
+        found = latest_valid(checkpoint_dir)
+        if found is not None:
+            state = found[1]
+            G.load_state_dict(state["G"]); D.load_state_dict(state["D"])
+            opt_g.load_state_dict(state["opt_g"]); opt_d.load_state_dict(state["opt_d"])
+            if ema is not None and state.get("ema") is not None:
+                ema.load_state_dict(state["ema"])
+            rng.set_state(state["rng"]); torch.set_rng_state(state["torch_rng"])
+            order, cursor, history, start = state["order"], state["cursor"], state["history"], state["step"] + 1
+
+    data = to_unit_range(images).to(device)
+    targets = torch.from_numpy(labels).long().to(device) if labels is not None else torch.zeros(n, dtype=torch.long, device=device)
+    if world > 1:
+        import torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo")
+        G, D = DDP(G, device_ids=[local_rank] if cuda else None), DDP(D, device_ids=[local_rank] if cuda else None)
+    train_G, train_D = (torch.compile(G), torch.compile(D)) if cfg.compile else (G, D)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else nullcontext
+    conditional = spec["num_classes"] > 0
+    shard = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
+    batch = cfg.batch_size
+
+    def next_batch():
+        nonlocal order, cursor
         if cursor + batch > n:
             order, cursor = torch.randperm(n, generator=rng), 0
-        real = data[order[cursor : cursor + batch].to(device)]
+        idx = order[cursor : cursor + batch]
         cursor += batch
-        z = torch.randn(batch, cfg.z_dim, generator=rng).to(device)
+        z = torch.randn(batch, cfg.z_dim, generator=rng)
+        y_fake = torch.randint(max(classes, 1), (batch,), generator=rng)
+        idx, z, y_fake = idx[shard].to(device), z[shard].to(device), y_fake[shard].to(device)
+        return data[idx].contiguous(memory_format=fmt), targets[idx], z, y_fake
 
-        fake = G(z)
-        real_logits, fake_logits = D(real), D(fake.detach())
-        loss_d = discriminator_loss(real_logits, fake_logits, cfg.real_label)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-
-        gen_logits = D(fake)
-        loss_g = generator_loss_nonsaturating(gen_logits)
+    bar = progress(cfg.steps) if progress and rank == 0 else None
+    if bar is not None and start > 1:
+        bar.update(start - 1)
+    sums = torch.zeros(len(TRACKED), device=device)  # on device: no host sync inside the inner loop
+    window, started, window_start = 0, time.perf_counter(), time.perf_counter()
+    G.train(); D.train()
+    for step in range(start, cfg.steps + 1):
+        for i in range(cfg.d_steps):
+            real, y_real, z, y_fake = next_batch()
+            # Only the last D step's fakes feed G's update; earlier ones need no graph (and DDP wants one
+            # backward per forward).
+            with autocast(), (nullcontext() if i == cfg.d_steps - 1 else torch.no_grad()):
+                fake = train_G(z, y_fake if conditional else None)
+            with autocast():
+                real_logits, _ = train_D(real, y_real if conditional else None)
+                fake_logits, _ = train_D(fake.detach(), y_fake if conditional else None)
+                loss_d = d_loss(cfg.loss, real_logits.float(), fake_logits.float(), cfg.real_label)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            grad_d = _grad_norm(D)
+            opt_d.step()
+        with autocast():
+            gen_logits, gen_features = train_D(fake, y_fake if conditional else None)
+            loss_g = g_loss(cfg.loss, gen_logits.float())
+            if cfg.feature_matching:
+                with torch.no_grad():
+                    _, real_features = train_D(real, y_real if conditional else None)
+                loss_g = loss_g + feature_matching(real_features.float(), gen_features.float())
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
+        grad_g = _grad_norm(G)
         opt_g.step()
+        if ema is not None:
+            _ema_update(ema, _unwrap(G), cfg.ema_decay)
 
-        sums += torch.stack([loss_d.detach(), loss_g.detach(), torch.sigmoid(real_logits).mean().detach(),
-                             torch.sigmoid(fake_logits).mean().detach()])
+        sums += torch.stack([loss_d.detach(), loss_g.detach(), torch.sigmoid(real_logits.detach().float()).mean(),
+                             torch.sigmoid(fake_logits.detach().float()).mean(), grad_d, grad_g])
         window += 1
         if bar is not None:
             bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
             means = (sums / window).tolist()
-            if not all(math.isfinite(v) for v in means[:2]):
-                raise GanopsError(f"training diverged at step {step}: loss_d={means[0]}, loss_g={means[1]}")
+            if not all(math.isfinite(v) for v in means):
+                raise GanopsError(f"training diverged at step {step}: " + ", ".join(f"{k}={v}" for k, v in zip(TRACKED, means))
+                                  + (f"; the last good checkpoint is in {checkpoint_dir}" if checkpoint_dir else ""))
             now = time.perf_counter()
-            metrics = {LOSS_D: means[0], LOSS_G: means[1], D_REAL: means[2], D_FAKE: means[3],
-                       IMAGES_PER_S: window * batch / max(now - window_start, 1e-9)}
+            metrics = {**dict(zip(TRACKED, means)), IMAGES_PER_S: window * batch * cfg.d_steps / max(now - window_start, 1e-9)}
             history["step"].append(step)
-            for key in (LOSS_D, LOSS_G, D_REAL, D_FAKE):
+            for key in TRACKED:
                 history[key].append(metrics[key])
-            if on_metrics:
+            if on_metrics and rank == 0:
                 on_metrics(step, metrics)
             sums.zero_()
             window, window_start = 0, now
-        if on_samples and (step % cfg.sample_every == 0 or step == cfg.steps):
-            G.eval()
+        if on_samples and rank == 0 and (step % cfg.sample_every == 0 or step == cfg.steps):
+            shown = ema if ema is not None else _unwrap(G)
+            shown.eval()
             with torch.no_grad():
-                on_samples(step, G(fixed_z).float().cpu())
-            G.train()
+                on_samples(step, shown(fixed_z.to(device), fixed_y.to(device) if conditional else None).float().cpu())
+            shown.train(ema is None)
+        if checkpoint_dir is not None and rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            if window and not bool(torch.isfinite(sums).all()):
+                raise GanopsError(f"training diverged before step {step}; the last good checkpoint is in {checkpoint_dir}")
+            save_checkpoint(checkpoint_dir, step, {
+                "step": step, "G": _unwrap(G).state_dict(), "D": _unwrap(D).state_dict(),
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "rng": rng.get_state(), "torch_rng": torch.get_rng_state(), "order": order, "cursor": cursor,
+                "history": history, "config": config_dict or {}, "spec": spec,
+            })
     if bar is not None:
         bar.close()
-    G.eval()
-    return TrainResult(generator=G.cpu(), history=history, steps=cfg.steps,
+    final = (ema if ema is not None else _unwrap(G)).cpu().eval()
+    return TrainResult(generator=final, spec=spec, history=history, steps=cfg.steps, resumed_from=start - 1,
                        seconds=time.perf_counter() - started, device=str(device))
-
-
-def train_to_files(data_root, labels: list[str], cfg: TrainConfig, seed: int, out_dir, config_dict: dict,
-                   on_metrics: MetricsFn | None = None, progress=None) -> dict:
-    """Load the dataset, train, and write the generator (safetensors), sample grids and a loss plot to out_dir.
-
-    Returns plain values: paths of the files written and a summary of the run.
-    """
-    from pathlib import Path
-
-    from components.data import load_images
-    from components.images import save_grid, save_loss_plot
-    from components.weights import generator_spec, save_generator
-
-    out_dir = Path(out_dir)
-    images, _ = load_images(Path(data_root), labels)
-    grids: list[str] = []
-
-    def on_samples(step: int, samples: torch.Tensor) -> None:
-        grids.append(str(save_grid(samples, out_dir / "samples" / f"step_{step:06d}.png")))
-
-    result = train_gan(images, cfg, seed, on_metrics=on_metrics, on_samples=on_samples, progress=progress)
-    spec = generator_spec(result.generator, images.shape[1], images.shape[2], cfg.base_channels, cfg.extra_layers)
-    weights = save_generator(out_dir / "generator.safetensors", result.generator, spec, config_dict)
-    plot = save_loss_plot(result.history, out_dir / "loss_curves.png")
-    last = {k: v[-1] for k, v in result.history.items() if k != "step" and v}
-    return {"weights": str(weights), "grids": grids, "loss_plot": str(plot), "steps": result.steps,
-            "seconds": result.seconds, "device": result.device, "final": last, "images": int(len(images))}

@@ -13,17 +13,12 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 
 from components.errors import GanopsError
-from components.networks import Generator, build_generator
+from components.networks import build_generator
 
 SPEC_KEY, CONFIG_KEY = "ganops.generator_spec", "ganops.config"
 
 
-def generator_spec(generator: Generator, channels: int, image_size: int, base_channels: int, extra_layers: int) -> dict:
-    return {"arch": "dcgan", "z_dim": generator.z_dim, "channels": channels, "image_size": image_size,
-            "base_channels": base_channels, "extra_layers": extra_layers}
-
-
-def save_generator(path: Path, generator: Generator, spec: dict, config: dict) -> Path:
+def save_generator(path: Path, generator: torch.nn.Module, spec: dict, config: dict) -> Path:
     """Write weights + spec + config atomically (temporary name, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -43,7 +38,7 @@ def read_metadata(path: Path) -> tuple[dict, dict]:
         raise GanopsError(f"{path} is not a ganops generator file ({type(e).__name__}: {e})") from None
 
 
-def load_generator(path: Path, device: str = "cpu") -> tuple[Generator, dict, dict]:
+def load_generator(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, dict, dict]:
     """Rebuild the generator stored at `path` in eval mode. Returns (generator, spec, config)."""
     spec, config = read_metadata(path)
     generator = build_generator(spec)
@@ -51,13 +46,21 @@ def load_generator(path: Path, device: str = "cpu") -> tuple[Generator, dict, di
     return generator.to(device).eval(), spec, config
 
 
-def sample(generator: Generator, count: int, seed: int, batch_size: int = 500, device: str = "cpu") -> torch.Tensor:
-    """`count` images in [-1, 1] from a fixed noise seed, so two generators see the same z."""
+def sample(generator: torch.nn.Module, count: int, seed: int, batch_size: int = 500, device: str = "cpu",
+           labels: torch.Tensor | None = None) -> torch.Tensor:
+    """`count` images in [-1, 1] from a fixed noise seed, so two generators see the same z.
+
+    A conditional generator gets `labels` (default: the classes in turn, so every class is equally represented).
+    """
     gen = torch.Generator().manual_seed(seed)
+    classes = getattr(generator, "num_classes", 0)
+    if classes and labels is None:
+        labels = torch.arange(count) % classes
     out = []
     with torch.no_grad():
         for start in range(0, count, batch_size):
             n = min(batch_size, count - start)
             z = torch.randn(n, generator.z_dim, generator=gen).to(device)
-            out.append(generator(z).float().cpu())
+            y = labels[start : start + n].to(device) if classes else None
+            out.append(generator(z, y).float().cpu())
     return torch.cat(out)

@@ -143,6 +143,37 @@ def run(
 
 
 @app.command()
+def train(
+    config: Optional[str] = ConfigOpt,
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Override train.steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest valid checkpoint in OUT/checkpoints."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder. Default: .ganops/train/<config name>."),
+    data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder to train on. Default: the config's data.dir."),
+    set_: list[str] = typer.Option([], "--set", help="Override any key, e.g. --set train.loss=hinge (repeatable)."),
+    project_dir: Path = ProjectOpt,
+) -> None:
+    """Train a generator alone (no registry): checkpoints, samples, loss plot and generator.safetensors in OUT.
+
+    Runs under torchrun too: `torchrun --nproc-per-node 2 -m flows.cli train ...` trains with DDP.
+    """
+    root = _prepare_env(project_dir)
+    from tqdm import tqdm
+
+    from components.config import load_config, state_dir
+    from components.train_job import train_to_files
+    from components.training import dist_info
+
+    cfg = load_config(config, list(set_) + ([f"train.steps={max_steps}"] if max_steps else []))
+    out_dir = (out or state_dir(root) / "train" / cfg.name).resolve()
+    rank = dist_info()[0]
+    progress = (lambda total: tqdm(total=total, desc="train", unit="step", dynamic_ncols=True)) if sys.stderr.isatty() and rank == 0 else None
+    result = train_to_files((data or root / cfg.data.dir).resolve(), cfg, out_dir, progress=progress, resume=resume)
+    if rank == 0:
+        typer.echo(f"trained {cfg.train.arch}/{cfg.train.loss} to step {result['steps']} (resumed from {result['resumed_from']}) "
+                   f"in {result['seconds']:.1f} s on {result['device']} x{result['world_size']}: {result['weights']}")
+
+
+@app.command()
 def lineage(
     model: str = typer.Argument(..., help="MODEL, MODEL@ALIAS or MODEL@VERSION (default alias: champion)."),
     project_dir: Path = ProjectOpt,

@@ -19,7 +19,7 @@ from components.export import export_generator
 from components.gates import decide_promotion
 from components.lineage import lineage_tags
 from components.metrics import FID_DOMAIN, evaluate_generator
-from components.training import train_to_files
+from components.train_job import train_in_subprocess, train_to_files
 from components.validation import format_failures, validate_folder
 from components.versioning import dataset_version
 
@@ -66,9 +66,12 @@ def validate_task(root: Path, config: RetrainConfig, run_id: str) -> dict:
 def train_task(root: Path, config: RetrainConfig, run_id: str) -> dict:
     mlc = registry.client(root)
     out = state_dir(root) / "runs" / run_id
-    result = train_to_files(root / config.data.dir, config.validation.labels, config.train, config.seed, out,
-                            config.model_dump(mode="json"),
-                            on_metrics=lambda step, m: registry.log_metrics(mlc, run_id, m, step), progress=_progress)
+    if config.train.launcher == "inprocess":
+        result = train_to_files(root / config.data.dir, config, out,
+                                on_metrics=lambda step, m: registry.log_metrics(mlc, run_id, m, step), progress=_progress)
+    else:  # its own process (or torchrun on a GPU worker): metrics come back in result.json
+        result = train_in_subprocess(root / config.data.dir, config, out)
+        registry.log_history(mlc, run_id, result["history"])
     for path in result["grids"]:
         registry.log_file(mlc, run_id, Path(path), "samples")
     registry.log_file(mlc, run_id, Path(result["loss_plot"]))

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from components.networks import Discriminator, FeatureClassifier, Generator
+from components.config import TrainConfig
+from components.networks import Discriminator, FeatureClassifier, Generator, MinibatchDiscrimination, build_discriminator, build_generator
+from components.training import model_spec
 
 
 @pytest.mark.parametrize("size", [8, 16, 32, 64])
@@ -13,7 +15,36 @@ def test_dcgan_shapes(size, channels, extra):
     images = g(torch.randn(4, 16))
     assert images.shape == (4, channels, size, size)
     assert images.min() >= -1 and images.max() <= 1
-    assert d(images).shape == (4,)
+    logits, features = d(images)
+    assert logits.shape == (4,) and features.shape[0] == 4
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan", "cdcgan"])
+@pytest.mark.parametrize("size,channels", [(8, 1), (32, 3)])
+@pytest.mark.parametrize("mbd", [False, True])
+def test_every_arch_shapes(arch, size, channels, mbd):
+    spec = model_spec(TrainConfig(arch=arch, z_dim=12, base_channels=16), channels, size, 10)
+    g, d = build_generator(spec), build_discriminator(spec, mbd)
+    y = torch.tensor([0, 3, 9])
+    images = g(torch.randn(3, 12), y)
+    assert images.shape == (3, channels, size, size)
+    logits, _ = d(images, y)
+    assert logits.shape == (3,)
+
+
+def test_conditional_generator_needs_labels():
+    spec = model_spec(TrainConfig(arch="cdcgan", z_dim=4, base_channels=8), 1, 8, 10)
+    with pytest.raises(ValueError, match="labels"):
+        build_generator(spec)(torch.randn(2, 4))
+
+
+def test_minibatch_discrimination_sees_collapse():
+    layer = MinibatchDiscrimination(6, kernels=4, kernel_dim=3)
+    same = layer(torch.ones(5, 6))[:, 6:]
+    spread = layer(torch.randn(5, 6) * 10)[:, 6:]
+    assert same.shape == (5, 4)
+    assert torch.allclose(same, torch.full_like(same, 4.0))  # identical samples: exp(0) from the 4 others
+    assert spread.mean() < same.mean()
 
 
 @pytest.mark.parametrize("size", [7, 12, 4])

@@ -1,48 +1,110 @@
-import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
+from components.checkpoints import latest_valid, list_checkpoints, load_checkpoint
 from components.config import TrainConfig
 from components.errors import GanopsError
-from components.training import discriminator_loss, generator_loss_nonsaturating, train_gan
+from components.training import train_gan
+
+TINY = dict(batch_size=16, z_dim=8, base_channels=8, log_every=3, sample_every=3, device="cpu")
 
 
-def test_discriminator_loss_by_hand():
-    real, fake = torch.tensor([0.0, 2.0]), torch.tensor([0.0, -1.0])
-    s = lambda x: 1 / (1 + math.exp(-x))
-    # BCE(real, 0.9) + BCE(fake, 0), averaged over the batch
-    expected_real = np.mean([-(0.9 * math.log(s(x)) + 0.1 * math.log(1 - s(x))) for x in (0.0, 2.0)])
-    expected_fake = np.mean([-math.log(1 - s(x)) for x in (0.0, -1.0)])
-    assert discriminator_loss(real, fake, 0.9).item() == pytest.approx(expected_real + expected_fake, rel=1e-6)
-
-
-def test_nonsaturating_generator_loss_by_hand():
-    logits = torch.tensor([0.0, 1.0, -2.0])
-    s = lambda x: 1 / (1 + math.exp(-x))
-    expected = np.mean([-math.log(s(x)) for x in (0.0, 1.0, -2.0)])
-    assert generator_loss_nonsaturating(logits).item() == pytest.approx(expected, rel=1e-6)
-
-
-def _images(n=64):
+def data(n=64):
     rng = np.random.default_rng(0)
-    return rng.integers(0, 256, (n, 1, 8, 8), dtype=np.uint8)
+    return rng.integers(0, 256, (n, 1, 8, 8), dtype=np.uint8), rng.integers(0, 4, n)
 
 
-def test_training_is_deterministic_on_cpu():
-    cfg = TrainConfig(steps=6, batch_size=16, z_dim=8, base_channels=8, log_every=3, sample_every=3, device="cpu")
-    seen = []
-    a = train_gan(_images(), cfg, seed=1, on_metrics=lambda step, m: seen.append(step))
-    b = train_gan(_images(), cfg, seed=1)
-    for (k, va), vb in zip(a.generator.state_dict().items(), b.generator.state_dict().values()):
-        assert torch.equal(va, vb), k
-    assert seen == [3, 6] and a.history["step"] == [3, 6]
-    c = train_gan(_images(), cfg, seed=2)
-    assert not torch.equal(next(iter(a.generator.state_dict().values())), next(iter(c.generator.state_dict().values())))
+def weights(result):
+    return {k: v.clone() for k, v in result.generator.state_dict().items()}
 
 
-def test_divergence_stops_with_a_clear_error():
-    cfg = TrainConfig(steps=4, batch_size=16, z_dim=8, base_channels=8, log_every=2, lr=1e30, device="cpu")
+def assert_bitwise_equal(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan", "cdcgan"])
+@pytest.mark.parametrize("loss", ["minimax", "nonsaturating", "hinge"])
+def test_every_arch_and_loss_trains_deterministically(arch, loss):
+    cfg = TrainConfig(arch=arch, loss=loss, steps=4, **TINY)
+    images, labels = data()
+    a, b = train_gan(images, labels, cfg, seed=1), train_gan(images, labels, cfg, seed=1)
+    assert_bitwise_equal(weights(a), weights(b))
+    assert a.spec["num_classes"] == (4 if arch == "cdcgan" else 0)
+
+
+def test_seed_changes_the_result_and_metrics_arrive_by_callback():
+    cfg = TrainConfig(steps=6, **TINY)
+    images, labels = data()
+    seen, grids = [], []
+    a = train_gan(images, labels, cfg, seed=1, on_metrics=lambda s, m: seen.append((s, sorted(m))), on_samples=lambda s, x: grids.append(x.shape))
+    c = train_gan(images, labels, cfg, seed=2)
+    assert [s for s, _ in seen] == [3, 6] and "grad_norm_d" in seen[0][1] and "images_per_s" in seen[0][1]
+    assert grids == [(64, 1, 8, 8)] * 2
+    assert not torch.equal(next(iter(weights(a).values())), next(iter(weights(c).values())))
+
+
+@pytest.mark.parametrize("tricks", [
+    dict(feature_matching=True), dict(minibatch_discrimination=True), dict(ema_decay=0.9), dict(optimizer="sgd", momentum=0.5),
+    dict(d_steps=2), dict(arch="mlp", minibatch_discrimination=True, feature_matching=True),
+])
+def test_tricks_run(tricks):
+    cfg = TrainConfig(**{**TINY, "steps": 3, **tricks})
+    result = train_gan(*data(), cfg, seed=0)
+    assert all(np.isfinite(v) for v in result.history["loss_g"])
+
+
+def test_ema_generator_differs_from_the_raw_one_and_is_returned():
+    images, labels = data()
+    raw = train_gan(images, labels, TrainConfig(steps=5, **TINY), seed=0)
+    ema = train_gan(images, labels, TrainConfig(steps=5, ema_decay=0.5, **TINY), seed=0)
+    assert not torch.equal(weights(raw)["net.0.weight"], weights(ema)["net.0.weight"])
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_good_checkpoints(tmp_path):
+    cfg = TrainConfig(**{**TINY, "steps": 6, "log_every": 2, "checkpoint_every": 1, "lr": 1e30})
     with pytest.raises(GanopsError, match="diverged"):
-        train_gan(_images(), cfg, seed=0)
+        train_gan(*data(), cfg, seed=0, checkpoint_dir=tmp_path)
+    for path in list_checkpoints(tmp_path):
+        state = load_checkpoint(path)
+        assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point()), path
+
+
+def test_resume_from_checkpoint_is_bitwise_identical(tmp_path):
+    images, labels = data()
+    full = train_gan(images, labels, TrainConfig(steps=9, checkpoint_every=3, **TINY), seed=3)
+    # Stop after 6 steps (as if killed), then resume to 9 from the step-6 checkpoint.
+    train_gan(images, labels, TrainConfig(steps=6, checkpoint_every=3, **TINY), seed=3, checkpoint_dir=tmp_path)
+    resumed = train_gan(images, labels, TrainConfig(steps=9, checkpoint_every=3, **TINY), seed=3, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.resumed_from == 6
+    assert_bitwise_equal(weights(full), weights(resumed))
+    assert resumed.history["step"] == full.history["step"]
+
+
+def test_corrupt_checkpoint_is_skipped_with_a_warning(tmp_path):
+    images, labels = data()
+    cfg = TrainConfig(steps=6, checkpoint_every=3, **TINY)
+    train_gan(images, labels, cfg, seed=0, checkpoint_dir=tmp_path)
+    newest = list_checkpoints(tmp_path)[-1]
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    with pytest.warns(RuntimeWarning, match="skipping corrupt checkpoint"):
+        path, state = latest_valid(tmp_path)
+    assert state["step"] == 3 and path != newest
+
+
+def test_checkpoints_refuse_pickled_objects(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "step_000000001.pt"
+    torch.save({"step": 1, "payload": Evil()}, path, pickle_module=pickle)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert latest_valid(tmp_path) is None

@@ -1,0 +1,49 @@
+"""GAN objectives on discriminator logits, selected by name in the config.
+
+- minimax (Goodfellow et al. 2014): D maximises log D(x) + log(1 - D(G(z))); G minimises log(1 - D(G(z))),
+  the saturating form.
+- nonsaturating (same paper, sec. 3): G maximises log D(G(z)) instead.
+- hinge (Lim & Ye 2017; Miyato et al. 2018): D minimises relu(1 - D(x)) + relu(1 + D(G(z))); G minimises -D(G(z)).
+
+One-sided label smoothing (Salimans et al. 2016) replaces the real target 1 by `real_label` in the two
+cross-entropy objectives; fake targets stay 0. Feature matching (same paper) trains G to match the mean of an
+intermediate discriminator layer on real data.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+LossName = Literal["minimax", "nonsaturating", "hinge"]
+LOSSES = ("minimax", "nonsaturating", "hinge")
+
+
+def d_loss(name: LossName, real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: float = 1.0) -> torch.Tensor:
+    """The discriminator's loss (to minimise)."""
+    if name == "hinge":
+        return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+    if name in ("minimax", "nonsaturating"):
+        real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label))
+        fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        return real + fake
+    raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
+
+
+def g_loss(name: LossName, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The generator's adversarial loss (to minimise)."""
+    if name == "minimax":
+        # log(1 - sigmoid(l)) = -softplus(l); minimising it saturates when D confidently rejects samples.
+        return -F.softplus(fake_logits).mean()
+    if name == "nonsaturating":
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+    if name == "hinge":
+        return -fake_logits.mean()
+    raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
+
+
+def feature_matching(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    """|| E f(x) - E f(G(z)) ||^2 over an intermediate discriminator layer; real features are a fixed target."""
+    return (real_features.detach().mean(0) - fake_features.mean(0)).pow(2).sum()
