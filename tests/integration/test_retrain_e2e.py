@@ -102,11 +102,15 @@ def test_same_data_again_is_a_challenger_and_the_champion_stays(project, first_r
 def test_promotion_moves_champion_and_keeps_the_old_one_for_rollback(project, first_run):
     from flows.retrain import retrain
 
-    # A longer run trains a better generator than the 40-step champion.
-    third = retrain(config=load_config("smoke", ["train.steps=200"]), project_dir=str(project))
+    # A longer run trains a better generator than the 40-step champion; this one trains in its own process,
+    # the way a Prefect worker launches it (with torchrun on GPUs).
+    third = retrain(config=load_config("smoke", ["train.steps=200", "train.launcher=subprocess"]), project_dir=str(project))
     mlc = registry.client(project)
     assert third["decision"]["promote"], third["decision"]
     assert str(mlc.get_model_version_by_alias(MODEL, "champion").version) == third["version"]
+    run = mlc.get_run(third["run_id"])
+    assert mlc.get_metric_history(third["run_id"], "loss_d")[-1].step == 200  # metrics came back from the child
+    assert run.data.params["train.launcher"] == "subprocess"
     previous = mlc.get_model_version_by_alias(MODEL, "previous_champion")
     assert str(previous.version) == "1" and previous.tags["ganops.replaced_by"] == third["version"]
 

@@ -1,0 +1,96 @@
+"""The training engine as users run it: its own process, killed and resumed; DDP over 2 processes; conditional
+samples checked by the dataset's classifier."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from components.checkpoints import list_checkpoints
+from components.config import load_config
+from components.data import load_images, write_digits
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+LABELS = [str(i) for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits") / "data"
+    write_digits(root)
+    return root
+
+
+def train_cmd(data, out, *extra, launcher=(sys.executable,)):
+    return [*launcher, "-m", "flows.cli", "train", "-c", "smoke", "--data", str(data), "--out", str(out), *extra]
+
+
+def run(cmd, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, **kw)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_sigkill_then_resume_is_bitwise_identical(digits, tmp_path):
+    args = ["--max-steps", "400", "--set", "train.checkpoint_every=25", "--set", "train.arch=mlp", "--set", "train.ema_decay=0.9"]
+    run(train_cmd(digits, tmp_path / "straight", *args))
+    reference = load_file(str(tmp_path / "straight" / "generator.safetensors"))
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(train_cmd(digits, out, *args), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list_checkpoints(out / "checkpoints") and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(random.Random(0).uniform(0.0, 0.5))  # somewhere mid-run, possibly mid-write
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "generator.safetensors").exists(), "the run finished before it was killed; raise --max-steps"
+    killed_at = max(int(p.stem.split("_")[1]) for p in list_checkpoints(out / "checkpoints"))
+
+    done = run(train_cmd(digits, out, *args, "--resume"))
+    assert f"resumed from {killed_at}" in done.stdout
+    resumed = load_file(str(out / "generator.safetensors"))
+    assert resumed.keys() == reference.keys()
+    for key in reference:
+        assert torch.equal(resumed[key], reference[key]), key
+
+
+def test_ddp_two_processes_match_one(digits, tmp_path):
+    # mlp has no batch norm, so 2 ranks x 16 samples compute exactly the gradients of 1 x 32 (up to float sums).
+    args = ["--max-steps", "30", "--set", "train.arch=mlp", "--set", "train.batch_size=32"]
+    run(train_cmd(digits, tmp_path / "single", *args))
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2")
+    done = run(train_cmd(digits, tmp_path / "ddp", *args, launcher=torchrun))
+    assert "x2" in done.stdout
+    one = load_file(str(tmp_path / "single" / "generator.safetensors"))
+    two = load_file(str(tmp_path / "ddp" / "generator.safetensors"))
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5), key
+
+
+def test_conditional_samples_have_the_requested_labels(digits, tmp_path):
+    from components.metrics import load_or_train_extractor
+    from components.weights import load_generator, sample
+
+    run(train_cmd(digits, tmp_path / "cond", "--max-steps", "1500", "--set", "train.arch=cdcgan",
+                  "--set", "train.base_channels=64", "--set", "train.extra_layers=1", "--set", "train.batch_size=64"))
+    generator, spec, _ = load_generator(tmp_path / "cond" / "generator.safetensors")
+    assert spec["num_classes"] == 10
+    images, targets = load_images(digits, LABELS)
+    real = torch.from_numpy(images).float().div(127.5).sub(1)
+    extractor = load_or_train_extractor(tmp_path / "cache", "digits", real, torch.from_numpy(targets), 10, epochs=8)
+    wanted = torch.arange(500) % 10
+    with torch.no_grad():
+        predicted = extractor.model(sample(generator, 500, seed=1, labels=wanted)).argmax(1)
+    accuracy = (predicted == wanted).float().mean().item()
+    assert accuracy > 0.8, f"only {accuracy:.2%} of conditional samples were classified as the requested digit"
