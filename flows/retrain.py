@@ -18,7 +18,7 @@ from components.errors import ValidationFailed
 from components.export import export_generator
 from components.gates import decide_promotion
 from components.lineage import lineage_tags
-from components.metrics import FID_DOMAIN, evaluate_generator
+from components.metrics import evaluate_generator
 from components.train_job import train_in_subprocess, train_to_files
 from components.validation import format_failures, validate_folder
 from components.versioning import dataset_version
@@ -81,9 +81,8 @@ def train_task(root: Path, config: RetrainConfig, run_id: str) -> dict:
 
 @task(name="evaluate", **TASK)
 def evaluate_task(root: Path, config: RetrainConfig, weights: str, dataset_md5: str) -> dict:
-    ev = config.evaluate
     return evaluate_generator(Path(weights), root / config.data.dir, config.validation.labels, dataset_md5,
-                              ev.num_samples, ev.batch_size, ev.extractor_epochs, state_dir(root) / "cache" / "extractors", config.seed)
+                              config.evaluate, state_dir(root) / "cache", config.seed)
 
 
 @task(name="evaluate-champion", **TASK)
@@ -102,9 +101,11 @@ def evaluate_champion_task(root: Path, config: RetrainConfig, dataset_md5: str) 
 def register_task(root: Path, config: RetrainConfig, run_id: str, weights: str, tags: dict, scores: dict) -> str:
     mlc = registry.client(root)
     registry.log_metrics(mlc, run_id, {k: v for k, v in scores.items() if isinstance(v, float)})
+    if "reference_stats" in scores:  # the dataset's Inception statistics, reusable by later runs and tools
+        registry.log_file(mlc, run_id, Path(scores["reference_stats"]), "reference_stats")
     registry.set_run_tags(mlc, run_id, tags)
     version = registry.register_generator(mlc, run_id, Path(weights), config.registry.model_name,
-                                          {**tags, FID_DOMAIN: scores[FID_DOMAIN]})
+                                          {**tags, config.gate.metric: scores[config.gate.metric]})
     get_run_logger().info("registered %s version %s", config.registry.model_name, version)
     return version
 
@@ -141,12 +142,13 @@ def _train_to_export(root: Path, config: RetrainConfig, dataset: dict, run_id: s
     champion = evaluate_champion_task(root, config, dataset["md5"])
     tags = lineage_tags(dataset, report, run_id, config.name)
     version = register_task(root, config, run_id, trained["weights"], tags, scores)
-    decision = decide_promotion(scores[FID_DOMAIN], champion[FID_DOMAIN] if champion else None, report["success"], config.gate)
+    metric = config.gate.metric
+    decision = decide_promotion(scores[metric], champion[metric] if champion else None, report["success"], config.gate)
     previous = gate_task(root, config, version, decision.as_dict())
     export = None
     if decision.promote:
         export = export_task(root, config, version, trained["weights"],
-                             {**tags, "model_name": config.registry.model_name, "model_version": version, FID_DOMAIN: scores[FID_DOMAIN]})
+                             {**tags, "model_name": config.registry.model_name, "model_version": version, metric: scores[metric]})
     return {"run_id": run_id, "model_name": config.registry.model_name, "version": version, "scores": scores,
             "champion_before": champion, "decision": decision.as_dict(), "previous_champion": previous,
             "export": export, "dataset": dataset, "tracking_uri": registry.tracking_uri(root)}
