@@ -129,9 +129,10 @@ def compare(stats_a, feats_a, stats_b, feats_b, extra: bool, bootstrap: int = 0)
     return result
 
 
-def reference_stats_cached(cache_dir: Path, dataset_md5: str, data_root: Path, extractor, count_hint: int, keep: int):
+def reference_stats_cached(cache_dir: Path, dataset_md5: str, data_root: Path, extractor, keep: int):
     """Inception statistics of a dataset version, computed once per (md5, extractor, image count) and reused."""
-    path = cache_dir / f"{dataset_md5}-{extractor.name}-{count_hint}.npz"
+    count = sum(1 for p in data_root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    path = cache_dir / f"{dataset_md5}-{extractor.name}-{count}.npz"
     feats_path = path.with_suffix(".features.npy")
     if path.is_file() and feats_path.is_file():
         return load_stats(path), np.load(feats_path, allow_pickle=False), path

@@ -184,7 +184,7 @@ def _inception_scores(generated: torch.Tensor, data_root: Path, dataset_md5: str
     from components.stats import StatsAccumulator
 
     extractor = inception_extractor(cfg.inception_weights or None, cache_dir / "inception", cfg.inception_batch_size)
-    ref_stats, ref_feats, path = reference_stats_cached(cache_dir / "stats", dataset_md5, Path(data_root), extractor, 0, keep=2000)
+    ref_stats, ref_feats, path = reference_stats_cached(cache_dir / "stats", dataset_md5, Path(data_root), extractor, keep=2000)
     acc = StatsAccumulator(keep=2000)
     uint8 = to_uint8(generated)
     for i in range(0, len(uint8), extractor.batch_size):
