@@ -30,6 +30,8 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     dir: str = Field("data", description="Dataset folder (ImageFolder layout: <dir>/<label>/<file>.png), relative to the project.")
     dvc_file: str = Field("data.dvc", description="The DVC file that tracks `dir`.")
+    revision: str = Field("", description="Git revision of dvc_file to train on; empty: the working copy. Materialized "
+                                           "under the state folder, pulling from the DVC remote, without touching the working copy.")
 
 
 class ValidationConfig(_Strict):
@@ -38,11 +40,23 @@ class ValidationConfig(_Strict):
     image_size: int | None = Field(8, ge=1, description="Required width and height; null accepts any single size.")
     channels: Literal[1, 3] = 1
     labels: list[str] = Field(default_factory=lambda: [str(i) for i in range(10)], min_length=1)
+    max_pixels: int = Field(4096 * 4096, ge=1, description="Images with more pixels are refused before decoding.")
+    min_class_fraction: float = Field(0.05, ge=0, le=1, description="Every allowed label must hold at least this fraction.")
+    max_class_fraction: float = Field(0.2, ge=0, le=1)
+    pixel_mean_range: tuple[float, float] = Field((40.0, 120.0), description="Bounds on the mean pixel value (0-255).")
+    min_pixel_std: float = Field(1.0, ge=0, description="Images with a smaller pixel std (blank images) fail.")
+    drift: Literal["warn", "fail", "off"] = Field("warn", description="What drift from the last passed version does.")
+    drift_class_tolerance: float = Field(0.05, ge=0, description="Largest allowed change of any class fraction.")
+    drift_pixel_tolerance: float = Field(10.0, ge=0, description="Largest allowed change of the mean pixel value or std.")
 
     @model_validator(mode="after")
     def _bounds(self) -> "ValidationConfig":
         if self.min_images > self.max_images:
             raise ValueError(f"min_images ({self.min_images}) is greater than max_images ({self.max_images})")
+        if self.min_class_fraction > self.max_class_fraction:
+            raise ValueError(f"min_class_fraction ({self.min_class_fraction}) is greater than max_class_fraction ({self.max_class_fraction})")
+        if self.pixel_mean_range[0] > self.pixel_mean_range[1]:
+            raise ValueError(f"pixel_mean_range {self.pixel_mean_range} is empty")
         return self
 
 

@@ -1,122 +1,129 @@
-"""Data validation: a per-image manifest checked by a Great Expectations (1.x) suite built from the config.
+"""Data validation: the manifest checked by a Great Expectations 1.x suite built from the config, plus drift.
 
-`build_manifest` reads every file once (hash, decode, size, channels, label). `build_suite` turns the config
-into expectations. `run_suite` runs them with GX; `summarize` turns GX's result into a plain report that names
-every offending file and the rule it broke. A failed report stops the pipeline before training.
+`build_suite` turns the config into expectations; `run_suite` runs them through a Checkpoint of a persistent
+(file) GX context when given a folder for it, so results are kept and Data Docs (HTML) are written, or in an
+ephemeral context otherwise; `summarize` turns GX's result into a plain report naming every offending file and
+the rule it broke; `detect_drift` compares the dataset's profile with the last version that passed.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
 
 from components.config import ValidationConfig
-from components.data import list_image_files
+from components.manifest import (CHANNELS, DECODES, ERROR, FORMAT_OK, HEIGHT, INSIDE, LABEL, MEAN, MODE, PATH, SHA256, STD,
+                                 WIDTH, build_manifest, dataset_profile)
 
-# Manifest columns: one spelling everywhere.
-PATH, SHA256, DECODES, ERROR, FORMAT, WIDTH, HEIGHT, MODE, CHANNELS, LABEL, BYTES = (
-    "path", "sha256", "decodes", "error", "format", "width", "height", "mode", "channels", "label", "bytes",
-)
-MANIFEST_COLUMNS = [PATH, SHA256, DECODES, ERROR, FORMAT, WIDTH, HEIGHT, MODE, CHANNELS, LABEL, BYTES]
+LABEL_FRACTION = "label_fraction"
+SUITE, ASSET, DEFINITION, CHECKPOINT, SITE = "ganops-images", "images", "ganops-images", "ganops-images", "local_site"
 
 # Human names for the rules, keyed by (expectation type, column).
 RULES = {
     ("expect_table_row_count_to_be_between", None): "image count within bounds",
-    ("expect_column_values_to_be_in_set", DECODES): "every file decodes as an image",
+    ("expect_column_values_to_be_in_set", INSIDE): "every file lies inside the dataset root",
+    ("expect_column_values_to_be_in_set", DECODES): "every file decodes as an image (within the pixel limit)",
+    ("expect_column_values_to_be_in_set", FORMAT_OK): "file content matches its extension",
     ("expect_column_values_to_be_in_set", WIDTH): "width equals the configured image size",
     ("expect_column_values_to_be_in_set", HEIGHT): "height equals the configured image size",
     ("expect_column_unique_value_count_to_be_between", WIDTH): "one image width",
     ("expect_column_unique_value_count_to_be_between", HEIGHT): "one image height",
     ("expect_column_values_to_be_in_set", CHANNELS): "channel count equals the configured channels",
     ("expect_column_unique_value_count_to_be_between", CHANNELS): "one channel count",
-    ("expect_column_values_to_be_in_set", LABEL): "label folder in the allowed set",
+    ("expect_column_values_to_be_in_set", MODE): "image mode matches the configured channels",
     ("expect_column_values_to_not_be_null", LABEL): "every file sits inside a label folder",
+    ("expect_column_values_to_be_in_set", LABEL): "label folder in the allowed set",
+    ("expect_column_distinct_values_to_contain_set", LABEL): "every allowed label is present",
+    ("expect_column_values_to_be_between", LABEL_FRACTION): "class proportions within bounds",
     ("expect_column_values_to_be_unique", SHA256): "no duplicate image content",
+    ("expect_column_mean_to_be_between", MEAN): "mean pixel value within bounds",
+    ("expect_column_values_to_be_between", STD): "pixel standard deviation above the minimum (no blank images)",
 }
 
 
-def inspect_image(root: Path, rel: Path) -> dict:
-    """One manifest row: what a file is, read without trusting its name."""
-    path = root / rel
-    data = path.read_bytes()
-    row = {
-        PATH: rel.as_posix(),
-        SHA256: hashlib.sha256(data).hexdigest(),
-        DECODES: False,
-        ERROR: "",
-        FORMAT: None,
-        WIDTH: None,
-        HEIGHT: None,
-        MODE: None,
-        CHANNELS: None,
-        LABEL: rel.parts[0] if len(rel.parts) > 1 else None,
-        BYTES: len(data),
-    }
-    try:
-        with Image.open(path) as im:
-            im.load()  # a truncated or corrupt file fails here, not at open
-            row.update({FORMAT: im.format, WIDTH: im.width, HEIGHT: im.height, MODE: im.mode, CHANNELS: len(im.getbands())})
-            row[DECODES] = True
-    except Exception as e:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
-        row[ERROR] = f"{type(e).__name__}: {e}"
-    return row
-
-
-def build_manifest(root: Path) -> pd.DataFrame:
-    """A DataFrame with one row per file under `root` (hidden files skipped), sorted by path."""
-    rows = [inspect_image(root, rel) for rel in list_image_files(root)]
-    frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    return frame.astype({WIDTH: "Int64", HEIGHT: "Int64", CHANNELS: "Int64"})
-
-
-def build_suite(cfg: ValidationConfig, name: str = "ganops-images"):
+def build_suite(cfg: ValidationConfig, name: str = SUITE):
     """The expectation suite the config describes (a gx.ExpectationSuite, not yet added to a context)."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
     suite = gx.ExpectationSuite(name=name)
-    suite.add_expectation(gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_images, max_value=cfg.max_images))
-    suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=DECODES, value_set=[True]))
+    add = suite.add_expectation
+    add(gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_images, max_value=cfg.max_images))
+    add(gxe.ExpectColumnValuesToBeInSet(column=INSIDE, value_set=[True]))
+    add(gxe.ExpectColumnValuesToBeInSet(column=DECODES, value_set=[True]))
+    add(gxe.ExpectColumnValuesToBeInSet(column=FORMAT_OK, value_set=[True]))
     for column in (WIDTH, HEIGHT, CHANNELS):
-        suite.add_expectation(gxe.ExpectColumnUniqueValueCountToBeBetween(column=column, min_value=0, max_value=1))
+        add(gxe.ExpectColumnUniqueValueCountToBeBetween(column=column, min_value=0, max_value=1))
     if cfg.image_size is not None:
         for column in (WIDTH, HEIGHT):
-            suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[cfg.image_size]))
-    suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=CHANNELS, value_set=[cfg.channels]))
-    suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=LABEL))
-    suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(cfg.labels)))
-    suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column=SHA256))
+            add(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=[cfg.image_size]))
+    add(gxe.ExpectColumnValuesToBeInSet(column=CHANNELS, value_set=[cfg.channels]))
+    add(gxe.ExpectColumnValuesToBeInSet(column=MODE, value_set=["L"] if cfg.channels == 1 else ["RGB"]))
+    add(gxe.ExpectColumnValuesToNotBeNull(column=LABEL))
+    add(gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(cfg.labels)))
+    if cfg.min_class_fraction > 0:
+        add(gxe.ExpectColumnDistinctValuesToContainSet(column=LABEL, value_set=list(cfg.labels)))
+    add(gxe.ExpectColumnValuesToBeBetween(column=LABEL_FRACTION, min_value=cfg.min_class_fraction, max_value=cfg.max_class_fraction))
+    add(gxe.ExpectColumnValuesToBeUnique(column=SHA256))
+    add(gxe.ExpectColumnMeanToBeBetween(column=MEAN, min_value=cfg.pixel_mean_range[0], max_value=cfg.pixel_mean_range[1]))
+    add(gxe.ExpectColumnValuesToBeBetween(column=STD, min_value=cfg.min_pixel_std))
     return suite
 
 
-def run_suite(manifest: pd.DataFrame, cfg: ValidationConfig) -> dict:
-    """Validate the manifest with GX in an ephemeral context; returns GX's result as a JSON-able dict."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
+def with_label_fractions(manifest: pd.DataFrame) -> pd.DataFrame:
+    """The manifest plus each row's class fraction, so class proportions are a column GX can check."""
+    frame = manifest.copy()
+    frame[LABEL_FRACTION] = frame[LABEL].map(frame[LABEL].value_counts(normalize=True)).astype(float)
+    return frame
 
+
+def _context(gx_root: Path | None):
+    import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    context = gx.get_context(mode="ephemeral")
+    if gx_root is None:
+        context = gx.get_context(mode="ephemeral")
+    else:
+        gx_root.mkdir(parents=True, exist_ok=True)
+        context = gx.get_context(mode="file", project_root_dir=str(gx_root))
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # one bar per metric floods the log
-    batch = context.data_sources.add_pandas("manifest").add_dataframe_asset("images").add_batch_definition_whole_dataframe("all")
-    suite = context.suites.add(build_suite(cfg))
-    definition = context.validation_definitions.add(gx.ValidationDefinition(name="images", data=batch, suite=suite))
-    # Rows that fail a column rule are reported by path; decode failures keep their error text.
-    frame = manifest.copy()
-    frame[DECODES] = frame[DECODES].astype(bool)
-    result = definition.run(
-        batch_parameters={"dataframe": frame},
-        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [PATH]},
-    )
-    return result.to_json_dict()
+    return context
+
+
+def run_suite(manifest: pd.DataFrame, cfg: ValidationConfig, gx_root: Path | None = None) -> tuple[dict, Path | None]:
+    """Validate the manifest with GX; returns (GX's result as a dict, the Data Docs index or None).
+
+    With `gx_root`, a persistent file context keeps the suite, a Checkpoint and every result, and the
+    Checkpoint's action rebuilds the Data Docs site.
+    """
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    context = _context(gx_root)
+    source = context.data_sources.add_or_update_pandas("manifest")
+    asset = next((a for a in source.assets if a.name == ASSET), None) or source.add_dataframe_asset(ASSET)
+    batch = next((b for b in asset.batch_definitions if b.name == "all"), None) or asset.add_batch_definition_whole_dataframe("all")
+    suite = context.suites.add_or_update(build_suite(cfg))
+    definition = context.validation_definitions.add_or_update(gx.ValidationDefinition(name=DEFINITION, data=batch, suite=suite))
+    result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": [PATH]}
+    frame = with_label_fractions(manifest)
+    if gx_root is None:
+        return definition.run(batch_parameters={"dataframe": frame}, result_format=result_format).to_json_dict(), None
+    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+        name=CHECKPOINT, validation_definitions=[definition], result_format=result_format,
+        actions=[UpdateDataDocsAction(name="data-docs", site_names=[SITE])]))
+    outcome = checkpoint.run(batch_parameters={"dataframe": frame})
+    result = next(iter(outcome.run_results.values())).to_json_dict()
+    docs = Path(context.root_directory) / "uncommitted" / "data_docs" / SITE / "index.html"
+    return result, docs if docs.is_file() else None
 
 
 def summarize(result: dict, manifest: pd.DataFrame, max_files: int = 20) -> dict:
-    """Turn a GX result into {'success', 'images', 'failures': [{'rule', 'files', 'observed'}]}."""
+    """Turn a GX result into {'success', 'images', 'failures': [{'rule', 'files', 'file_count', 'observed'}]}."""
     errors = dict(zip(manifest[PATH], manifest[ERROR]))
     failures = []
     for item in result.get("results", []):
@@ -124,19 +131,27 @@ def summarize(result: dict, manifest: pd.DataFrame, max_files: int = 20) -> dict
             continue
         config = item.get("expectation_config", {})
         kind, column = config.get("type"), (config.get("kwargs") or {}).get("column")
-        rule = RULES.get((kind, column), f"{kind}({column})")
         res = item.get("result") or {}
         files = sorted({row[PATH] for row in res.get("unexpected_index_list") or [] if PATH in row})
         described = [f"{f} ({errors[f]})" if errors.get(f) else f for f in files]
-        failures.append({
-            "rule": rule,
-            "expectation": kind,
-            "column": column,
-            "observed": res.get("observed_value"),
-            "files": described[:max_files],
-            "file_count": len(files),
-        })
+        failures.append({"rule": RULES.get((kind, column), f"{kind}({column})"), "expectation": kind, "column": column,
+                         "observed": res.get("observed_value"), "files": described[:max_files], "file_count": len(files)})
     return {"success": bool(result.get("success")) and not failures, "images": int(len(manifest)), "failures": failures}
+
+
+def detect_drift(profile: dict, baseline: dict | None, cfg: ValidationConfig) -> list[str]:
+    """Findings where `profile` moved further from `baseline` than the configured tolerances (empty: no drift)."""
+    if not baseline:
+        return []
+    findings = []
+    for label, fraction in profile["class_fractions"].items():
+        before = baseline["class_fractions"].get(label, 0.0)
+        if abs(fraction - before) > cfg.drift_class_tolerance:
+            findings.append(f"class {label} fraction {before:.3f} -> {fraction:.3f} (tolerance {cfg.drift_class_tolerance})")
+    for key in ("pixel_mean", "pixel_std"):
+        if profile.get(key) is not None and baseline.get(key) is not None and abs(profile[key] - baseline[key]) > cfg.drift_pixel_tolerance:
+            findings.append(f"{key} {baseline[key]:.2f} -> {profile[key]:.2f} (tolerance {cfg.drift_pixel_tolerance})")
+    return findings
 
 
 def format_failures(report: dict) -> str:
@@ -149,7 +164,29 @@ def format_failures(report: dict) -> str:
     return "; ".join(lines)
 
 
-def validate_folder(root: Path, cfg: ValidationConfig) -> tuple[dict, pd.DataFrame]:
-    """Build the manifest for `root` and validate it. Returns (report, manifest)."""
-    manifest = build_manifest(root)
-    return summarize(run_suite(manifest, cfg), manifest), manifest
+def validate_folder(root: Path, cfg: ValidationConfig, state: Path | None = None, dataset_md5: str | None = None) -> tuple[dict, pd.DataFrame]:
+    """Build the manifest for `root`, validate it, and check drift against the last passed version.
+
+    With `state` (a folder), GX keeps its results and Data Docs there, and a passing dataset's profile is stored
+    as the drift baseline for the next version. Returns (report, manifest).
+    """
+    manifest = build_manifest(root, cfg.max_pixels)
+    result, docs = run_suite(manifest, cfg, state / "gx" if state else None)
+    report = summarize(result, manifest)
+    report["profile"] = profile = dataset_profile(manifest, list(cfg.labels))
+    report["data_docs"] = str(docs) if docs else None
+    baseline_file = state / "validation" / "last_passed.json" if state else None
+    baseline = json.loads(baseline_file.read_text()) if baseline_file and baseline_file.is_file() else None
+    drift = detect_drift(profile, baseline, cfg) if cfg.drift != "off" and baseline and baseline.get("md5") != dataset_md5 else []
+    report["drift"] = {"baseline_md5": (baseline or {}).get("md5"), "findings": drift, "policy": cfg.drift}
+    if drift and cfg.drift == "fail":
+        report["success"] = False
+        report["failures"].append({"rule": "no drift from the last passed version", "expectation": "drift", "column": None,
+                                   "observed": drift, "files": [], "file_count": 0})
+    if report["success"] and baseline_file is not None and dataset_md5:
+        # Stored with the version (by md5) and as the baseline the next version is compared with.
+        baseline_file.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"md5": dataset_md5, **profile}, indent=2)
+        (baseline_file.parent / f"{dataset_md5}.json").write_text(text)
+        baseline_file.write_text(text)
+    return report, manifest

@@ -5,7 +5,10 @@ Thin wrappers over DVC's Python API and git. The dataset's identity is the md5 D
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -120,3 +123,55 @@ def dataset_version(project_dir: Path, data_dir: str, dvc_file: str) -> DatasetV
         code_git_rev=git_revision(SOURCE_ROOT),
         code_dirty=git_dirty(SOURCE_ROOT),
     )
+
+
+def dvc_file_at(project_dir: Path, dvc_file: str, rev: str) -> dict:
+    """The data.dvc entry as committed at git revision `rev`. Raises DataError naming the revision."""
+    text = _git(project_dir, "show", f"{rev}:{dvc_file}")
+    if text is None:
+        raise DataError(f"git revision {rev!r} has no {dvc_file} (check `git log -- {dvc_file}`)")
+    tmp = Path(tempfile.mkdtemp()) / dvc_file
+    try:
+        tmp.write_text(text)
+        return read_dvc_file(tmp)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def materialize_revision(project_dir: Path, dvc_file: str, rev: str, dest_root: Path) -> tuple[Path, DatasetVersion]:
+    """Build the dataset that `dvc_file` tracked at git revision `rev` in dest_root/<md5>/, fetching from the DVC
+    remote as needed, without touching the user's working copy. Returns (folder, version)."""
+    entry = dvc_file_at(project_dir, dvc_file, rev)
+    md5, commit = entry["md5"], _git(project_dir, "rev-parse", f"{rev}^{{commit}}")
+    target = dest_root / md5
+    version = DatasetVersion(md5=md5, nfiles=entry["nfiles"], path=str(target), data_git_rev=commit,
+                             code_git_rev=git_revision(SOURCE_ROOT), code_dirty=git_dirty(SOURCE_ROOT))
+    if (target / ".complete").is_file():
+        return target, version
+    with _repo(project_dir) as repo:
+        cache = Path(repo.cache.local.path)
+        listing = cache / md5[:2] / f"{md5[2:]}.dir"
+        if not listing.is_file():
+            repo.fetch(targets=[dvc_file], revs=[rev], workspace=False)
+    if not listing.is_file():
+        raise DataError(f"dataset md5 {md5} (from {dvc_file} at {rev}) is neither in the DVC cache nor in the remote")
+    dest_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{md5}.", dir=dest_root))
+    try:
+        for item in json.loads(listing.read_text()):
+            src = cache / item["md5"][:2] / item["md5"][2:]
+            if not src.is_file():
+                raise DataError(f"{item['relpath']} (md5 {item['md5']}) of dataset {md5} is missing from the DVC cache and remote")
+            out = tmp / item["relpath"]
+            if not out.resolve().is_relative_to(tmp.resolve()):
+                raise DataError(f"dataset {md5} lists {item['relpath']!r}, which escapes the dataset folder")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, out)
+        (tmp / ".complete").write_text(md5)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target, version

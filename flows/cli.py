@@ -40,20 +40,17 @@ def _prepare_env(project_dir: Path) -> Path:
 
 @data_app.command("import")
 def data_import(
-    source: str = typer.Argument(..., help="'digits' (scikit-learn's bundled 8x8 digits) or an ImageFolder directory <dir>/<label>/<image>."),
+    source: str = typer.Argument(..., help="'digits' (scikit-learn's bundled 8x8 digits), an ImageFolder directory "
+                                 "<dir>/<label>/<image>, an .npz with x and y arrays, or s3://bucket/prefix."),
     project_dir: Path = ProjectOpt,
     data_dir: str = typer.Option("data", help="Dataset folder inside the project, tracked by <data-dir>.dvc."),
 ) -> None:
     """Write SOURCE as the project's dataset, track it with DVC and push it to the DVC remote."""
     root = _prepare_env(project_dir)
-    from components.data import DIGITS, copy_image_folder, replace_folder, write_digits
+    from components.data import build_from_source, replace_folder
     from components.versioning import dvc_add_and_push
 
-    if source == DIGITS:
-        count = replace_folder(write_digits, root / data_dir)
-    else:
-        src = Path(source).resolve()
-        count = replace_folder(lambda tmp: copy_image_folder(src, tmp), root / data_dir)
+    count = replace_folder(build_from_source(source), root / data_dir)
     entry = dvc_add_and_push(root, data_dir)
     typer.echo(f"imported {count} files into {data_dir}/ (md5 {entry['md5']}); commit {data_dir}.dvc to record this version")
 
@@ -99,17 +96,24 @@ def validate(
     from components.config import load_config
     from components.validation import format_failures, validate_folder
 
+    from components.config import state_dir
+
     cfg = load_config(config)
     folder = data if data is not None else root / cfg.data.dir
     if not folder.is_dir():
         raise GanopsError(f"dataset folder {folder} does not exist")
-    report, _ = validate_folder(folder, cfg.validation)
+    report, _ = validate_folder(folder, cfg.validation, state_dir(root))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     elif report["success"]:
         typer.echo(f"validation passed: {report['images']} images in {folder}")
     else:
         typer.echo(f"validation FAILED for {folder}: {format_failures(report)}", err=True)
+    if not as_json:
+        for finding in report["drift"]["findings"]:
+            typer.echo(f"drift ({report['drift']['policy']}): {finding}", err=True)
+        if report["data_docs"]:
+            typer.echo(f"data docs: {report['data_docs']}")
     raise typer.Exit(0 if report["success"] else 1)
 
 
@@ -118,6 +122,7 @@ def run(
     config: Optional[str] = ConfigOpt,
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Override train.steps."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override seed."),
+    data_rev: Optional[str] = typer.Option(None, "--data-rev", help="Train on data.dvc as of this git revision (data.revision)."),
     set_: list[str] = typer.Option([], "--set", help="Override any key, e.g. --set gate.fid_ceiling=20 (repeatable)."),
     project_dir: Path = ProjectOpt,
 ) -> None:
@@ -125,7 +130,8 @@ def run(
     root = _prepare_env(project_dir)
     from components.config import export_root, load_config
 
-    overrides = list(set_) + ([f"train.steps={steps}"] if steps else []) + ([f"seed={seed}"] if seed is not None else [])
+    overrides = (list(set_) + ([f"train.steps={steps}"] if steps else []) + ([f"seed={seed}"] if seed is not None else [])
+                 + ([f"data.revision={json.dumps(data_rev)}"] if data_rev else []))  # quoted: a hex revision is not a number
     cfg = load_config(config, overrides)
     from flows.retrain import retrain
     from components.registry import tracking_uri

@@ -21,7 +21,7 @@ from components.lineage import lineage_tags
 from components.metrics import evaluate_generator
 from components.train_job import train_in_subprocess, train_to_files
 from components.validation import format_failures, validate_folder
-from components.versioning import dataset_version
+from components.versioning import dataset_version, materialize_revision
 
 TASK = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -34,9 +34,12 @@ def _progress(total: int):
 
 @task(name="dataset-version", **TASK)
 def dataset_version_task(root: Path, config: RetrainConfig) -> dict:
-    version = dataset_version(root, config.data.dir, config.data.dvc_file).as_dict()
-    get_run_logger().info("dataset %s md5 %s (data.dvc at %s)", config.data.dir, version["md5"], version["data_git_rev"])
-    return version
+    if config.data.revision:
+        folder, version = materialize_revision(root, config.data.dvc_file, config.data.revision, state_dir(root) / "datasets")
+    else:
+        folder, version = root / config.data.dir, dataset_version(root, config.data.dir, config.data.dvc_file)
+    get_run_logger().info("dataset %s md5 %s (data.dvc at %s)", folder, version.md5, version.data_git_rev)
+    return {**version.as_dict(), "root": str(folder)}
 
 
 @task(name="start-run", **TASK)
@@ -53,24 +56,28 @@ def start_run_task(root: Path, config: RetrainConfig, dataset: dict) -> str:
 
 
 @task(name="validate", **TASK)
-def validate_task(root: Path, config: RetrainConfig, run_id: str) -> dict:
-    report, manifest = validate_folder(root / config.data.dir, config.validation)
+def validate_task(root: Path, config: RetrainConfig, run_id: str, dataset: dict) -> dict:
+    report, manifest = validate_folder(Path(dataset["root"]), config.validation, state_dir(root), dataset["md5"])
     mlc = registry.client(root)
     registry.log_json(mlc, run_id, report, "validation/report.json")
+    if report["data_docs"]:
+        mlc.log_artifacts(run_id, str(Path(report["data_docs"]).parent), "validation/data_docs")
+    for finding in report["drift"]["findings"]:
+        get_run_logger().warning("drift from the last passed dataset %s: %s", report["drift"]["baseline_md5"], finding)
     registry.log_metrics(mlc, run_id, {"validation_images": report["images"], "validation_success": float(report["success"])})
     get_run_logger().info("validation %s on %d images", "passed" if report["success"] else "FAILED", report["images"])
     return report
 
 
 @task(name="train", **TASK)
-def train_task(root: Path, config: RetrainConfig, run_id: str) -> dict:
+def train_task(root: Path, config: RetrainConfig, run_id: str, data_root: str) -> dict:
     mlc = registry.client(root)
     out = state_dir(root) / "runs" / run_id
     if config.train.launcher == "inprocess":
-        result = train_to_files(root / config.data.dir, config, out,
+        result = train_to_files(Path(data_root), config, out,
                                 on_metrics=lambda step, m: registry.log_metrics(mlc, run_id, m, step), progress=_progress)
     else:  # its own process (or torchrun on a GPU worker): metrics come back in result.json
-        result = train_in_subprocess(root / config.data.dir, config, out)
+        result = train_in_subprocess(Path(data_root), config, out)
         registry.log_history(mlc, run_id, result["history"])
     for path in result["grids"]:
         registry.log_file(mlc, run_id, Path(path), "samples")
@@ -80,20 +87,20 @@ def train_task(root: Path, config: RetrainConfig, run_id: str) -> dict:
 
 
 @task(name="evaluate", **TASK)
-def evaluate_task(root: Path, config: RetrainConfig, weights: str, dataset_md5: str) -> dict:
-    return evaluate_generator(Path(weights), root / config.data.dir, config.validation.labels, dataset_md5,
+def evaluate_task(root: Path, config: RetrainConfig, weights: str, dataset: dict) -> dict:
+    return evaluate_generator(Path(weights), Path(dataset["root"]), config.validation.labels, dataset["md5"],
                               config.evaluate, state_dir(root) / "cache", config.seed)
 
 
 @task(name="evaluate-champion", **TASK)
-def evaluate_champion_task(root: Path, config: RetrainConfig, dataset_md5: str) -> dict | None:
+def evaluate_champion_task(root: Path, config: RetrainConfig, dataset: dict) -> dict | None:
     """Re-score the current champion on this data with this extractor, so the gate compares like with like."""
     mlc = registry.client(root)
     champion = registry.version_by_alias(mlc, config.registry.model_name, registry.CHAMPION)
     if champion is None:
         return None
     weights = registry.download_weights(config.registry.model_name, str(champion.version))
-    scores = evaluate_task.fn(root, config, str(weights), dataset_md5)
+    scores = evaluate_task.fn(root, config, str(weights), dataset)
     return {"version": str(champion.version), **scores}
 
 
@@ -134,12 +141,12 @@ def finish_run_task(root: Path, run_id: str, status: str, summary: dict) -> None
 
 
 def _train_to_export(root: Path, config: RetrainConfig, dataset: dict, run_id: str) -> dict:
-    report = validate_task(root, config, run_id)
+    report = validate_task(root, config, run_id, dataset)
     if not report["success"]:
-        raise ValidationFailed(f"validation of {config.data.dir}/ failed, nothing was trained: {format_failures(report)}", report)
-    trained = train_task(root, config, run_id)
-    scores = evaluate_task(root, config, trained["weights"], dataset["md5"])
-    champion = evaluate_champion_task(root, config, dataset["md5"])
+        raise ValidationFailed(f"validation of {dataset['root']} failed, nothing was trained: {format_failures(report)}", report)
+    trained = train_task(root, config, run_id, dataset["root"])
+    scores = evaluate_task(root, config, trained["weights"], dataset)
+    champion = evaluate_champion_task(root, config, dataset)
     tags = lineage_tags(dataset, report, run_id, config.name)
     version = register_task(root, config, run_id, trained["weights"], tags, scores)
     metric = config.gate.metric

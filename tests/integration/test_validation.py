@@ -1,13 +1,17 @@
 """Great Expectations validation of real image folders (GX runs for real; no server needed)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from components.config import ValidationConfig
 from components.data import encode_png
-from components.validation import build_manifest, format_failures, validate_folder
+from components.manifest import build_manifest
+from components.validation import format_failures, validate_folder
 
-CFG = ValidationConfig(min_images=10, max_images=1000, image_size=8, channels=1, labels=["0", "1"])
+CFG = ValidationConfig(min_images=10, max_images=1000, image_size=8, channels=1, labels=["0", "1"], min_class_fraction=0.0,
+                       max_class_fraction=1.0, pixel_mean_range=(0.0, 255.0), min_pixel_std=0.0, max_pixels=64 * 64)
 
 
 def make_folder(root, n=12):
@@ -35,7 +39,7 @@ def test_truncated_png_is_named(tmp_path):
     (root / "1" / "bad.png").write_bytes(good[: len(good) // 2])
     report, _ = validate_folder(root, CFG)
     assert not report["success"]
-    rule = failures_by_rule(report)["every file decodes as an image"]
+    rule = failures_by_rule(report)["every file decodes as an image (within the pixel limit)"]
     assert rule["files"][0].startswith("1/bad.png")
     assert "1/bad.png" in format_failures(report)
 
@@ -79,3 +83,71 @@ def test_manifest_reads_content_not_names(tmp_path):
     (root / "0" / "text.png").write_text("not an image")
     row = build_manifest(root).set_index("path").loc["0/text.png"]
     assert not row["decodes"] and "UnidentifiedImageError" in row["error"]
+
+
+def test_bad_files_each_get_a_named_rule(tmp_path):
+    """Another format behind .png, a zero-byte file, a decompression bomb, a wrong mode, a symlink out of the root."""
+    import io
+    import os
+
+    from PIL import Image
+
+    root = make_folder(tmp_path / "data")
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 9, np.uint8)).save(buf, format="JPEG")
+    (root / "0" / "jpeg.png").write_bytes(buf.getvalue())
+    (root / "0" / "empty.png").write_bytes(b"")
+    (root / "1" / "bomb.png").write_bytes(encode_png(np.zeros((128, 128), np.uint8)))  # over max_pixels=4096
+    Image.fromarray(np.full((8, 8), 7, np.uint8)).convert("P").save(root / "1" / "palette.png")
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(encode_png(np.full((8, 8), 5, np.uint8)))
+    os.symlink(outside, root / "1" / "link.png")
+    report, _ = validate_folder(root, CFG)
+    rules = failures_by_rule(report)
+    named = lambda rule, name: any(f.startswith(name) for f in rules[rule]["files"])
+    assert named("file content matches its extension", "0/jpeg.png")
+    assert named("every file decodes as an image (within the pixel limit)", "0/empty.png (empty file")
+    assert named("every file decodes as an image (within the pixel limit)", "1/bomb.png (128x128 is over the pixel limit")
+    assert named("image mode matches the configured channels", "1/palette.png")
+    assert named("every file lies inside the dataset root", "1/link.png (escapes the dataset root")
+
+
+def test_class_proportions_pixel_bounds_and_blank_images(tmp_path):
+    cfg = CFG.model_copy(update={"min_class_fraction": 0.3, "max_class_fraction": 0.6, "pixel_mean_range": (200.0, 255.0), "min_pixel_std": 1.0})
+    root = make_folder(tmp_path, n=12)
+    for i in range(8):
+        (root / "0" / f"extra{i}.png").write_bytes(encode_png(np.random.default_rng(i).integers(0, 256, (8, 8), dtype=np.uint8)))
+    (root / "1" / "blank.png").write_bytes(encode_png(np.full((8, 8), 3, np.uint8)))
+    rules = failures_by_rule(validate_folder(root, cfg)[0])
+    assert rules["class proportions within bounds"]["file_count"] == 14  # every file of the 14/21 class "0"
+    assert "mean pixel value within bounds" in rules
+    assert any(f.startswith("1/blank.png") for f in rules["pixel standard deviation above the minimum (no blank images)"]["files"])
+
+
+def test_drift_against_the_last_passed_version(tmp_path):
+    from components.data import write_digits
+
+    cfg = ValidationConfig(min_images=10, drift="fail", min_class_fraction=0.0)
+    digits = write_digits(tmp_path / "v1") and tmp_path / "v1"
+    report, _ = validate_folder(digits, cfg, state=tmp_path / "state", dataset_md5="v1")
+    assert report["success"] and not report["drift"]["findings"]
+    # A shifted copy: brighter images and most of class 0 gone.
+    shifted = tmp_path / "v2"
+    for f in sorted(digits.rglob("*.png")):
+        if f.parent.name == "0" and int(f.stem) % 4:
+            continue
+        pixels = np.asarray(__import__("PIL.Image").Image.open(f), dtype=np.int32)
+        (shifted / f.parent.name).mkdir(parents=True, exist_ok=True)
+        (shifted / f.parent.name / f.name).write_bytes(encode_png(np.clip(pixels + 30, 0, 255).astype(np.uint8)))
+    report, _ = validate_folder(shifted, cfg, state=tmp_path / "state", dataset_md5="v2")
+    findings = " ".join(report["drift"]["findings"])
+    assert not report["success"] and report["drift"]["baseline_md5"] == "v1"
+    assert "class 0 fraction" in findings and "pixel_mean" in findings
+    warn, _ = validate_folder(shifted, cfg.model_copy(update={"drift": "warn"}), state=tmp_path / "state", dataset_md5="v2")
+    assert warn["success"] and warn["drift"]["findings"]
+
+
+def test_persistent_context_writes_data_docs(tmp_path):
+    report, _ = validate_folder(make_folder(tmp_path / "data"), CFG, state=tmp_path / "state")
+    docs = Path(report["data_docs"])
+    assert docs.is_file() and "ganops-images" in "".join(p.read_text(errors="ignore") for p in docs.parent.rglob("*.html"))

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.data import write_npz
+from components.errors import DataError
+
+
+def test_npz_is_written_as_pngs_deterministically(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (6, 8, 8), dtype=np.uint8)
+    y = np.array([0, 1, 0, 1, 2, 2])
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    assert write_npz(tmp_path / "d.npz", tmp_path / "a") == 6
+    write_npz(tmp_path / "d.npz", tmp_path / "b")
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.png"))
+    assert [str(f) for f in files][:2] == ["0/00000.png", "0/00002.png"]
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / "2" / "00004.png")), x[4])
+
+
+def test_float_npz_in_unit_range(tmp_path):
+    np.savez(tmp_path / "f.npz", x=np.full((2, 8, 8, 3), 0.5), y=np.array([1, 1]))
+    write_npz(tmp_path / "f.npz", tmp_path / "out")
+    assert np.asarray(Image.open(tmp_path / "out" / "1" / "00000.png")).shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize(
+    "arrays,message",
+    [
+        (dict(x=np.zeros((3, 8, 8), np.uint8), y=np.zeros(2)), "x holds 3 images but y holds 2 labels"),
+        (dict(x=np.full((2, 8, 8), np.nan), y=np.zeros(2)), "NaN"),
+        (dict(x=np.full((2, 8, 8), 1.5), y=np.zeros(2)), "must lie in [0, 1]"),
+        (dict(x=np.full((2, 8, 8), 300, np.int32), y=np.zeros(2)), "must lie in [0, 255]"),
+        (dict(images=np.zeros((2, 8, 8))), "must hold arrays 'x'"),
+        (dict(x=np.zeros((2, 8), np.uint8), y=np.zeros(2)), "expected (N, H, W)"),
+        (dict(x=np.zeros((0, 8, 8), np.uint8), y=np.zeros(0)), "no images"),
+    ],
+)
+def test_bad_npz_is_refused_with_the_rule(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError) as err:
+        write_npz(tmp_path / "bad.npz", tmp_path / "out")
+    assert message in str(err.value) and "bad.npz" in str(err.value)
+
+
+def test_npz_with_objects_is_not_unpickled(tmp_path):
+    np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object), y=np.zeros(1))
+    with pytest.raises(DataError, match="plain arrays"):
+        write_npz(tmp_path / "obj.npz", tmp_path / "out")
