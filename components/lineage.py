@@ -68,7 +68,9 @@ def resolve_lineage(mlc, model_name: str, ref: str | None) -> dict:
                     "data_git_rev": tags.get(TAG_DATA_GIT_REV), "code_git_rev": tags.get(TAG_CODE_GIT_REV),
                     "code_dirty": tags.get(TAG_CODE_DIRTY)},
         "validation": {"success": tags.get(TAG_VALIDATION), "images": tags.get(TAG_VALIDATION_IMAGES),
-                       "failures": (validation or {}).get("failures")},
+                       "failures": (validation or {}).get("failures"), "drift": (validation or {}).get("drift"),
+                       "report": f"runs:/{mv.run_id}/validation/report.json",
+                       "data_docs": f"runs:/{mv.run_id}/validation/data_docs/index.html" if (validation or {}).get("data_docs") else None},
     }
 
 
@@ -88,5 +90,7 @@ def format_lineage(chain: dict) -> str:
         f"  -> run      {r['id']} [{r['status']}] config {r['config_name']}; {metrics}",
         f"  -> dataset  md5 {d['md5']} at {d['path']}/; data.dvc revision {d['data_git_rev']}; code revision {d['code_git_rev']}"
         + (" (uncommitted changes)" if d["code_dirty"] == "True" else ""),
-        f"  -> validation {'passed' if v['success'] == 'True' else 'FAILED'} on {v['images']} images",
+        f"  -> validation {'passed' if v['success'] == 'True' else 'FAILED'} on {v['images']} images; report {v['report']}"
+        + (f"; data docs {v['data_docs']}" if v.get("data_docs") else "")
+        + (f"; drift: {'; '.join(v['drift']['findings'])}" if (v.get("drift") or {}).get("findings") else ""),
     ])

@@ -29,18 +29,21 @@ SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP",
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
-def inspect_file(root: Path, rel: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
-    """One manifest row for root/rel."""
+def inspect_file(root: Path, rel: Path, max_pixels: int = DEFAULT_MAX_PIXELS, resolved_dirs: dict | None = None) -> dict:
+    """One manifest row for root/rel. `root` must be resolved; `resolved_dirs` caches resolved parent folders."""
     path = root / rel
     row = {PATH: rel.as_posix(), SHA256: None, DECODES: False, ERROR: "", FORMAT: None, FORMAT_OK: False, WIDTH: None,
            HEIGHT: None, MODE: None, CHANNELS: None, LABEL: rel.parts[0] if len(rel.parts) > 1 else None, BYTES: 0,
            MEAN: None, STD: None, INSIDE: True}
     try:
-        real = path.resolve(strict=True)
+        # Only links can lead outside the root: resolve the file when it is one, and each folder once.
+        cache = resolved_dirs if resolved_dirs is not None else {}
+        parent = cache.get(path.parent) or cache.setdefault(path.parent, path.parent.resolve(strict=True))
+        real = path.resolve(strict=True) if path.is_symlink() else parent / path.name
     except (OSError, RuntimeError) as e:
         row[ERROR] = f"unreadable ({type(e).__name__}: {e})"
         return row
-    if not real.is_relative_to(root.resolve()):
+    if not real.is_relative_to(root):
         row.update({INSIDE: False, ERROR: f"escapes the dataset root (points to {real})"})
         return row
     data = real.read_bytes()
@@ -56,7 +59,7 @@ def inspect_file(root: Path, rel: Path, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                 row[ERROR] = f"{im.width}x{im.height} is over the pixel limit of {max_pixels} (decompression bomb guard)"
                 return row
             im.load()  # a truncated or corrupt file fails here, not at open
-            pixels = np.asarray(im, dtype=np.float64)
+            pixels = np.asarray(im)
         row.update({DECODES: True, MEAN: float(pixels.mean()), STD: float(pixels.std())})
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
         row[ERROR] = f"{type(e).__name__}: {e}"
@@ -65,7 +68,9 @@ def inspect_file(root: Path, rel: Path, max_pixels: int = DEFAULT_MAX_PIXELS) ->
 
 def _inspect_chunk(args: tuple[str, list[str], int]) -> list[dict]:
     root, rels, max_pixels = args
-    return [inspect_file(Path(root), Path(rel), max_pixels) for rel in rels]
+    resolved = Path(root).resolve()
+    dirs: dict = {}
+    return [inspect_file(resolved, Path(rel), max_pixels, dirs) for rel in rels]
 
 
 def build_manifest(root: Path, max_pixels: int = DEFAULT_MAX_PIXELS, workers: int | None = None) -> pd.DataFrame:

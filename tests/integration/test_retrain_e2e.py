@@ -78,6 +78,9 @@ def test_lineage_cli_shows_the_chain(project, first_run):
     assert chain["export"]["hashes_ok"] is True
     assert chain["dataset"]["md5"] == first_run["dataset"]["md5"]
     assert chain["validation"]["success"] == "True"
+    assert chain["validation"]["data_docs"].endswith("validation/data_docs/index.html")
+    docs = registry.client(project).list_artifacts(chain["run"]["id"], "validation/data_docs")
+    assert any(a.path.endswith("index.html") for a in docs)  # the Data Docs are logged with the run
     text = runner.invoke(app, ["lineage", MODEL, "-C", str(project)]).output
     assert first_run["dataset"]["md5"] in text and "hashes ok" in text
     missing = runner.invoke(app, ["lineage", f"{MODEL}@nope", "-C", str(project)])
