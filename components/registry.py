@@ -39,8 +39,16 @@ def client(project_dir: Path):
     from mlflow import MlflowClient
 
     uri = tracking_uri(project_dir)
+    configured = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI; keep the environment as the user set it, so the embedded
+    # store is never mistaken for a configured server (which would move artifacts to ./mlruns).
+    for key, value in configured.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -56,6 +56,9 @@ def test_first_run_is_registered_as_champion_with_lineage(project, first_run):
     run = mlc.get_run(champion.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["fid_domain"] == pytest.approx(first_run["scores"]["fid_domain"])
+    # Everything local stays in the project's state folder, never in ./mlruns of the current directory.
+    assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(project / ".ganops")
+    assert not Path("mlruns").exists()
     artifacts = {a.path for a in mlc.list_artifacts(champion.run_id)}
     assert {"config", "validation", "samples", "loss_curves.png"} <= artifacts
 
