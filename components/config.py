@@ -106,7 +106,8 @@ class RegistryConfig(_Strict):
 class GateConfig(_Strict):
     metric: Literal["fid_domain", "fid_inception"] = Field("fid_domain", description="fid_inception needs evaluate.inception.")
     fid_ceiling: float = Field(20.0, gt=0, description="A candidate must score below this to be promoted.")
-    min_improvement: float = Field(0.0, ge=0, description="A candidate must beat the champion's FID by at least this much.")
+    min_improvement: float = Field(0.0, ge=0, description="A candidate must beat the champion's FID by more than this.")
+    require_significant: bool = Field(False, description="Also require the candidate's bootstrap upper bound below the champion's FID.")
 
 
 class ExportConfig(_Strict):

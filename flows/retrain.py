@@ -16,7 +16,7 @@ from components import registry
 from components.config import RetrainConfig, export_root, state_dir
 from components.errors import ValidationFailed
 from components.export import export_generator
-from components.gates import decide_promotion
+from components.gates import ci_high_key, decide_promotion
 from components.lineage import lineage_tags
 from components.metrics import evaluate_generator
 from components.train_job import train_in_subprocess, train_to_files
@@ -150,7 +150,8 @@ def _train_to_export(root: Path, config: RetrainConfig, dataset: dict, run_id: s
     tags = lineage_tags(dataset, report, run_id, config.name)
     version = register_task(root, config, run_id, trained["weights"], tags, scores)
     metric = config.gate.metric
-    decision = decide_promotion(scores[metric], champion[metric] if champion else None, report["success"], config.gate)
+    decision = decide_promotion(scores[metric], champion[metric] if champion else None, report["success"], config.gate,
+                                scores.get(ci_high_key(metric)))
     previous = gate_task(root, config, version, decision.as_dict())
     export = None
     if decision.promote:

@@ -90,6 +90,17 @@ def test_lineage_cli_shows_the_chain(project, first_run):
     assert missing.exit_code != 0 and "nope" in str(missing.exception)
 
 
+def test_fid_cli_takes_a_registered_generator(project, first_run):
+    # Standard Inception FID between the champion's samples and a few real digits (a small, fast check).
+    real = project.parent / "few"
+    real.mkdir(exist_ok=True)
+    for f in sorted((project / "data").rglob("*.png"))[::200]:
+        shutil.copy(f, real / f"{f.parent.name}_{f.name}")
+    result = runner.invoke(app, ["fid", f"{MODEL}@champion", str(real), "--num-samples", "8", "--json", "-C", str(project)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["fid_inception"] > 0
+
+
 def test_same_data_again_is_a_challenger_and_the_champion_stays(project, first_run):
     from flows.retrain import retrain
 
