@@ -17,7 +17,6 @@ from PIL import Image
 
 from components.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DIGITS = "digits"
 
 

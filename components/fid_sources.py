@@ -17,13 +17,14 @@ from PIL import Image
 
 from components.errors import GanopsError
 from components.inception import FEATURE_DIM, load_inception, preprocess, resolve_weights, to_uint8
+from components.manifest import SUFFIX_FORMATS
 from components.metrics import frechet_distance
 from components.metrics_extra import bootstrap_fid, kid, precision_recall
 from components.stats import StatsAccumulator, load_stats, save_stats
 
 FID_INCEPTION = "fid_inception"
 INCEPTION_SCORE_NOTE = "not available: the FID Inception weights (pool3 only) have no logits layer"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = set(SUFFIX_FORMATS)
 
 
 @dataclass

@@ -128,10 +128,6 @@ def load_or_train_extractor(cache_dir: Path, dataset_md5: str, images: torch.Ten
     return Extractor(model, accuracy, key)
 
 
-def fid_against_real(extractor: Extractor, generated: torch.Tensor, real_stats: tuple[np.ndarray, np.ndarray], batch_size: int) -> float:
-    return stats_to_fid(features_to_stats(extractor.features(quantize(generated), batch_size)), real_stats)
-
-
 def real_split_fid(extractor: Extractor, real: torch.Tensor, seed: int, batch_size: int) -> float:
     """FID between two random halves of the real images: how low FID can go on this data."""
     order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
