@@ -81,7 +81,7 @@ def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 def _grad_norm(module: torch.nn.Module) -> torch.Tensor:
     norms = [p.grad.detach().norm() for p in module.parameters() if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros((), device=next(module.parameters()).device)
 
 
 @torch.no_grad()
@@ -134,10 +134,12 @@ def train_gan(
     D = build_discriminator(spec, cfg.minibatch_discrimination).to(device, memory_format=fmt)
     ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
     opt_g, opt_d = _optimizer(cfg, G.parameters()), _optimizer(cfg, D.parameters())
-    rng = torch.Generator().manual_seed(seed)
-    fixed_z = torch.randn(64, cfg.z_dim, generator=rng)
-    fixed_y = torch.arange(64) % max(classes, 1)
-    order, cursor = torch.randperm(n, generator=rng), 0
+    # All of the loop's randomness (data order, latents, fake labels) comes from one generator on the training
+    # device: nothing crosses from host to device per step, and every rank draws the same global batch.
+    rng = torch.Generator(device=device).manual_seed(seed)
+    fixed_z = torch.randn(64, cfg.z_dim, generator=rng, device=device)
+    fixed_y = torch.arange(64, device=device) % max(classes, 1)
+    order, cursor = torch.randperm(n, generator=rng, device=device), 0
     history: dict[str, list[float]] = {"step": [], **{k: [] for k in TRACKED}}
     start = 1
     if resume and checkpoint_dir is not None:
@@ -149,7 +151,7 @@ def train_gan(
             if ema is not None and state.get("ema") is not None:
                 ema.load_state_dict(state["ema"])
             rng.set_state(state["rng"]); torch.set_rng_state(state["torch_rng"])
-            order, cursor, history, start = state["order"], state["cursor"], state["history"], state["step"] + 1
+            order, cursor, history, start = state["order"].to(device), state["cursor"], state["history"], state["step"] + 1
 
     data = to_unit_range(images).to(device)
     targets = torch.from_numpy(labels).long().to(device) if labels is not None else torch.zeros(n, dtype=torch.long, device=device)
@@ -169,12 +171,11 @@ def train_gan(
     def next_batch():
         nonlocal order, cursor
         if cursor + batch > n:
-            order, cursor = torch.randperm(n, generator=rng), 0
-        idx = order[cursor : cursor + batch]
+            order, cursor = torch.randperm(n, generator=rng, device=device), 0
+        idx = order[cursor : cursor + batch][shard]
         cursor += batch
-        z = torch.randn(batch, cfg.z_dim, generator=rng)
-        y_fake = torch.randint(max(classes, 1), (batch,), generator=rng)
-        idx, z, y_fake = idx[shard].to(device), z[shard].to(device), y_fake[shard].to(device)
+        z = torch.randn(batch, cfg.z_dim, generator=rng, device=device)[shard]
+        y_fake = torch.randint(max(classes, 1), (batch,), generator=rng, device=device)[shard]
         return data[idx].contiguous(memory_format=fmt), targets[idx], z, y_fake
 
     bar = progress(cfg.steps) if progress and rank == 0 else None
@@ -235,7 +236,7 @@ def train_gan(
             shown = ema if ema is not None else _unwrap(G)
             shown.eval()
             with torch.no_grad():
-                on_samples(step, shown(fixed_z.to(device), fixed_y.to(device) if conditional else None).float().cpu())
+                on_samples(step, shown(fixed_z, fixed_y if conditional else None).float().cpu())
             shown.train(ema is None)
         if checkpoint_dir is not None and rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             if window and not bool(torch.isfinite(sums).all()):
@@ -244,7 +245,7 @@ def train_gan(
                 "step": step, "G": _unwrap(G).state_dict(), "D": _unwrap(D).state_dict(),
                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
-                "rng": rng.get_state(), "torch_rng": torch.get_rng_state(), "order": order, "cursor": cursor,
+                "rng": rng.get_state(), "torch_rng": torch.get_rng_state(), "order": order.cpu(), "cursor": cursor,
                 "history": history, "config": config_dict or {}, "spec": spec,
             })
     if bar is not None:
