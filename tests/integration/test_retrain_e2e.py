@@ -102,10 +102,13 @@ def test_fid_cli_takes_a_registered_generator(project, first_run):
 
 
 def test_same_data_again_is_a_challenger_and_the_champion_stays(project, first_run):
-    from flows.retrain import retrain
-
-    second = retrain(config=load_config("smoke"), project_dir=str(project))
+    # This time through the command line, as `make run` does.
+    result = runner.invoke(app, ["run", "-c", "smoke", "-C", str(project)])
+    assert result.exit_code == 0, result.output
+    assert f"{MODEL} version 2: challenger (not promoted)" in result.output and "export    none" in result.output
     mlc = registry.client(project)
+    runs = mlc.search_runs([mlc.get_experiment_by_name("ganops-retrain").experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+    second = json.loads(Path(mlc.download_artifacts(runs[0].info.run_id, "summary.json")).read_text())
     assert second["version"] == "2" and not second["decision"]["promote"]
     # Same data, same seed, same code: an identical generator does not beat the champion it ties with.
     assert second["champion_before"]["version"] == "1"
