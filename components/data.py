@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -177,28 +176,6 @@ def build_from_source(source: str):
     if path.suffix == ".npz":
         return lambda tmp: write_npz(path, tmp)
     return lambda tmp: copy_image_folder(path, tmp)
-
-
-def replace_folder(build, target: Path) -> int:
-    """Build a new folder with `build(tmp_path) -> int` and swap it in for `target` only if the build succeeds.
-
-    The user's existing folder is untouched when the build fails. Returns what `build` returned.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
-    try:
-        count = build(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
-        target.rename(old)
-    tmp.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return count
 
 
 def list_image_files(root: Path) -> list[Path]:

@@ -6,15 +6,14 @@ temporary name and renamed into place, so a reader never sees a half-written exp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from components.atomic import file_digest, replace_folder
 from components.weights import load_generator
 
 MANIFEST = "manifest.json"
@@ -22,11 +21,7 @@ TORCHSCRIPT, WEIGHTS, CONFIG = "generator.torchscript.pt", "generator.safetensor
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def export_dir_for(root: Path, model_name: str, version: str) -> Path:
@@ -36,10 +31,8 @@ def export_dir_for(root: Path, model_name: str, version: str) -> Path:
 def export_generator(weights: Path, root: Path, model_name: str, version: str, lineage: dict) -> Path:
     """Write the export folder for one model version and return it."""
     generator, spec, config = load_generator(weights)
-    target = export_dir_for(root, model_name, version)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.tmp-", dir=target.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         conditional = spec.get("num_classes", 0) > 0
         example = (torch.zeros(2, spec["z_dim"]),) + ((torch.zeros(2, dtype=torch.long),) if conditional else ())
         with warnings.catch_warnings():
@@ -61,12 +54,9 @@ def export_generator(weights: Path, root: Path, model_name: str, version: str, l
             "lineage": lineage,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    target = export_dir_for(root, model_name, version)
+    replace_folder(build, target)
     return target
 
 

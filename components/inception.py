@@ -19,7 +19,6 @@ package's published URL, checked against its sha1. With none available, Inceptio
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from components.atomic import file_digest
 from components.errors import GanopsError
 
 WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
@@ -210,11 +210,7 @@ def preprocess(images_uint8: torch.Tensor) -> torch.Tensor:
 
 
 def _sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha1")
 
 
 def packaged_weights() -> Path | None:

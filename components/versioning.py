@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from components.atomic import replace_folder
 from components.config import SOURCE_ROOT
 from components.errors import DataError
 
@@ -155,9 +156,8 @@ def materialize_revision(project_dir: Path, dvc_file: str, rev: str, dest_root: 
             repo.fetch(targets=[dvc_file], revs=[rev], workspace=False)
     if not listing.is_file():
         raise DataError(f"dataset md5 {md5} (from {dvc_file} at {rev}) is neither in the DVC cache nor in the remote")
-    dest_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{md5}.", dir=dest_root))
-    try:
+
+    def build(tmp: Path) -> None:
         for item in json.loads(listing.read_text()):
             src = cache / item["md5"][:2] / item["md5"][2:]
             if not src.is_file():
@@ -168,10 +168,6 @@ def materialize_revision(project_dir: Path, dvc_file: str, rev: str, dest_root: 
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, out)
         (tmp / ".complete").write_text(md5)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    replace_folder(build, target)
     return target, version

@@ -48,7 +48,8 @@ def data_import(
 ) -> None:
     """Write SOURCE as the project's dataset, track it with DVC and push it to the DVC remote."""
     root = _prepare_env(project_dir)
-    from components.data import build_from_source, replace_folder
+    from components.atomic import replace_folder
+    from components.data import build_from_source
     from components.versioning import dvc_add_and_push
 
     count = replace_folder(build_from_source(source), root / data_dir)
@@ -60,7 +61,8 @@ def data_import(
 def data_ensure(project_dir: Path = ProjectOpt, data_dir: str = typer.Option("data", help="Dataset folder.")) -> None:
     """Make sure the dataset data.dvc names is present: keep it, pull it from the DVC remote, or rebuild the digits set."""
     root = _prepare_env(project_dir)
-    from components.data import DIGITS, replace_folder, write_digits
+    from components.atomic import replace_folder
+    from components.data import DIGITS, write_digits
     from components.errors import DataError
     from components.versioning import dvc_add_and_push, dvc_pull, read_dvc_file
 

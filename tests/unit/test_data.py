@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.data import copy_image_folder, digits_arrays, encode_png, load_images, replace_folder, write_digits
+from components.atomic import replace_folder
+from components.data import copy_image_folder, digits_arrays, encode_png, load_images, write_digits
 from components.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
