@@ -20,6 +20,7 @@ package's published URL, checked against its sha1. With none available, Inceptio
 from __future__ import annotations
 
 import importlib.util
+from collections import OrderedDict
 import os
 import shutil
 import urllib.request
@@ -65,20 +66,20 @@ def _avg_pool() -> nn.Module:
     return nn.AvgPool2d(3, 1, 1, count_include_pad=False)
 
 
+def _tower(*layers: nn.Module, pool: nn.Module | None = None) -> nn.Sequential:
+    """A branch named as in the reference weights: [pool,] conv, conv_1, conv_2, ..."""
+    named = [("pool", pool)] if pool is not None else []
+    named += [("conv" if i == 0 else f"conv_{i}", layer) for i, layer in enumerate(layers)]
+    return nn.Sequential(OrderedDict(named))
+
+
 class InceptionA(nn.Module):
     def __init__(self, cin: int, pool_features: int):
         super().__init__()
         self.conv = Conv(cin, 64, 1)
-        self.tower = nn.Sequential()
-        self.tower.add_module("conv", Conv(cin, 48, 1))
-        self.tower.add_module("conv_1", Conv(48, 64, 5, padding=2))
-        self.tower_1 = nn.Sequential()
-        self.tower_1.add_module("conv", Conv(cin, 64, 1))
-        self.tower_1.add_module("conv_1", Conv(64, 96, 3, padding=1))
-        self.tower_1.add_module("conv_2", Conv(96, 96, 3, padding=1))
-        self.tower_2 = nn.Sequential()
-        self.tower_2.add_module("pool", _avg_pool())
-        self.tower_2.add_module("conv", Conv(cin, pool_features, 1))
+        self.tower = _tower(Conv(cin, 48, 1), Conv(48, 64, 5, padding=2))
+        self.tower_1 = _tower(Conv(cin, 64, 1), Conv(64, 96, 3, padding=1), Conv(96, 96, 3, padding=1))
+        self.tower_2 = _tower(Conv(cin, pool_features, 1), pool=_avg_pool())
 
     def forward(self, x):
         return torch.cat([self.conv(x), self.tower(x), self.tower_1(x), self.tower_2(x)], 1)
@@ -88,10 +89,7 @@ class InceptionB(nn.Module):
     def __init__(self, cin: int):
         super().__init__()
         self.conv = Conv(cin, 384, 3, stride=2)
-        self.tower = nn.Sequential()
-        self.tower.add_module("conv", Conv(cin, 64, 1))
-        self.tower.add_module("conv_1", Conv(64, 96, 3, padding=1))
-        self.tower.add_module("conv_2", Conv(96, 96, 3, stride=2))
+        self.tower = _tower(Conv(cin, 64, 1), Conv(64, 96, 3, padding=1), Conv(96, 96, 3, stride=2))
         self.pool = nn.MaxPool2d(3, 2)
 
     def forward(self, x):
@@ -102,19 +100,10 @@ class InceptionC(nn.Module):
     def __init__(self, cin: int, c7: int):
         super().__init__()
         self.conv = Conv(cin, 192, 1)
-        self.tower = nn.Sequential()
-        self.tower.add_module("conv", Conv(cin, c7, 1))
-        self.tower.add_module("conv_1", Conv(c7, c7, (1, 7), padding=(0, 3)))
-        self.tower.add_module("conv_2", Conv(c7, 192, (7, 1), padding=(3, 0)))
-        self.tower_1 = nn.Sequential()
-        self.tower_1.add_module("conv", Conv(cin, c7, 1))
-        self.tower_1.add_module("conv_1", Conv(c7, c7, (7, 1), padding=(3, 0)))
-        self.tower_1.add_module("conv_2", Conv(c7, c7, (1, 7), padding=(0, 3)))
-        self.tower_1.add_module("conv_3", Conv(c7, c7, (7, 1), padding=(3, 0)))
-        self.tower_1.add_module("conv_4", Conv(c7, 192, (1, 7), padding=(0, 3)))
-        self.tower_2 = nn.Sequential()
-        self.tower_2.add_module("pool", _avg_pool())
-        self.tower_2.add_module("conv", Conv(cin, 192, 1))
+        row, col = {"kernel": (1, 7), "padding": (0, 3)}, {"kernel": (7, 1), "padding": (3, 0)}
+        self.tower = _tower(Conv(cin, c7, 1), Conv(c7, c7, **row), Conv(c7, 192, **col))
+        self.tower_1 = _tower(Conv(cin, c7, 1), Conv(c7, c7, **col), Conv(c7, c7, **row), Conv(c7, c7, **col), Conv(c7, 192, **row))
+        self.tower_2 = _tower(Conv(cin, 192, 1), pool=_avg_pool())
 
     def forward(self, x):
         return torch.cat([self.conv(x), self.tower(x), self.tower_1(x), self.tower_2(x)], 1)
@@ -123,14 +112,9 @@ class InceptionC(nn.Module):
 class InceptionD(nn.Module):
     def __init__(self, cin: int):
         super().__init__()
-        self.tower = nn.Sequential()
-        self.tower.add_module("conv", Conv(cin, 192, 1))
-        self.tower.add_module("conv_1", Conv(192, 320, 3, stride=2))
-        self.tower_1 = nn.Sequential()
-        self.tower_1.add_module("conv", Conv(cin, 192, 1))
-        self.tower_1.add_module("conv_1", Conv(192, 192, (1, 7), padding=(0, 3)))
-        self.tower_1.add_module("conv_2", Conv(192, 192, (7, 1), padding=(3, 0)))
-        self.tower_1.add_module("conv_3", Conv(192, 192, 3, stride=2))
+        self.tower = _tower(Conv(cin, 192, 1), Conv(192, 320, 3, stride=2))
+        self.tower_1 = _tower(Conv(cin, 192, 1), Conv(192, 192, (1, 7), padding=(0, 3)), Conv(192, 192, (7, 1), padding=(3, 0)),
+                              Conv(192, 192, 3, stride=2))
         self.pool = nn.MaxPool2d(3, 2)
 
     def forward(self, x):
@@ -163,8 +147,7 @@ class FIDInceptionV3(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.layers = nn.Sequential()
-        for name, module in [
+        self.layers = nn.Sequential(OrderedDict([
             ("conv", Conv(3, 32, 3, stride=2)), ("conv_1", Conv(32, 32, 3)), ("conv_2", Conv(32, 64, 3, padding=1)),
             ("pool0", nn.MaxPool2d(3, 2)), ("conv_3", Conv(64, 80, 1)), ("conv_4", Conv(80, 192, 3)), ("pool1", nn.MaxPool2d(3, 2)),
             ("mixed", InceptionA(192, 32)), ("mixed_1", InceptionA(256, 64)), ("mixed_2", InceptionA(288, 64)),
@@ -173,8 +156,7 @@ class FIDInceptionV3(nn.Module):
             ("mixed_7", InceptionC(768, 192)),
             ("mixed_8", InceptionD(768)), ("mixed_9", InceptionE(1280, False)), ("mixed_10", InceptionE(2048, True)),
             ("pool2", nn.AvgPool2d(8, 8)),
-        ]:
-            self.layers.add_module(name, module)
+        ]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x).reshape(-1, FEATURE_DIM)

@@ -33,10 +33,8 @@ def train_to_files(data_root: Path, config: RetrainConfig, out_dir: Path, on_met
     out_dir = Path(out_dir)
     labels = config.validation.labels
     images, targets = load_images(Path(data_root), labels)
-    grids: list[str] = []
-
     def on_samples(step, samples):
-        grids.append(str(save_grid(samples, out_dir / "samples" / f"step_{step:06d}.png")))
+        save_grid(samples, out_dir / "samples" / f"step_{step:06d}.png")
 
     result = train_gan(images, targets, config.train, config.seed, config.model_dump(mode="json"), on_metrics=on_metrics,
                        on_samples=on_samples, progress=progress, checkpoint_dir=out_dir / "checkpoints", resume=resume,

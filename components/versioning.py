@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,17 +31,21 @@ class DatasetVersion:
         return asdict(self)
 
 
-def read_dvc_file(dvc_file: Path) -> dict:
-    """The single `outs` entry of a .dvc file: {'md5': ..., 'path': ..., 'nfiles': ...}. Raises DataError."""
-    if not dvc_file.is_file():
-        raise DataError(f"{dvc_file} does not exist: track the dataset with `ganops data import`")
+def parse_dvc_text(text: str, source: str) -> dict:
+    """The single `outs` entry of a .dvc file's text: {'md5': ..., 'path': ..., 'nfiles': ...}. Raises DataError."""
     try:
-        doc = yaml.safe_load(dvc_file.read_text()) or {}
-        out = doc["outs"][0]
+        out = (yaml.safe_load(text) or {})["outs"][0]
         md5 = out["md5"]
     except (yaml.YAMLError, KeyError, IndexError, TypeError) as e:
-        raise DataError(f"{dvc_file} is not a DVC file with an outs[0].md5 entry ({e!r})") from None
+        raise DataError(f"{source} is not a DVC file with an outs[0].md5 entry ({e!r})") from None
     return {"md5": str(md5).removesuffix(".dir"), "path": out.get("path"), "nfiles": out.get("nfiles")}
+
+
+def read_dvc_file(dvc_file: Path) -> dict:
+    """The `outs` entry of the .dvc file on disk. Raises DataError."""
+    if not dvc_file.is_file():
+        raise DataError(f"{dvc_file} does not exist: track the dataset with `ganops data import`")
+    return parse_dvc_text(dvc_file.read_text(), str(dvc_file))
 
 
 def _git(cwd: Path, *args: str) -> str | None:
@@ -131,12 +134,7 @@ def dvc_file_at(project_dir: Path, dvc_file: str, rev: str) -> dict:
     text = _git(project_dir, "show", f"{rev}:{dvc_file}")
     if text is None:
         raise DataError(f"git revision {rev!r} has no {dvc_file} (check `git log -- {dvc_file}`)")
-    tmp = Path(tempfile.mkdtemp()) / dvc_file
-    try:
-        tmp.write_text(text)
-        return read_dvc_file(tmp)
-    finally:
-        shutil.rmtree(tmp.parent, ignore_errors=True)
+    return parse_dvc_text(text, f"{dvc_file} at {rev}")
 
 
 def materialize_revision(project_dir: Path, dvc_file: str, rev: str, dest_root: Path) -> tuple[Path, DatasetVersion]:
