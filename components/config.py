@@ -79,8 +79,10 @@ class TrainConfig(_Strict):
     minibatch_discrimination: bool = Field(False, description="Minibatch discrimination layer in D (Salimans et al. 2016).")
     ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of the generator weights; 0 disables. The EMA generator is evaluated and exported.")
     checkpoint_every: int = Field(500, ge=1)
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
-    compile: bool = Field(False, description="torch.compile the networks (CUDA).")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; bf16 autocasts on either.")
+    memory_format: Literal["auto", "channels_last", "contiguous"] = Field(
+        "auto", description="Layout of conv activations and weights; auto: channels_last on CUDA, contiguous on CPU.")
+    compile: bool = Field(False, description="torch.compile G and D (Inductor; on CPU it needs a C++ compiler).")
     launcher: Literal["inprocess", "subprocess", "torchrun"] = Field("inprocess", description="How the flow runs the training step.")
     nproc: int = Field(1, ge=1, description="Processes per node with the torchrun launcher.")
     log_every: int = Field(50, ge=1)

@@ -73,23 +73,32 @@ def to_unit_range(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).float().div_(127.5).sub_(1.0)
 
 
-def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+def speed_settings(cfg: TrainConfig, device: torch.device) -> tuple[bool, torch.memory_format]:
+    """(bf16 autocast?, memory format) for this config on this device: the fast paths are on by default on CUDA
+    and can be forced on CPU (where the tests exercise them)."""
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    channels_last = cfg.arch != "mlp" and (cfg.memory_format == "channels_last" or (cfg.memory_format == "auto" and device.type == "cuda"))
+    return bf16, torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    # On CUDA the fused kernel updates every parameter in one launch.
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
 
 
 def _grad_norm(module: torch.nn.Module) -> torch.Tensor:
-    norms = [p.grad.detach().norm() for p in module.parameters() if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros((), device=next(module.parameters()).device)
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=next(module.parameters()).device)
 
 
 @torch.no_grad()
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1.0 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+    buffers = list(ema.buffers())
+    if buffers:  # the mlp has none
+        torch._foreach_copy_(buffers, list(model.buffers()))
 
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -126,14 +135,15 @@ def train_gan(
         raise GanopsError("train.arch cdcgan needs a labelled dataset with at least 2 classes")
     spec = model_spec(cfg, channels, height, classes)
     cuda = device.type == "cuda"
-    bf16 = cuda and cfg.precision in ("auto", "bf16")
-    fmt = torch.channels_last if cuda and cfg.arch != "mlp" else torch.contiguous_format
+    bf16, fmt = speed_settings(cfg, device)
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution algorithms once
 
     torch.manual_seed(seed)
     G = build_generator(spec).to(device, memory_format=fmt)
     D = build_discriminator(spec, cfg.minibatch_discrimination).to(device, memory_format=fmt)
     ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
-    opt_g, opt_d = _optimizer(cfg, G.parameters()), _optimizer(cfg, D.parameters())
+    opt_g, opt_d = _optimizer(cfg, G.parameters(), device), _optimizer(cfg, D.parameters(), device)
     # All of the loop's randomness (data order, latents, fake labels) comes from one generator on the training
     # device: nothing crosses from host to device per step, and every rank draws the same global batch.
     rng = torch.Generator(device=device).manual_seed(seed)
@@ -159,12 +169,15 @@ def train_gan(
         import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        if cuda:
+            torch.cuda.set_device(device)  # NCCL's communicators use the current device: one GPU per rank
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if cuda else "gloo")
+            dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
         G, D = DDP(G, device_ids=[local_rank] if cuda else None), DDP(D, device_ids=[local_rank] if cuda else None)
     train_G, train_D = (torch.compile(G), torch.compile(D)) if cfg.compile else (G, D)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else nullcontext
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
     conditional = spec["num_classes"] > 0
+    g_params = list(G.parameters())
     shard = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
     batch = cfg.batch_size
 
@@ -199,15 +212,18 @@ def train_gan(
             loss_d.backward()
             grad_d = _grad_norm(D)
             opt_d.step()
-        with autocast():
-            gen_logits, gen_features = train_D(fake, y_fake if conditional else None)
-            loss_g = g_loss(cfg.loss, gen_logits.float())
-            if cfg.feature_matching:
-                with torch.no_grad():
-                    _, real_features = train_D(real, y_real if conditional else None)
-                loss_g = loss_g + feature_matching(real_features.float(), gen_features.float())
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
+        # G's update needs D's input gradients but not its weight gradients: backward only into G's parameters
+        # (and, under DDP, without a gradient all-reduce for D).
+        with getattr(D, "no_sync", nullcontext)():
+            with autocast():
+                gen_logits, gen_features = train_D(fake, y_fake if conditional else None)
+                loss_g = g_loss(cfg.loss, gen_logits.float())
+                if cfg.feature_matching:
+                    with torch.no_grad():
+                        _, real_features = train_D(real, y_real if conditional else None)
+                    loss_g = loss_g + feature_matching(real_features.float(), gen_features.float())
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward(inputs=g_params)
         grad_g = _grad_norm(G)
         opt_g.step()
         if ema is not None:
@@ -250,6 +266,6 @@ def train_gan(
             })
     if bar is not None:
         bar.close()
-    final = (ema if ema is not None else _unwrap(G)).cpu().eval()
+    final = (ema if ema is not None else _unwrap(G)).to("cpu", memory_format=torch.contiguous_format).eval()
     return TrainResult(generator=final, spec=spec, history=history, steps=cfg.steps, resumed_from=start - 1,
                        seconds=time.perf_counter() - started, device=str(device))

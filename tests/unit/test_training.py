@@ -7,7 +7,8 @@ import torch
 from components.checkpoints import latest_valid, list_checkpoints, load_checkpoint
 from components.config import TrainConfig
 from components.errors import GanopsError
-from components.training import train_gan
+from components import training
+from components.training import speed_settings, train_gan
 
 TINY = dict(batch_size=16, z_dim=8, base_channels=8, log_every=3, sample_every=3, device="cpu")
 
@@ -50,7 +51,7 @@ def test_seed_changes_the_result_and_metrics_arrive_by_callback():
 
 @pytest.mark.parametrize("tricks", [
     dict(feature_matching=True), dict(minibatch_discrimination=True), dict(ema_decay=0.9), dict(optimizer="sgd", momentum=0.5),
-    dict(d_steps=2), dict(arch="mlp", minibatch_discrimination=True, feature_matching=True),
+    dict(d_steps=2), dict(arch="mlp", minibatch_discrimination=True, feature_matching=True), dict(arch="mlp", ema_decay=0.9),
 ])
 def test_tricks_run(tricks):
     cfg = TrainConfig(**{**TINY, "steps": 3, **tricks})
@@ -108,3 +109,58 @@ def test_checkpoints_refuse_pickled_objects(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert latest_valid(tmp_path) is None
+
+
+def test_speed_settings_turn_the_fast_paths_on_for_cuda_only_by_default():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert speed_settings(TrainConfig(), cpu) == (False, torch.contiguous_format)
+    assert speed_settings(TrainConfig(), cuda) == (True, torch.channels_last)
+    assert speed_settings(TrainConfig(precision="fp32", memory_format="contiguous"), cuda) == (False, torch.contiguous_format)
+    assert speed_settings(TrainConfig(precision="bf16", memory_format="channels_last"), cpu) == (True, torch.channels_last)
+    assert speed_settings(TrainConfig(arch="mlp"), cuda) == (True, torch.contiguous_format)  # no convolutions
+
+
+def record_conv_outputs(monkeypatch):
+    """Build D as usual, and record (dtype, channels_last?) of every convolution's output during training."""
+    seen = []
+    build_discriminator = training.build_discriminator
+    monkeypatch.setattr(training, "build_discriminator", lambda *a, **k: _with_hooks(build_discriminator(*a, **k), seen))
+    return seen
+
+
+def _with_hooks(net, seen):
+    for layer in net.modules():
+        if isinstance(layer, torch.nn.Conv2d):
+            layer.register_forward_hook(lambda m, i, out: seen.append((out.dtype, out.is_contiguous(memory_format=torch.channels_last))))
+    return net
+
+
+@pytest.mark.parametrize("precision, expected", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_precision_setting_decides_the_dtype_of_convolutions(monkeypatch, precision, expected):
+    seen = record_conv_outputs(monkeypatch)
+    images, labels = data()
+    result = train_gan(images, labels, TrainConfig(steps=3, precision=precision, **TINY), seed=1)
+    assert seen and {dtype for dtype, _ in seen} == {expected}
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights(result).values() if v.is_floating_point())
+
+
+def test_bf16_training_follows_fp32_training_closely():
+    images, labels = data()
+    fp32 = train_gan(images, labels, TrainConfig(steps=6, **TINY), seed=1)
+    bf16 = train_gan(images, labels, TrainConfig(steps=6, precision="bf16", **TINY), seed=1)
+    assert np.allclose(fp32.history["loss_g"], bf16.history["loss_g"], atol=2e-2)
+    assert not torch.equal(weights(fp32)["net.0.weight"], weights(bf16)["net.0.weight"])  # autocast did change the math
+
+
+def test_channels_last_gives_the_contiguous_result_and_returns_a_contiguous_generator(monkeypatch):
+    seen = record_conv_outputs(monkeypatch)
+    images, labels = data()
+    plain = train_gan(images, labels, TrainConfig(steps=4, memory_format="contiguous", **TINY), seed=2)
+    assert seen and not any(last for _, last in seen)
+    seen.clear()
+    fast = train_gan(images, labels, TrainConfig(steps=4, memory_format="channels_last", **TINY), seed=2)
+    assert seen and all(last for _, last in seen)
+    a, b = weights(plain), weights(fast)
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+        assert b[key].is_contiguous(), key
