@@ -164,3 +164,16 @@ def test_channels_last_gives_the_contiguous_result_and_returns_a_contiguous_gene
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
         assert b[key].is_contiguous(), key
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan", "cdcgan"])
+def test_the_inner_loop_reads_nothing_back_from_the_device(monkeypatch, arch):
+    """Every host read of a tensor (the calls that make a GPU synchronise) happens at logging steps only."""
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy"):
+        method = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _m=method, _n=name, **k: reads.append(_n) or _m(self, *a, **k))
+    cfg = TrainConfig(**{**TINY, "arch": arch, "steps": 8, "log_every": 4, "sample_every": 1000, "ema_decay": 0.9,
+                         "d_steps": 2, "feature_matching": True, "minibatch_discrimination": True})
+    train_gan(*data(), cfg, seed=1)
+    assert reads == ["tolist", "tolist"]  # the metric means read at steps 4 and 8
