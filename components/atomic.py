@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -41,3 +42,33 @@ def replace_folder(build: Callable[[Path], T], target: Path) -> T:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return result
+
+
+def replace_file(write: Callable[[Path], T], target: Path, durable: bool = False) -> T:
+    """Write a new file with `write(tmp_path)` and rename it over `target` only if the write succeeds.
+
+    The temporary name is hidden and keeps the target's suffix (some writers, like np.savez, add one otherwise).
+    With `durable`, the file and the rename are fsynced, so even a power cut leaves the old file or the new one.
+    Returns what `write` returned.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{target.suffix}")
+    try:
+        result = write(tmp)
+        if durable:
+            _fsync(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        _fsync(target.parent)
+    return result
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -8,12 +8,13 @@ crash (even SIGKILL) leaves either the old set of checkpoints or the new one, ne
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from pathlib import Path
 
 import torch
+
+from components.atomic import replace_file
 
 PATTERN = re.compile(r"^step_(\d{9})\.pt$")
 REQUIRED = ("step", "G", "D", "opt_g", "opt_d", "rng", "torch_rng", "config")
@@ -25,19 +26,7 @@ def checkpoint_path(folder: Path, step: int) -> Path:
 
 def save_checkpoint(folder: Path, step: int, payload: dict, keep: int = 3) -> Path:
     """Write `payload` as the checkpoint of `step` atomically; keep the newest `keep` checkpoints."""
-    folder.mkdir(parents=True, exist_ok=True)
-    final = checkpoint_path(folder, step)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    final = replace_file(lambda tmp: torch.save(payload, tmp), checkpoint_path(folder, step), durable=True)
     for old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
     return final

@@ -77,13 +77,12 @@ def copy_image_folder(source: Path, dest: Path) -> int:
     if not source.is_dir():
         raise DataError(f"dataset source {source} is not a folder (expected <dir>/<label>/<image>)")
     count = 0
-    for path in sorted(p for p in source.rglob("*") if p.is_file()):
-        rel = path.relative_to(source)
-        if any(part.startswith(".") for part in rel.parts):
-            continue  # hidden files (.DS_Store, .git) are not data
+    for rel in list_image_files(source):  # hidden files (.DS_Store, .git) are not data
+        if not (source / rel).is_file():
+            continue  # a dangling link
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
+        shutil.copyfile(source / rel, target)
         count += 1
     if count == 0:
         raise DataError(f"dataset folder {source} holds no files")

@@ -21,6 +21,7 @@ from components.manifest import SUFFIX_FORMATS
 from components.metrics import frechet_distance
 from components.metrics_extra import bootstrap_fid, kid, precision_recall
 from components.stats import StatsAccumulator, load_stats, save_stats
+from components.training import pick_device
 
 FID_INCEPTION = "fid_inception"
 INCEPTION_SCORE_NOTE = "not available: the FID Inception weights (pool3 only) have no logits layer"
@@ -41,13 +42,18 @@ class InceptionExtractor:
 
 
 def inception_extractor(weights: str | None, cache_dir: Path, batch_size: int = 50, device: str = "auto") -> InceptionExtractor:
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = pick_device(device)
     return InceptionExtractor(load_inception(resolve_weights(weights, cache_dir), dev), dev, batch_size)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every image file under `folder` (by suffix), sorted."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def folder_batches(folder: Path, batch_size: int) -> Iterator[torch.Tensor]:
     """uint8 RGB batches (B, 3, 299, 299) of every image under `folder` (sorted); each is resized on its own."""
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = image_files(folder)
     if not files:
         raise GanopsError(f"folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     for i in range(0, len(files), batch_size):
@@ -132,13 +138,13 @@ def compare(stats_a, feats_a, stats_b, feats_b, extra: bool, bootstrap: int = 0)
 
 def reference_stats_cached(cache_dir: Path, dataset_md5: str, data_root: Path, extractor, keep: int):
     """Inception statistics of a dataset version, computed once per (md5, extractor, image count) and reused."""
-    count = sum(1 for p in data_root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    path = cache_dir / f"{dataset_md5}-{extractor.name}-{count}.npz"
+    path = cache_dir / f"{dataset_md5}-{extractor.name}-{len(image_files(data_root))}.npz"
     feats_path = path.with_suffix(".features.npy")
     if path.is_file() and feats_path.is_file():
         return load_stats(path), np.load(feats_path, allow_pickle=False), path
     acc = accumulate(extractor, folder_batches(data_root, extractor.batch_size), keep)
-    save_stats(path, *acc.stats(), dataset_md5=dataset_md5, extractor=extractor.name, images=acc.n)
-    np.save(feats_path, acc.features())
-    return acc.stats(), acc.features(), path
+    stats, features = acc.stats(), acc.features()
+    save_stats(path, *stats, dataset_md5=dataset_md5, extractor=extractor.name, images=acc.n)
+    np.save(feats_path, features)
+    return stats, features, path
 

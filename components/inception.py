@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.atomic import file_digest
+from components.atomic import file_digest, replace_file
 from components.errors import GanopsError
 
 WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
@@ -60,6 +60,9 @@ class Conv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.conv2d(x, self.weight.to(x.dtype), None, self.stride, self.padding)
         return F.relu(F.batch_norm(x, self.mean, self.var, None, self.beta, False, 0.0, 0.001))
+
+
+ROW7, COL7 = {"kernel": (1, 7), "padding": (0, 3)}, {"kernel": (7, 1), "padding": (3, 0)}  # the factorised 7x7
 
 
 def _avg_pool() -> nn.Module:
@@ -100,9 +103,8 @@ class InceptionC(nn.Module):
     def __init__(self, cin: int, c7: int):
         super().__init__()
         self.conv = Conv(cin, 192, 1)
-        row, col = {"kernel": (1, 7), "padding": (0, 3)}, {"kernel": (7, 1), "padding": (3, 0)}
-        self.tower = _tower(Conv(cin, c7, 1), Conv(c7, c7, **row), Conv(c7, 192, **col))
-        self.tower_1 = _tower(Conv(cin, c7, 1), Conv(c7, c7, **col), Conv(c7, c7, **row), Conv(c7, c7, **col), Conv(c7, 192, **row))
+        self.tower = _tower(Conv(cin, c7, 1), Conv(c7, c7, **ROW7), Conv(c7, 192, **COL7))
+        self.tower_1 = _tower(Conv(cin, c7, 1), Conv(c7, c7, **COL7), Conv(c7, c7, **ROW7), Conv(c7, c7, **COL7), Conv(c7, 192, **ROW7))
         self.tower_2 = _tower(Conv(cin, 192, 1), pool=_avg_pool())
 
     def forward(self, x):
@@ -113,8 +115,7 @@ class InceptionD(nn.Module):
     def __init__(self, cin: int):
         super().__init__()
         self.tower = _tower(Conv(cin, 192, 1), Conv(192, 320, 3, stride=2))
-        self.tower_1 = _tower(Conv(cin, 192, 1), Conv(192, 192, (1, 7), padding=(0, 3)), Conv(192, 192, (7, 1), padding=(3, 0)),
-                              Conv(192, 192, 3, stride=2))
+        self.tower_1 = _tower(Conv(cin, 192, 1), Conv(192, 192, **ROW7), Conv(192, 192, **COL7), Conv(192, 192, 3, stride=2))
         self.pool = nn.MaxPool2d(3, 2)
 
     def forward(self, x):
@@ -219,15 +220,14 @@ def resolve_weights(explicit: str | None, cache_dir: Path, allow_download: bool 
     if shipped is not None and _sha1(shipped) == WEIGHTS_SHA1:
         return shipped
     if allow_download:
-        try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".part")
+        def download(tmp: Path) -> None:
             with urllib.request.urlopen(WEIGHTS_URL, timeout=30) as response, tmp.open("wb") as f:
                 shutil.copyfileobj(response, f)
             if _sha1(tmp) != WEIGHTS_SHA1:
-                tmp.unlink()
                 raise OSError("checksum mismatch")
-            os.replace(tmp, cached)
+
+        try:
+            replace_file(download, cached)
             return cached
         except OSError as e:
             reason = f"download failed ({e})"

@@ -14,7 +14,6 @@ dataset md5. It is NOT the standard Inception FID and is never reported under th
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from components.atomic import replace_file
 from components.networks import FeatureClassifier
 
 FID_DOMAIN = "fid_domain"
@@ -121,10 +121,10 @@ def load_or_train_extractor(cache_dir: Path, dataset_md5: str, images: torch.Ten
         model.load_state_dict(load_file(str(weights)))
         return Extractor(model.eval(), json.loads(meta.read_text())["accuracy"], key)
     model, accuracy = train_extractor(images, labels, num_classes, epochs, seed)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights) + ".tmp")
-    os.replace(str(weights) + ".tmp", weights)
-    meta.write_text(json.dumps({"accuracy": accuracy, "dataset_md5": dataset_md5, "epochs": epochs}))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    replace_file(lambda tmp: save_file(state, str(tmp)), weights)
+    info = json.dumps({"accuracy": accuracy, "dataset_md5": dataset_md5, "epochs": epochs})
+    replace_file(lambda tmp: tmp.write_text(info), meta)
     return Extractor(model, accuracy, key)
 
 

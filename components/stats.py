@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from components.atomic import replace_file
+
 
 class StatsAccumulator:
     """Add feature batches (N, D); read mean, cov and an optional uniform sample of at most `keep` rows."""
@@ -63,10 +65,7 @@ class StatsAccumulator:
 
 def save_stats(path: Path, mu: np.ndarray, sigma: np.ndarray, **meta) -> Path:
     """Write `mu`, `sigma` (pytorch-fid's .npz layout) plus string metadata, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, mu=mu, sigma=sigma, **{k: np.asarray(str(v)) for k, v in meta.items()})
-    tmp.replace(path)
+    replace_file(lambda tmp: np.savez(tmp, mu=mu, sigma=sigma, **{k: np.asarray(str(v)) for k, v in meta.items()}), path)
     return path
 
 

@@ -7,13 +7,13 @@ for DistributedDataParallel; the flow reads the job's `result.json` either way.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+from components.atomic import replace_file
 from components.config import RetrainConfig
 from components.errors import GanopsError
 
@@ -32,27 +32,36 @@ def train_to_files(data_root: Path, config: RetrainConfig, out_dir: Path, on_met
 
     out_dir = Path(out_dir)
     labels = config.validation.labels
+    config_dict = config.model_dump(mode="json")
+    rank, world, _ = dist_info()
     images, targets = load_images(Path(data_root), labels)
+
     def on_samples(step, samples):
         save_grid(samples, out_dir / "samples" / f"step_{step:06d}.png")
 
-    result = train_gan(images, targets, config.train, config.seed, config.model_dump(mode="json"), on_metrics=on_metrics,
+    result = train_gan(images, targets, config.train, config.seed, config_dict, on_metrics=on_metrics,
                        on_samples=on_samples, progress=progress, checkpoint_dir=out_dir / "checkpoints", resume=resume,
                        num_classes=len(labels))
-    if dist_info()[0] != 0:
+    if rank != 0:
         return {}
-    weights = save_generator(out_dir / "generator.safetensors", result.generator, result.spec, config.model_dump(mode="json"))
+    weights = save_generator(out_dir / "generator.safetensors", result.generator, result.spec, config_dict)
     plot = save_loss_plot(result.history, out_dir / "loss_curves.png")
     summary = {
         "weights": str(weights), "grids": sorted(str(p) for p in (out_dir / "samples").glob("*.png")), "loss_plot": str(plot),
         "steps": result.steps, "resumed_from": result.resumed_from, "seconds": result.seconds, "device": result.device,
-        "world_size": dist_info()[1], "history": result.history, "spec": result.spec,
+        "world_size": world, "history": result.history, "spec": result.spec,
         "final": {k: v[-1] for k, v in result.history.items() if k != "step" and v}, "images": int(len(images)),
     }
-    tmp = out_dir / f".{RESULT}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out_dir / RESULT)
+    text = json.dumps(summary, indent=2)
+    replace_file(lambda tmp: tmp.write_text(text), out_dir / RESULT)
     return summary
+
+
+def progress_bar(total: int):
+    """A tqdm bar with ETA for a terminal; silent when stderr is not one (logs, CI)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="train", unit="step", disable=not sys.stderr.isatty(), dynamic_ncols=True)
 
 
 def launch_command(config_file: Path, data_root: Path, out_dir: Path, launcher: str, nproc: int) -> list[str]:

@@ -55,7 +55,7 @@ def dist_info() -> tuple[int, int, int]:
 
 def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise GanopsError("train.device is 'cuda' but no CUDA device is available")
+        raise GanopsError("device 'cuda' was requested (train.device) but no CUDA device is available")
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         return torch.device("cuda", local_rank)
     return torch.device("cpu")

@@ -6,12 +6,12 @@ Nothing is unpickled: safetensors holds only tensors and string metadata.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
+from components.atomic import replace_file
 from components.errors import GanopsError
 from components.networks import build_generator
 
@@ -20,11 +20,9 @@ SPEC_KEY, CONFIG_KEY = "ganops.generator_spec", "ganops.config"
 
 def save_generator(path: Path, generator: torch.nn.Module, spec: dict, config: dict) -> Path:
     """Write weights + spec + config atomically (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
-    save_file(state, str(tmp), metadata={SPEC_KEY: json.dumps(spec), CONFIG_KEY: json.dumps(config)})
-    os.replace(tmp, path)
+    metadata = {SPEC_KEY: json.dumps(spec), CONFIG_KEY: json.dumps(config)}
+    replace_file(lambda tmp: save_file(state, str(tmp), metadata=metadata), path)
     return path
 
 

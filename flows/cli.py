@@ -96,10 +96,8 @@ def validate(
 ) -> None:
     """Validate a dataset folder with the config's Great Expectations suite; exit 1 when it fails."""
     root = _prepare_env(project_dir)
-    from components.config import load_config
+    from components.config import load_config, state_dir
     from components.validation import format_failures, validate_folder
-
-    from components.config import state_dir
 
     cfg = load_config(config)
     folder = data if data is not None else root / cfg.data.dir
@@ -166,18 +164,14 @@ def train(
     Runs under torchrun too: `torchrun --nproc-per-node 2 -m flows.cli train ...` trains with DDP.
     """
     root = _prepare_env(project_dir)
-    from tqdm import tqdm
-
     from components.config import load_config, state_dir
-    from components.train_job import train_to_files
+    from components.train_job import progress_bar, train_to_files
     from components.training import dist_info
 
     cfg = load_config(config, list(set_) + ([f"train.steps={max_steps}"] if max_steps else []))
     out_dir = (out or state_dir(root) / "train" / cfg.name).resolve()
-    rank = dist_info()[0]
-    progress = (lambda total: tqdm(total=total, desc="train", unit="step", dynamic_ncols=True)) if sys.stderr.isatty() and rank == 0 else None
-    result = train_to_files((data or root / cfg.data.dir).resolve(), cfg, out_dir, progress=progress, resume=resume)
-    if rank == 0:
+    result = train_to_files((data or root / cfg.data.dir).resolve(), cfg, out_dir, progress=progress_bar, resume=resume)
+    if dist_info()[0] == 0:  # only rank 0 writes the result (and draws the bar)
         typer.echo(f"trained {cfg.train.arch}/{cfg.train.loss} to step {result['steps']} (resumed from {result['resumed_from']}) "
                    f"in {result['seconds']:.1f} s on {result['device']} x{result['world_size']}: {result['weights']}")
 

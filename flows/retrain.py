@@ -6,7 +6,6 @@ Orchestration only: each task calls one component function and adds logging; dec
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -19,17 +18,11 @@ from components.export import export_generator
 from components.gates import ci_high_key, decide_promotion
 from components.lineage import lineage_tags
 from components.metrics import evaluate_generator
-from components.train_job import train_in_subprocess, train_to_files
+from components.train_job import progress_bar, train_in_subprocess, train_to_files
 from components.validation import format_failures, validate_folder
 from components.versioning import dataset_version, materialize_revision
 
 TASK = {"cache_policy": NO_CACHE, "persist_result": False}
-
-
-def _progress(total: int):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="train", unit="step", disable=not sys.stderr.isatty(), dynamic_ncols=True)
 
 
 @task(name="dataset-version", **TASK)
@@ -75,7 +68,7 @@ def train_task(root: Path, config: RetrainConfig, run_id: str, data_root: str) -
     out = state_dir(root) / "runs" / run_id
     if config.train.launcher == "inprocess":
         result = train_to_files(Path(data_root), config, out,
-                                on_metrics=lambda step, m: registry.log_metrics(mlc, run_id, m, step), progress=_progress)
+                                on_metrics=lambda step, m: registry.log_metrics(mlc, run_id, m, step), progress=progress_bar)
     else:  # its own process (or torchrun on a GPU worker): metrics come back in result.json
         result = train_in_subprocess(Path(data_root), config, out)
         registry.log_history(mlc, run_id, result["history"])
