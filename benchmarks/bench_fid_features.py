@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from components.inception import load_inception, preprocess, resolve_weights  # noqa: E402
+from components.evaluation.inception import load_inception, preprocess, resolve_weights  # noqa: E402
 
 
 def throughput(model, batches, device):
@@ -33,10 +33,10 @@ def throughput(model, batches, device):
 def gpu_fid_50k(model, device, batch=500):
     """Generate 50,000 images from a DCGAN-64 generator and stream their features; the reference stats are cached."""
     from components.config import TrainConfig
-    from components.inception import to_uint8
-    from components.networks import build_generator
-    from components.stats import StatsAccumulator
-    from components.training import model_spec
+    from components.core.pixels import to_uint8
+    from components.training.networks import build_generator
+    from components.evaluation.stats import StatsAccumulator
+    from components.training.engine import model_spec
 
     generator = build_generator(model_spec(TrainConfig(z_dim=100, base_channels=512, extra_layers=0), 3, 64, 0)).to(device).eval()
     acc = StatsAccumulator()

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.linalg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from components.metrics import frechet_distance  # noqa: E402
+from components.evaluation.frechet import frechet_distance  # noqa: E402
 
 
 def reference(mu1, s1, mu2, s2):

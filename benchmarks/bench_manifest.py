@@ -17,8 +17,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from components.config import ValidationConfig  # noqa: E402
-from components.data import digits_arrays, encode_png  # noqa: E402
-from components.validation import validate_folder  # noqa: E402
+from components.data.png import encode_png  # noqa: E402
+from components.data.sources import digits_arrays  # noqa: E402
+from components.validation.validate import validate_folder  # noqa: E402
 
 
 def write_dataset(root: Path, copies: int) -> int:
@@ -61,7 +62,7 @@ def main():
         reference(root)
         ref = n / (time.perf_counter() - start)
         start = time.perf_counter()
-        report, _ = validate_folder(root, cfg, state=Path(tmp) / "state")
+        report = validate_folder(root, cfg, state=Path(tmp) / "state").to_dict()
         ours = n / (time.perf_counter() - start)
         assert not report["failures"] or report["failures"][0]["rule"] == "no duplicate image content", report["failures"]
     print(f"{n} PNGs: manifest + GX validation {ours:.0f} img/s; plain serial read+hash+decode (no validation) {ref:.0f} img/s")

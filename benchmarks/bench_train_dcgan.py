@@ -18,7 +18,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from components.config import TrainConfig  # noqa: E402
-from components.training import train_gan  # noqa: E402
+from components.training.engine import train_gan  # noqa: E402
 
 NZ, NGF, NDF, NC, SIZE = 100, 64, 64, 3, 64
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core peaks

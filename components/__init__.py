@@ -1,1 +1,1 @@
-"""ganops components: one module per pipeline stage, plain functions that flows orchestrate."""
+"""ganops components: one subpackage per pipeline stage, on top of `core` and `config` (see README, Architecture)."""

@@ -7,24 +7,44 @@ a bad value raises ConfigError naming the key and the rule.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from components.errors import ConfigError
+from components.core.errors import ConfigError, GanopsError
+from components.core.names import FID, FID_DOMAIN, FID_INCEPTION, metric_name
+from components.core.paths import PRESETS_DIR, check_path_name, check_revision, state_dir
+from components.evaluation.extractors import EXTRACTORS
+from components.training.losses import LOSSES
+from components.training.networks import ARCHS
+from components.training.optimizers import OPTIMIZERS
 
-SOURCE_ROOT = Path(__file__).resolve().parent.parent
-PRESETS_DIR = SOURCE_ROOT / "configs"
 DEFAULT_PRESET = "digits"
-STATE_DIR_ENV = "GANOPS_HOME"
-STATE_DIR_NAME = ".ganops"
+# The metrics a gate may use: one FID per registered feature extractor.
+GATE_METRICS = tuple(metric_name(FID, name) for name in EXTRACTORS)
+
+
+def _checked(key: str, rule):
+    """A field validator applying `rule(value, key)` (which raises GanopsError) to the field `key` names."""
+    def check(value: str) -> str:
+        try:
+            return rule(value, key)
+        except GanopsError as e:
+            raise ValueError(str(e)) from None
+
+    return field_validator(key.rpartition(".")[2])(lambda cls, value: check(value))
+
+
+def _path_name(key: str):
+    """A validator for a name that becomes a folder (no separators, no '..', not hidden)."""
+    return _checked(key, check_path_name)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `steps: true` or `steps: "50"` is an error, not 1 or 50.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DataConfig(_Strict):
@@ -32,6 +52,8 @@ class DataConfig(_Strict):
     dvc_file: str = Field("data.dvc", description="The DVC file that tracks `dir`.")
     revision: str = Field("", description="Git revision of dvc_file to train on; empty: the working copy. Materialized "
                                            "under the state folder, pulling from the DVC remote, without touching the working copy.")
+
+    valid_revision = _checked("data.revision", lambda rev, key: check_revision(rev, key) if rev else rev)
 
 
 class ValidationConfig(_Strict):
@@ -43,7 +65,7 @@ class ValidationConfig(_Strict):
     max_pixels: int = Field(4096 * 4096, ge=1, description="Images with more pixels are refused before decoding.")
     min_class_fraction: float = Field(0.05, ge=0, le=1, description="Every allowed label must hold at least this fraction.")
     max_class_fraction: float = Field(0.2, ge=0, le=1)
-    pixel_mean_range: tuple[float, float] = Field((40.0, 120.0), description="Bounds on the mean pixel value (0-255).")
+    pixel_mean_range: Annotated[tuple[float, float], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)] = Field((40.0, 120.0), description="Bounds on the mean pixel value (0-255).")
     min_pixel_std: float = Field(1.0, ge=0, description="Images with a smaller pixel std (blank images) fail.")
     drift: Literal["warn", "fail", "off"] = Field("warn", description="What drift from the last passed version does.")
     drift_class_tolerance: float = Field(0.05, ge=0, description="Largest allowed change of any class fraction.")
@@ -61,8 +83,8 @@ class ValidationConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    arch: Literal["mlp", "dcgan", "cdcgan"] = Field("dcgan", description="mlp (Goodfellow 2014), dcgan, or class-conditional cdcgan.")
-    loss: Literal["minimax", "nonsaturating", "hinge"] = "nonsaturating"
+    arch: ARCHS.literal() = Field("dcgan", description="mlp (Goodfellow 2014), dcgan, or class-conditional cdcgan.")
+    loss: LOSSES.literal() = "nonsaturating"
     steps: int = Field(3000, ge=1)
     batch_size: int = Field(64, ge=2)
     z_dim: int = Field(64, ge=1)
@@ -72,7 +94,7 @@ class TrainConfig(_Strict):
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     real_label: float = Field(0.9, gt=0.5, le=1.0, description="One-sided label smoothing target for real images.")
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: OPTIMIZERS.literal() = "adam"
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum.")
     d_steps: int = Field(1, ge=1, description="Discriminator steps per generator step.")
     feature_matching: bool = Field(False, description="Add the feature-matching loss to G (Salimans et al. 2016).")
@@ -101,12 +123,14 @@ class EvaluateConfig(_Strict):
 
 
 class RegistryConfig(_Strict):
-    model_name: str = Field("ganops-digits", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    model_name: str = Field("ganops-digits", min_length=1, description="Registered model; also the export folder's name.")
     experiment: str = Field("ganops-retrain", min_length=1)
+
+    check_model_name = _path_name("registry.model_name")
 
 
 class GateConfig(_Strict):
-    metric: Literal["fid_domain", "fid_inception"] = Field("fid_domain", description="fid_inception needs evaluate.inception.")
+    metric: Literal[GATE_METRICS] = Field(FID_DOMAIN, description="fid_inception needs evaluate.inception.")  # type: ignore[valid-type]
     fid_ceiling: float = Field(20.0, gt=0, description="A candidate must score below this to be promoted.")
     min_improvement: float = Field(0.0, ge=0, description="A candidate must beat the champion's FID by more than this.")
     require_significant: bool = Field(False, description="Also require the candidate's bootstrap upper bound below the champion's FID.")
@@ -127,12 +151,14 @@ class RetrainConfig(_Strict):
     gate: GateConfig = GateConfig()
     export: ExportConfig = ExportConfig()
 
+    check_name = _path_name("name")
+
     @model_validator(mode="after")
     def _image_size(self) -> "RetrainConfig":
         size = self.validation.image_size
         if size is not None and (size < 8 or size & (size - 1)):
             raise ValueError(f"validation.image_size must be a power of two >= 8 for the DCGAN, got {size}")
-        if self.gate.metric == "fid_inception" and not self.evaluate.inception:
+        if self.gate.metric == FID_INCEPTION and not self.evaluate.inception:
             raise ValueError("gate.metric fid_inception needs evaluate.inception: true")
         return self
 
@@ -204,16 +230,16 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
 
 
 def config_from_dict(raw: dict, source: str = "<dict>") -> RetrainConfig:
+    """Validate a plain dict (YAML or JSON) as the config. Raises ConfigError naming each bad key."""
     try:
         return RetrainConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format_error(source, e)) from None
 
 
-def state_dir(project_dir: Path) -> Path:
-    """The one git-ignored folder that holds all local state (MLflow, DVC remote, caches, exports)."""
-    env = os.environ.get(STATE_DIR_ENV)
-    return Path(env).resolve() if env else (project_dir / STATE_DIR_NAME).resolve()
+def config_to_dict(config: RetrainConfig) -> dict:
+    """The resolved config as plain JSON values (logged with every run, stored in checkpoints and exports)."""
+    return config.model_dump(mode="json")
 
 
 def export_root(config: RetrainConfig, project_dir: Path) -> Path:

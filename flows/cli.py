@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from components.errors import GanopsError
+from components.core.errors import GanopsError
 
 app = typer.Typer(help="MLOps for GAN generators: DVC data, validation, training, FID, registry, gates, export.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -22,14 +23,22 @@ app.add_typer(data_app, name="data")
 
 ProjectOpt = typer.Option(Path("."), "--project-dir", "-C", help="Project folder holding data.dvc and .dvc/.", file_okay=False)
 ConfigOpt = typer.Option(None, "--config", "-c", help="Preset name (digits, smoke) or a YAML file. Default: digits.")
+SetOpt = typer.Option([], "--set", help="Override keys: --set train.steps=100 gate.fid_ceiling=20 (several pairs after one "
+                                        "--set, or --set repeated).")
+OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 
 
 def _prepare_env(project_dir: Path) -> Path:
-    """Point every tool's local state into the project's state folder and turn telemetry off (before imports)."""
-    from components.config import state_dir
+    """Point every tool's local state into the project's state folder (created if missing) and turn telemetry off
+    (before imports)."""
+    from components.core.paths import state_dir
 
     root = project_dir.resolve()
     home = state_dir(root)
+    try:
+        (home / "prefect").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GanopsError(f"state folder {home} (GANOPS_HOME or {root}/.ganops) cannot be created: {e.strerror}") from None
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -48,12 +57,9 @@ def data_import(
 ) -> None:
     """Write SOURCE as the project's dataset, track it with DVC and push it to the DVC remote."""
     root = _prepare_env(project_dir)
-    from components.atomic import replace_folder
-    from components.data import build_from_source
-    from components.versioning import dvc_add_and_push
+    from components.data.versioning import import_dataset
 
-    count = replace_folder(build_from_source(source), root / data_dir)
-    entry = dvc_add_and_push(root, data_dir)
+    count, entry = import_dataset(root, source, data_dir)
     typer.echo(f"imported {count} files into {data_dir}/ (md5 {entry['md5']}); commit {data_dir}.dvc to record this version")
 
 
@@ -61,30 +67,9 @@ def data_import(
 def data_ensure(project_dir: Path = ProjectOpt, data_dir: str = typer.Option("data", help="Dataset folder.")) -> None:
     """Make sure the dataset data.dvc names is present: keep it, pull it from the DVC remote, or rebuild the digits set."""
     root = _prepare_env(project_dir)
-    from components.atomic import replace_folder
-    from components.data import DIGITS, write_digits
-    from components.errors import DataError
-    from components.versioning import dvc_add_and_push, dvc_pull, read_dvc_file
+    from components.data.versioning import ensure_dataset
 
-    dvc_file = f"{data_dir}.dvc"
-    if (root / data_dir).is_dir():
-        typer.echo(f"{data_dir}/ present")
-        return
-    wanted = read_dvc_file(root / dvc_file) if (root / dvc_file).is_file() else None
-    if wanted and dvc_pull(root, dvc_file):
-        typer.echo(f"pulled {data_dir}/ (md5 {wanted['md5']}) from the DVC remote")
-        return
-    old_text = (root / dvc_file).read_text() if wanted else None
-    replace_folder(write_digits, root / data_dir)
-    entry = dvc_add_and_push(root, data_dir)
-    if wanted and entry["md5"] != wanted["md5"]:
-        import shutil
-
-        (root / dvc_file).write_text(old_text)
-        shutil.rmtree(root / data_dir)
-        raise DataError(f"{dvc_file} tracks md5 {wanted['md5']}, which the DVC remote lacks and which is not the bundled "
-                        f"{DIGITS} set ({entry['md5']}); configure the remote that holds it and run `dvc pull {dvc_file}`")
-    typer.echo(f"recreated the {DIGITS} dataset in {data_dir}/ (md5 {entry['md5']}) and pushed it to the DVC remote")
+    typer.echo(ensure_dataset(root, data_dir))
 
 
 @app.command()
@@ -96,26 +81,28 @@ def validate(
 ) -> None:
     """Validate a dataset folder with the config's Great Expectations suite; exit 1 when it fails."""
     root = _prepare_env(project_dir)
-    from components.config import load_config, state_dir
-    from components.validation import format_failures, validate_folder
+    from components.config import load_config
+    from components.core.paths import state_dir
+    from components.validation.report import format_failures
+    from components.validation.validate import validate_folder
 
     cfg = load_config(config)
     folder = data if data is not None else root / cfg.data.dir
     if not folder.is_dir():
         raise GanopsError(f"dataset folder {folder} does not exist")
-    report, _ = validate_folder(folder, cfg.validation, state_dir(root))
+    report = validate_folder(folder, cfg.validation, state_dir(root))
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
-    elif report["success"]:
-        typer.echo(f"validation passed: {report['images']} images in {folder}")
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    elif report.success:
+        typer.echo(f"validation passed: {report.images} images in {folder}")
     else:
         typer.echo(f"validation FAILED for {folder}: {format_failures(report)}", err=True)
     if not as_json:
-        for finding in report["drift"]["findings"]:
-            typer.echo(f"drift ({report['drift']['policy']}): {finding}", err=True)
-        if report["data_docs"]:
-            typer.echo(f"data docs: {report['data_docs']}")
-    raise typer.Exit(0 if report["success"] else 1)
+        for finding in report.drift.findings:
+            typer.echo(f"drift ({report.drift.policy}): {finding}", err=True)
+        if report.data_docs:
+            typer.echo(f"data docs: {report.data_docs}")
+    raise typer.Exit(0 if report.success else 1)
 
 
 @app.command()
@@ -124,7 +111,7 @@ def run(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Override train.steps."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override seed."),
     data_rev: Optional[str] = typer.Option(None, "--data-rev", help="Train on data.dvc as of this git revision (data.revision)."),
-    set_: list[str] = typer.Option([], "--set", help="Override any key, e.g. --set gate.fid_ceiling=20 (repeatable)."),
+    set_: list[str] = SetOpt,
     project_dir: Path = ProjectOpt,
 ) -> None:
     """Run the retrain flow: dataset version, validate, train, evaluate, register, gate, export."""
@@ -134,15 +121,16 @@ def run(
     overrides = (list(set_) + ([f"train.steps={steps}"] if steps else []) + ([f"seed={seed}"] if seed is not None else [])
                  + ([f"data.revision={json.dumps(data_rev)}"] if data_rev else []))  # quoted: a hex revision is not a number
     cfg = load_config(config, overrides)
+    from components.core.names import FID_DOMAIN, FID_DOMAIN_REAL_SPLIT
     from flows.retrain import retrain
-    from components.registry import tracking_uri
 
     summary = retrain(config=cfg, project_dir=str(root))
-    uri = tracking_uri(root)
+    uri, metrics, metric = summary["tracking_uri"], summary["scores"]["metrics"], summary["gate_metric"]
+    floor = f"; real-vs-real floor {metrics[FID_DOMAIN_REAL_SPLIT]:.3f}" if metric == FID_DOMAIN else ""
     typer.echo("")
     typer.echo(f"model     {summary['model_name']} version {summary['version']}: "
                f"{'promoted to champion' if summary['decision']['promote'] else 'challenger (not promoted)'}")
-    typer.echo(f"fid       {summary['scores']['fid_domain']:.3f} (fid_domain; real-vs-real floor {summary['scores']['fid_domain_real_split']:.3f})")
+    typer.echo(f"fid       {metrics[metric]:.3f} ({metric}{floor})")
     typer.echo(f"export    {summary['export'] or 'none (the gate did not promote this version)'}")
     typer.echo(f"lineage   ganops lineage {summary['model_name']}@champion")
     typer.echo(f"mlflow ui mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"mlflow    {uri}")
@@ -156,7 +144,9 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest valid checkpoint in OUT/checkpoints."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder. Default: .ganops/train/<config name>."),
     data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder to train on. Default: the config's data.dir."),
-    set_: list[str] = typer.Option([], "--set", help="Override any key, e.g. --set train.loss=hinge (repeatable)."),
+    set_: list[str] = SetOpt,
+    validate: bool = typer.Option(True, "--validate/--no-validate", help="Validate the data first, as the flow does "
+                                  "(the flow's own training process skips it: the flow validated already)."),
     project_dir: Path = ProjectOpt,
 ) -> None:
     """Train a generator alone (no registry): checkpoints, samples, loss plot and generator.safetensors in OUT.
@@ -164,16 +154,22 @@ def train(
     Runs under torchrun too: `torchrun --nproc-per-node 2 -m flows.cli train ...` trains with DDP.
     """
     root = _prepare_env(project_dir)
-    from components.config import load_config, state_dir
-    from components.train_job import progress_bar, train_to_files
-    from components.training import dist_info
+    from components.config import load_config
+    from components.core.paths import state_dir
+    from components.training.job import progress_bar, train_to_files, validate_and_train
 
     cfg = load_config(config, list(set_) + ([f"train.steps={max_steps}"] if max_steps else []))
     out_dir = (out or state_dir(root) / "train" / cfg.name).resolve()
-    result = train_to_files((data or root / cfg.data.dir).resolve(), cfg, out_dir, progress=progress_bar, resume=resume)
-    if dist_info()[0] == 0:  # only rank 0 writes the result (and draws the bar)
-        typer.echo(f"trained {cfg.train.arch}/{cfg.train.loss} to step {result['steps']} (resumed from {result['resumed_from']}) "
-                   f"in {result['seconds']:.1f} s on {result['device']} x{result['world_size']}: {result['weights']}")
+    folder = (data or root / cfg.data.dir).resolve()
+    if not folder.is_dir():
+        raise GanopsError(f"dataset folder {folder} does not exist")
+    if validate:
+        result = validate_and_train(folder, cfg, out_dir, state_dir(root), progress=progress_bar, resume=resume)
+    else:
+        result = train_to_files(folder, cfg, out_dir, progress=progress_bar, resume=resume)
+    if result is not None:  # only rank 0 writes the result (and draws the bar)
+        typer.echo(f"trained {cfg.train.arch}/{cfg.train.loss} to step {result.steps} (resumed from {result.resumed_from}) "
+                   f"in {result.seconds:.1f} s on {result.device} x{result.world_size}: {result.weights}")
 
 
 @app.command()
@@ -193,17 +189,12 @@ def fid(
 ) -> None:
     """Standard Inception FID (TF Inception-v3 2015-12-05, pool3) between two sources."""
     root = _prepare_env(project_dir)
-    from components.config import state_dir
-    from components.fid_sources import FID_INCEPTION, compare, inception_extractor, resolve_source, source_stats
-    from components.stats import save_stats
+    from components.core.names import FID_INCEPTION
+    from components.core.paths import state_dir
+    from components.evaluation.sources import fid_between
 
-    extractor = inception_extractor(weights, state_dir(root) / "cache" / "inception", batch_size)
-    keep_n = keep if (extra or bootstrap) else 0
-    sa, fa = source_stats(*resolve_source(a, root), extractor, num_samples, seed, keep_n)
-    sb, fb = source_stats(*resolve_source(b, root), extractor, num_samples, seed + 1, keep_n)
-    if save_a is not None:
-        save_stats(save_a, *sa, source=a, extractor=extractor.name)
-    result = compare(sa, fa, sb, fb, extra, bootstrap)
+    result = fid_between(a, b, root, state_dir(root) / "cache", num_samples, batch_size, extra, keep, bootstrap, weights,
+                         seed, save_a)
     typer.echo(json.dumps(result) if as_json else f"{FID_INCEPTION} {result[FID_INCEPTION]:.4f}")
 
 
@@ -215,17 +206,31 @@ def lineage(
 ) -> None:
     """Show export files -> model version -> training run -> dataset md5 and revision -> validation result."""
     root = _prepare_env(project_dir)
-    from components import registry
-    from components.lineage import format_lineage, resolve_lineage
+    from components.lineage.chain import format_lineage, lineage_of
 
-    name, _, ref = model.partition("@")
-    chain = resolve_lineage(registry.client(root), name, ref or None)
+    chain = lineage_of(root, model)
     typer.echo(json.dumps(chain, indent=2) if as_json else format_lineage(chain))
+
+
+def expand_set_pairs(argv: list[str]) -> list[str]:
+    """`--set a=1 b=2` -> `--set a=1 --set b=2`: every key=value after a --set belongs to it."""
+    out, in_set, taken = [], False, 0
+    for arg in argv:
+        if arg == "--set":
+            in_set, taken = True, 0
+            continue
+        if in_set and (taken == 0 or OVERRIDE.match(arg)):  # the first value always belongs to the --set
+            out += ["--set", arg]
+            taken += 1
+            continue
+        in_set = False
+        out.append(arg)
+    return out + (["--set"] if in_set and not taken else [])
 
 
 def main() -> None:
     try:
-        app()
+        app(args=expand_set_pairs(sys.argv[1:]))
     except GanopsError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -11,148 +11,149 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from components import registry
-from components.config import RetrainConfig, export_root, state_dir
-from components.errors import ValidationFailed
-from components.export import export_generator
-from components.gates import ci_high_key, decide_promotion
-from components.lineage import lineage_tags
-from components.metrics import evaluate_generator
-from components.train_job import progress_bar, train_in_subprocess, train_to_files
-from components.validation import format_failures, validate_folder
-from components.versioning import dataset_version, materialize_revision
+from components.config import RetrainConfig, config_to_dict, export_root
+from components.core.errors import ValidationFailed
+from components.core.names import (ARTIFACT_CONFIG, ARTIFACT_DATA_DOCS, ARTIFACT_REFERENCE_STATS, ARTIFACT_SAMPLES,
+                                   ARTIFACT_SUMMARY, ARTIFACT_VALIDATION_REPORT, TAG_FLOW, VALIDATION_IMAGES,
+                                   VALIDATION_SUCCESS)
+from components.core.paths import state_dir
+from components.data.versioning import DatasetVersion, resolve_dataset
+from components.evaluation.evaluate import Scores, evaluate_generator
+from components.lineage.tags import lineage_tags
+from components.promotion.champion import ChampionScores, check_champion_shape, score_champion
+from components.promotion.gate import Decision, ci_high_key, decide_promotion
+from components.registry.models import apply_decision, record_export
+from components.registry.tracking import RunTracker, open_run, tracking_uri
+from components.serving.export import export_generator
+from components.serving.mlflow_model import register_generator
+from components.training.job import TrainOutcome, progress_bar, train_in_subprocess, train_to_files
+from components.validation.report import ValidationReport, format_failures
+from components.validation.validate import validate_folder
 
 TASK = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
 @task(name="dataset-version", **TASK)
-def dataset_version_task(root: Path, config: RetrainConfig) -> dict:
-    if config.data.revision:
-        folder, version = materialize_revision(root, config.data.dvc_file, config.data.revision, state_dir(root) / "datasets")
-    else:
-        folder, version = root / config.data.dir, dataset_version(root, config.data.dir, config.data.dvc_file)
-    get_run_logger().info("dataset %s md5 %s (data.dvc at %s)", folder, version.md5, version.data_git_rev)
-    return {**version.as_dict(), "root": str(folder)}
+def dataset_version_task(root: Path, config: RetrainConfig) -> DatasetVersion:
+    data = config.data
+    version = resolve_dataset(root, data.dir, data.dvc_file, data.revision, state_dir(root) / "datasets")
+    get_run_logger().info("dataset %s md5 %s (data.dvc at %s)", version.root, version.md5, version.data_git_rev)
+    return version
 
 
 @task(name="start-run", **TASK)
-def start_run_task(root: Path, config: RetrainConfig, dataset: dict) -> str:
-    mlc = registry.client(root)
-    experiment = registry.ensure_experiment(mlc, config.registry.experiment, root)
-    params = {"config_name": config.name, "seed": config.seed, "dataset_md5": dataset["md5"],
+def start_run_task(root: Path, config: RetrainConfig, dataset: DatasetVersion) -> RunTracker:
+    params = {"config_name": config.name, "seed": config.seed, "dataset_md5": dataset.md5,
               **{f"train.{k}": v for k, v in config.train.model_dump().items()},
               **{f"evaluate.{k}": v for k, v in config.evaluate.model_dump().items()},
               **{f"gate.{k}": v for k, v in config.gate.model_dump().items()}}
-    run_id = registry.start_run(mlc, experiment, f"retrain-{config.name}", params, {"ganops.flow": "retrain"})
-    registry.log_json(mlc, run_id, config.model_dump(mode="json"), "config/resolved.json")
-    return run_id
+    tracker = open_run(root, config.registry.experiment, f"retrain-{config.name}", params, {TAG_FLOW: "retrain"})
+    tracker.json(config_to_dict(config), ARTIFACT_CONFIG)
+    return tracker
 
 
 @task(name="validate", **TASK)
-def validate_task(root: Path, config: RetrainConfig, run_id: str, dataset: dict) -> dict:
-    report, manifest = validate_folder(Path(dataset["root"]), config.validation, state_dir(root), dataset["md5"])
-    mlc = registry.client(root)
-    registry.log_json(mlc, run_id, report, "validation/report.json")
-    if report["data_docs"]:
-        mlc.log_artifacts(run_id, str(Path(report["data_docs"]).parent), "validation/data_docs")
-    for finding in report["drift"]["findings"]:
-        get_run_logger().warning("drift from the last passed dataset %s: %s", report["drift"]["baseline_md5"], finding)
-    registry.log_metrics(mlc, run_id, {"validation_images": report["images"], "validation_success": float(report["success"])})
-    get_run_logger().info("validation %s on %d images", "passed" if report["success"] else "FAILED", report["images"])
+def validate_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: DatasetVersion) -> ValidationReport:
+    report = validate_folder(dataset.root, config.validation, state_dir(root), dataset.md5)
+    run.json(report.to_dict(), ARTIFACT_VALIDATION_REPORT)
+    if report.data_docs:
+        run.folder(Path(report.data_docs).parent, ARTIFACT_DATA_DOCS)
+    for finding in report.drift.findings:
+        get_run_logger().warning("drift from the last passed dataset %s: %s", report.drift.baseline_md5, finding)
+    run.metrics({VALIDATION_IMAGES: report.images, VALIDATION_SUCCESS: float(report.success)})
+    get_run_logger().info("validation %s on %d images", "passed" if report.success else "FAILED", report.images)
     return report
 
 
+@task(name="check-registry", **TASK)
+def check_registry_task(config: RetrainConfig, run: RunTracker, report: ValidationReport) -> None:
+    """Before training: the registered model must make images of this dataset's shape."""
+    check_champion_shape(run.mlc, config.registry.model_name, report.profile.image_shape)
+
+
 @task(name="train", **TASK)
-def train_task(root: Path, config: RetrainConfig, run_id: str, data_root: str) -> dict:
-    mlc = registry.client(root)
-    out = state_dir(root) / "runs" / run_id
+def train_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: DatasetVersion) -> TrainOutcome:
+    out = state_dir(root) / "runs" / run.run_id
     if config.train.launcher == "inprocess":
-        result = train_to_files(Path(data_root), config, out,
-                                on_metrics=lambda step, m: registry.log_metrics(mlc, run_id, m, step), progress=progress_bar)
+        outcome = train_to_files(dataset.root, config, out, on_metrics=lambda step, m: run.metrics(m, step), progress=progress_bar)
     else:  # its own process (or torchrun on a GPU worker): metrics come back in result.json
-        result = train_in_subprocess(Path(data_root), config, out)
-        registry.log_history(mlc, run_id, result["history"])
-    for path in result["grids"]:
-        registry.log_file(mlc, run_id, Path(path), "samples")
-    registry.log_file(mlc, run_id, Path(result["loss_plot"]))
-    get_run_logger().info("trained %d steps in %.1f s on %s: %s", result["steps"], result["seconds"], result["device"], result["final"])
-    return result
+        outcome = train_in_subprocess(dataset.root, config, out)
+        run.history(outcome.history)
+    for path in outcome.grids:
+        run.file(path, ARTIFACT_SAMPLES)
+    run.file(outcome.loss_plot)
+    get_run_logger().info("trained %d steps in %.1f s on %s: %s", outcome.steps, outcome.seconds, outcome.device, outcome.final)
+    return outcome
 
 
 @task(name="evaluate", **TASK)
-def evaluate_task(root: Path, config: RetrainConfig, weights: str, dataset: dict) -> dict:
-    return evaluate_generator(Path(weights), Path(dataset["root"]), config.validation.labels, dataset["md5"],
-                              config.evaluate, state_dir(root) / "cache", config.seed)
+def evaluate_task(root: Path, config: RetrainConfig, weights: Path, dataset: DatasetVersion) -> Scores:
+    return evaluate_generator(weights, dataset.root, config.validation.labels, dataset.md5, config.evaluate,
+                              state_dir(root) / "cache", config.seed)
 
 
 @task(name="evaluate-champion", **TASK)
-def evaluate_champion_task(root: Path, config: RetrainConfig, dataset: dict) -> dict | None:
+def evaluate_champion_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: DatasetVersion) -> ChampionScores | None:
     """Re-score the current champion on this data with this extractor, so the gate compares like with like."""
-    mlc = registry.client(root)
-    champion = registry.version_by_alias(mlc, config.registry.model_name, registry.CHAMPION)
-    if champion is None:
-        return None
-    weights = registry.download_weights(config.registry.model_name, str(champion.version))
-    scores = evaluate_task.fn(root, config, str(weights), dataset)
-    return {"version": str(champion.version), **scores}
+    return score_champion(run.mlc, config.registry.model_name, dataset.root, config.validation.labels, dataset.md5,
+                          config.evaluate, state_dir(root) / "cache", config.seed)
 
 
 @task(name="register", **TASK)
-def register_task(root: Path, config: RetrainConfig, run_id: str, weights: str, tags: dict, scores: dict) -> str:
-    mlc = registry.client(root)
-    registry.log_metrics(mlc, run_id, {k: v for k, v in scores.items() if isinstance(v, float)})
-    if "reference_stats" in scores:  # the dataset's Inception statistics, reusable by later runs and tools
-        registry.log_file(mlc, run_id, Path(scores["reference_stats"]), "reference_stats")
-    registry.set_run_tags(mlc, run_id, tags)
-    version = registry.register_generator(mlc, run_id, Path(weights), config.registry.model_name,
-                                          {**tags, config.gate.metric: scores[config.gate.metric]})
+def register_task(config: RetrainConfig, run: RunTracker, weights: Path, tags: dict, scores: Scores) -> str:
+    run.metrics(scores.metrics)
+    if scores.reference_stats is not None:  # the dataset's Inception statistics, reusable by later runs and tools
+        run.file(scores.reference_stats, ARTIFACT_REFERENCE_STATS)
+    run.tags(tags)
+    metric = config.gate.metric
+    version = register_generator(run.mlc, run.run_id, weights, config.registry.model_name, {**tags, metric: scores.metrics[metric]})
     get_run_logger().info("registered %s version %s", config.registry.model_name, version)
     return version
 
 
 @task(name="gate", **TASK)
-def gate_task(root: Path, config: RetrainConfig, version: str, decision: dict) -> str | None:
-    mlc = registry.client(root)
-    previous = registry.apply_decision(mlc, config.registry.model_name, version, decision["promote"], decision["reasons"])
-    get_run_logger().info("gate %s version %s: %s", "PROMOTED" if decision["promote"] else "rejected", version, "; ".join(decision["reasons"]))
+def gate_task(config: RetrainConfig, run: RunTracker, version: str, decision: Decision) -> str | None:
+    previous = apply_decision(run.mlc, config.registry.model_name, version, decision.promote, decision.reasons)
+    get_run_logger().info("gate %s version %s: %s", "PROMOTED" if decision.promote else "rejected", version, "; ".join(decision.reasons))
     return previous
 
 
 @task(name="export", **TASK)
-def export_task(root: Path, config: RetrainConfig, version: str, weights: str, lineage: dict) -> str:
-    folder = export_generator(Path(weights), export_root(config, root), config.registry.model_name, version, lineage)
-    registry.record_export(registry.client(root), config.registry.model_name, version, folder)
+def export_task(root: Path, config: RetrainConfig, run: RunTracker, version: str, weights: Path, lineage: dict) -> Path:
+    folder = export_generator(weights, export_root(config, root), config.registry.model_name, version, lineage)
+    record_export(run.mlc, config.registry.model_name, version, folder)
     get_run_logger().info("exported %s version %s to %s", config.registry.model_name, version, folder)
-    return str(folder)
+    return folder
 
 
 @task(name="finish-run", **TASK)
-def finish_run_task(root: Path, run_id: str, status: str, summary: dict) -> None:
-    mlc = registry.client(root)
-    registry.log_json(mlc, run_id, summary, "summary.json")
-    registry.end_run(mlc, run_id, status)
+def finish_run_task(run: RunTracker, status: str, summary: dict) -> None:
+    run.json(summary, ARTIFACT_SUMMARY)
+    run.end(status)
 
 
-def _train_to_export(root: Path, config: RetrainConfig, dataset: dict, run_id: str) -> dict:
-    report = validate_task(root, config, run_id, dataset)
-    if not report["success"]:
-        raise ValidationFailed(f"validation of {dataset['root']} failed, nothing was trained: {format_failures(report)}", report)
-    trained = train_task(root, config, run_id, dataset["root"])
-    scores = evaluate_task(root, config, trained["weights"], dataset)
-    champion = evaluate_champion_task(root, config, dataset)
-    tags = lineage_tags(dataset, report, run_id, config.name)
-    version = register_task(root, config, run_id, trained["weights"], tags, scores)
+def _train_to_export(root: Path, config: RetrainConfig, dataset: DatasetVersion, run: RunTracker) -> dict:
+    report = validate_task(root, config, run, dataset)
+    if not report.success:
+        raise ValidationFailed(f"validation of {dataset.root} failed, nothing was trained: {format_failures(report)}", report)
+    check_registry_task(config, run, report)
+    trained = train_task(root, config, run, dataset)
+    scores = evaluate_task(root, config, trained.weights, dataset)
+    champion = evaluate_champion_task(root, config, run, dataset)
+    tags = lineage_tags(dataset, report, run.run_id, config.name)
+    version = register_task(config, run, trained.weights, tags, scores)
     metric = config.gate.metric
-    decision = decide_promotion(scores[metric], champion[metric] if champion else None, report["success"], config.gate,
-                                scores.get(ci_high_key(metric)))
-    previous = gate_task(root, config, version, decision.as_dict())
+    decision = decide_promotion(scores.metrics[metric], champion.scores.metrics[metric] if champion else None, report.success,
+                                config.gate, scores.metrics.get(ci_high_key(metric)))
+    previous = gate_task(config, run, version, decision)
     export = None
     if decision.promote:
-        export = export_task(root, config, version, trained["weights"],
-                             {**tags, "model_name": config.registry.model_name, "model_version": version, metric: scores[metric]})
-    return {"run_id": run_id, "model_name": config.registry.model_name, "version": version, "scores": scores,
-            "champion_before": champion, "decision": decision.as_dict(), "previous_champion": previous,
-            "export": export, "dataset": dataset, "tracking_uri": registry.tracking_uri(root)}
+        export = export_task(root, config, run, version, trained.weights,
+                             {**tags, "model_name": config.registry.model_name, "model_version": version, metric: scores.metrics[metric]})
+    return {"run_id": run.run_id, "model_name": config.registry.model_name, "version": version, "scores": scores.to_dict(),
+            "champion_before": ({"version": champion.version, **champion.scores.to_dict()} if champion else None),
+            "decision": decision.as_dict(), "previous_champion": previous, "export": str(export) if export else None,
+            "dataset": dataset.as_dict(), "tracking_uri": tracking_uri(root), "gate_metric": metric}
 
 
 @flow(name="retrain", log_prints=True)
@@ -160,13 +161,13 @@ def retrain(config: RetrainConfig = RetrainConfig(), project_dir: str = ".") -> 
     """Retrain the generator on the DVC-tracked dataset and promote it if it passes the gate."""
     root = Path(project_dir).resolve()
     dataset = dataset_version_task(root, config)
-    run_id = start_run_task(root, config, dataset)
+    run = start_run_task(root, config, dataset)
     try:
-        summary = _train_to_export(root, config, dataset, run_id)
+        summary = _train_to_export(root, config, dataset, run)
     except BaseException as e:
         stage = "validation" if isinstance(e, ValidationFailed) else "pipeline"
-        finish_run_task(root, run_id, "FAILED", {"stage": stage, "error": f"{type(e).__name__}: {e}"})
+        finish_run_task(run, "FAILED", {"stage": stage, "error": f"{type(e).__name__}: {e}"})
         raise
-    finish_run_task(root, run_id, "FINISHED", summary)
+    finish_run_task(run, "FINISHED", summary)
     print(json.dumps({k: summary[k] for k in ("model_name", "version", "decision", "export")}, indent=2))
     return summary

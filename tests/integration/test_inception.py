@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from components.config import EvaluateConfig
-from components.data import load_images, write_digits
-from components.inception import InceptionWeightsError, load_inception, packaged_weights, preprocess, resolve_weights
+from components.data.images import load_images
+from components.data.sources import write_digits
+from components.evaluation.inception import InceptionWeightsError, load_inception, packaged_weights, preprocess, resolve_weights
 from flows.cli import app
 
 runner = CliRunner()
@@ -62,7 +62,7 @@ def test_weights_resolution_order_and_error(tmp_path, weights, monkeypatch):
     assert resolve_weights(None, tmp_path / "empty", allow_download=False) == weights  # the installed package's file
     with pytest.raises(InceptionWeightsError, match="do not exist"):
         resolve_weights(str(tmp_path / "missing.pt"), tmp_path / "cache", allow_download=False)
-    monkeypatch.setattr("components.inception.packaged_weights", lambda: None)
+    monkeypatch.setattr("components.evaluation.inception.packaged_weights", lambda: None)
     with pytest.raises(InceptionWeightsError) as err:
         resolve_weights(None, tmp_path / "empty", allow_download=False)
     for option in ("evaluate.inception_weights", "GANOPS_INCEPTION_WEIGHTS", "ganops[inception]", "sha1"):
@@ -84,10 +84,10 @@ def test_fid_cli_folders_and_npz(folders, tmp_path):
 
 def test_evaluate_generator_with_inception(folders, tmp_path):
     from components.config import TrainConfig
-    from components.metrics import evaluate_generator
-    from components.networks import build_generator
-    from components.training import model_spec
-    from components.weights import save_generator
+    from components.evaluation.evaluate import evaluate_generator
+    from components.training.networks import build_generator
+    from components.training.engine import model_spec
+    from components.training.weights import save_generator
 
     spec = model_spec(TrainConfig(z_dim=8, base_channels=16), 1, 8, 10)
     weights_file = save_generator(tmp_path / "g.safetensors", build_generator(spec).eval(), spec, {})
@@ -96,7 +96,9 @@ def test_evaluate_generator_with_inception(folders, tmp_path):
         (small / f.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(f, small / f.parent.name / f.name)
     cfg = EvaluateConfig(num_samples=20, batch_size=20, extractor_epochs=1, inception=True, bootstrap_rounds=3)
-    scores = evaluate_generator(weights_file, small, LABELS, "md5x", cfg, tmp_path / "cache", seed=0)
+    result = evaluate_generator(weights_file, small, LABELS, "md5x", cfg, tmp_path / "cache", seed=0)
+    scores = result.metrics
     assert scores["fid_inception"] > 0 and np.isfinite(scores["fid_domain"])
-    assert Path(scores["reference_stats"]).is_file()  # cached per dataset md5 for the next run
+    assert all(isinstance(v, float) for v in scores.values())
+    assert result.reference_stats.is_file()  # cached per dataset md5 for the next run
     assert scores["fid_ci_low_domain"] <= scores["fid_domain"] <= scores["fid_ci_high_domain"]

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from components import registry
+from components.registry import tracking as registry
 from components.config import load_config
-from components.errors import ValidationFailed
-from components.export import MANIFEST, sha256_of
-from components.lineage import TAG_DATASET_MD5, TAG_DATA_GIT_REV
-from components.versioning import read_dvc_file
+from components.core.errors import ValidationFailed
+from components.serving.export import MANIFEST, sha256_of
+from components.core.names import TAG_DATA_GIT_REV, TAG_DATASET_MD5
+from components.data.versioning import read_dvc_file
 from flows.cli import app
 from tests.integration.conftest import REPO, new_project, sh
 
@@ -55,7 +55,7 @@ def test_first_run_is_registered_as_champion_with_lineage(project, first_run):
     assert champion.tags[TAG_DATA_GIT_REV] == sh(project, "git", "log", "-1", "--format=%H", "--", "data.dvc").strip()
     run = mlc.get_run(champion.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["fid_domain"] == pytest.approx(first_run["scores"]["fid_domain"])
+    assert run.data.metrics["fid_domain"] == pytest.approx(first_run["scores"]["metrics"]["fid_domain"])
     # Everything local stays in the project's state folder, never in ./mlruns of the current directory.
     assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(project / ".ganops")
     assert not Path("mlruns").exists()
@@ -71,6 +71,35 @@ def test_export_files_match_their_manifest(first_run):
     assert set(manifest["files"]) == {"generator.torchscript.pt", "generator.safetensors", "config.json"}
     for name, entry in manifest["files"].items():
         assert sha256_of(folder / name) == entry["sha256"], name
+
+
+def test_registered_model_ships_only_its_loader_code_and_loads_in_a_fresh_process(project, first_run, tmp_path):
+    import subprocess
+    import sys
+
+    import mlflow
+
+    registry.client(project)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{MODEL}/1", dst_path=str(tmp_path)))
+    shipped = sorted(p.relative_to(local / "code").as_posix() for p in (local / "code").rglob("*.py"))
+    assert "components/training/weights.py" in shipped
+    assert not any(part in name for name in shipped for part in ("evaluation", "registry", "validation", "engine"))
+    load = ("import sys, mlflow, numpy as np; m = mlflow.pyfunc.load_model(sys.argv[1]); "
+            "print(np.asarray(m.predict(np.zeros((2, 16), np.float32))).shape)")
+    done = subprocess.run([sys.executable, "-c", load, str(local)], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "MLFLOW_ENABLE_TELEMETRY": "false"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "(2, 1, 8, 8)"
+
+
+def test_a_champion_of_another_shape_is_refused_before_training(project, first_run):
+    from components.core.errors import ConfigError
+    from components.promotion.champion import check_champion_shape
+
+    mlc = registry.client(project)
+    with pytest.raises(ConfigError, match=f"registry.model_name '{MODEL}'.* makes 1x8x8 images but this dataset has 3x32x32"):
+        check_champion_shape(mlc, MODEL, (3, 32, 32))
+    check_champion_shape(mlc, MODEL, (1, 8, 8))  # same shape: no error
 
 
 def test_lineage_cli_shows_the_chain(project, first_run):
@@ -112,7 +141,7 @@ def test_same_data_again_is_a_challenger_and_the_champion_stays(project, first_r
     assert second["version"] == "2" and not second["decision"]["promote"]
     # Same data, same seed, same code: an identical generator does not beat the champion it ties with.
     assert second["champion_before"]["version"] == "1"
-    assert second["champion_before"]["fid_domain"] == pytest.approx(second["scores"]["fid_domain"])
+    assert second["champion_before"]["metrics"]["fid_domain"] == pytest.approx(second["scores"]["metrics"]["fid_domain"])
     assert str(mlc.get_model_version_by_alias(MODEL, "champion").version) == "1"
     challenger = mlc.get_model_version_by_alias(MODEL, "challenger")
     assert str(challenger.version) == "2" and "does not beat" in challenger.tags["ganops.gate_reasons"]
@@ -155,7 +184,7 @@ def test_truncated_png_stops_the_run_at_validation(project, tmp_path):
 
 
 def test_workspace_that_does_not_match_data_dvc_is_refused(project):
-    from components.errors import DataError
+    from components.core.errors import DataError
     from flows.retrain import retrain
 
     (project / "data" / "3" / "bad.png").unlink()

@@ -10,14 +10,13 @@ import time
 from pathlib import Path
 
 import boto3
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from components.config import load_config
-from components.data import write_digits
-from components.errors import DataError
-from components.versioning import read_dvc_file
+from components.data.sources import write_digits
+from components.core.errors import DataError
+from components.data.versioning import read_dvc_file
 from flows.cli import app
 from tests.integration.conftest import new_project, sh
 
@@ -90,7 +89,7 @@ def test_empty_prefix_and_escaping_keys_are_refused(buckets, tmp_path):
 
 
 def test_import_push_pull_older_revision_and_retrain(buckets, tmp_path, prefect_server):
-    from components import registry
+    from components.registry import tracking as registry
     from flows.retrain import retrain
 
     project = new_project(tmp_path)

@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from components.checkpoints import list_checkpoints
-from components.config import load_config
-from components.data import load_images, write_digits
+from components.training.checkpoints import list_checkpoints
+from components.data.images import load_images
+from components.data.sources import write_digits
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -79,16 +79,15 @@ def test_ddp_two_processes_match_one(digits, tmp_path):
 
 
 def test_conditional_samples_have_the_requested_labels(digits, tmp_path):
-    from components.metrics import load_or_train_extractor
-    from components.weights import load_generator, sample
+    from components.evaluation.domain import load_or_train_extractor
+    from components.training.weights import load_generator, sample
 
     run(train_cmd(digits, tmp_path / "cond", "--max-steps", "1500", "--set", "train.arch=cdcgan",
                   "--set", "train.base_channels=64", "--set", "train.extra_layers=1", "--set", "train.batch_size=64"))
     generator, spec, _ = load_generator(tmp_path / "cond" / "generator.safetensors")
-    assert spec["num_classes"] == 10
+    assert spec.num_classes == 10
     images, targets = load_images(digits, LABELS)
-    real = torch.from_numpy(images).float().div(127.5).sub(1)
-    extractor = load_or_train_extractor(tmp_path / "cache", "digits", real, torch.from_numpy(targets), 10, epochs=8)
+    extractor = load_or_train_extractor(tmp_path / "cache", "digits", torch.from_numpy(images), torch.from_numpy(targets), 10, epochs=8)
     wanted = torch.arange(500) % 10
     with torch.no_grad():
         predicted = extractor.model(sample(generator, 500, seed=1, labels=wanted)).argmax(1)
@@ -103,7 +102,7 @@ def test_the_cuda_recipe_compiles_and_trains_on_cpu():
     from torch._dynamo.utils import counters
 
     from components.config import TrainConfig
-    from components.training import train_gan
+    from components.training.engine import train_gan
 
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (64, 1, 8, 8), dtype=np.uint8), rng.integers(0, 4, 64)

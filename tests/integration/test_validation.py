@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from components.config import ValidationConfig
-from components.data import encode_png
-from components.manifest import build_manifest
-from components.validation import format_failures, validate_folder
+from components.data.png import encode_png
+from components.validation.manifest import build_manifest
+from components.validation.report import format_failures
+from components.validation.validate import validate_folder
 
 CFG = ValidationConfig(min_images=10, max_images=1000, image_size=8, channels=1, labels=["0", "1"], min_class_fraction=0.0,
                        max_class_fraction=1.0, pixel_mean_range=(0.0, 255.0), min_pixel_std=0.0, max_pixels=64 * 64)
@@ -27,7 +28,8 @@ def failures_by_rule(report):
 
 
 def test_clean_folder_passes(tmp_path):
-    report, manifest = validate_folder(make_folder(tmp_path), CFG)
+    root = make_folder(tmp_path)
+    report, manifest = validate_folder(root, CFG).to_dict(), build_manifest(root)
     assert report["success"], report
     assert len(manifest) == 12 and set(manifest["label"]) == {"0", "1"}
     assert manifest["decodes"].all() and (manifest["width"] == 8).all()
@@ -37,11 +39,12 @@ def test_truncated_png_is_named(tmp_path):
     root = make_folder(tmp_path)
     good = (root / "0" / "000.png").read_bytes()
     (root / "1" / "bad.png").write_bytes(good[: len(good) // 2])
-    report, _ = validate_folder(root, CFG)
+    typed = validate_folder(root, CFG)
+    report = typed.to_dict()
     assert not report["success"]
     rule = failures_by_rule(report)["every file decodes as an image (within the pixel limit)"]
     assert rule["files"][0].startswith("1/bad.png")
-    assert "1/bad.png" in format_failures(report)
+    assert "1/bad.png" in format_failures(typed)
 
 
 @pytest.mark.parametrize(
@@ -57,7 +60,7 @@ def test_each_rule_names_the_offending_file(tmp_path, name, pixels, rule):
     root = make_folder(tmp_path)
     (root / name).parent.mkdir(parents=True, exist_ok=True)
     (root / name).write_bytes(encode_png(pixels))
-    report, _ = validate_folder(root, CFG)
+    report = validate_folder(root, CFG).to_dict()
     assert not report["success"]
     assert any(f.startswith(name) for f in failures_by_rule(report)[rule]["files"]), report
 
@@ -65,17 +68,17 @@ def test_each_rule_names_the_offending_file(tmp_path, name, pixels, rule):
 def test_duplicates_and_count(tmp_path):
     root = make_folder(tmp_path)
     (root / "1" / "copy.png").write_bytes((root / "0" / "000.png").read_bytes())
-    report, _ = validate_folder(root, CFG)
+    report = validate_folder(root, CFG).to_dict()
     dup = failures_by_rule(report)["no duplicate image content"]
     assert set(dup["files"]) == {"0/000.png", "1/copy.png"}
     small = make_folder(tmp_path / "small", n=3)
-    report, _ = validate_folder(small, CFG)
+    report = validate_folder(small, CFG).to_dict()
     assert failures_by_rule(report)["image count within bounds"]["observed"] == 3
 
 
 def test_empty_folder_fails(tmp_path):
-    report, manifest = validate_folder(tmp_path, CFG)
-    assert not report["success"] and manifest.empty
+    report = validate_folder(tmp_path, CFG).to_dict()
+    assert not report["success"] and report["images"] == 0
 
 
 def test_manifest_reads_content_not_names(tmp_path):
@@ -102,7 +105,7 @@ def test_bad_files_each_get_a_named_rule(tmp_path):
     outside = tmp_path / "secret.png"
     outside.write_bytes(encode_png(np.full((8, 8), 5, np.uint8)))
     os.symlink(outside, root / "1" / "link.png")
-    report, _ = validate_folder(root, CFG)
+    report = validate_folder(root, CFG).to_dict()
     rules = failures_by_rule(report)
     named = lambda rule, name: any(f.startswith(name) for f in rules[rule]["files"])
     assert named("file content matches its extension", "0/jpeg.png")
@@ -118,18 +121,18 @@ def test_class_proportions_pixel_bounds_and_blank_images(tmp_path):
     for i in range(8):
         (root / "0" / f"extra{i}.png").write_bytes(encode_png(np.random.default_rng(i).integers(0, 256, (8, 8), dtype=np.uint8)))
     (root / "1" / "blank.png").write_bytes(encode_png(np.full((8, 8), 3, np.uint8)))
-    rules = failures_by_rule(validate_folder(root, cfg)[0])
+    rules = failures_by_rule(validate_folder(root, cfg).to_dict())
     assert rules["class proportions within bounds"]["file_count"] == 14  # every file of the 14/21 class "0"
     assert "mean pixel value within bounds" in rules
     assert any(f.startswith("1/blank.png") for f in rules["pixel standard deviation above the minimum (no blank images)"]["files"])
 
 
 def test_drift_against_the_last_passed_version(tmp_path):
-    from components.data import write_digits
+    from components.data.sources import write_digits
 
     cfg = ValidationConfig(min_images=10, drift="fail", min_class_fraction=0.0)
     digits = write_digits(tmp_path / "v1") and tmp_path / "v1"
-    report, _ = validate_folder(digits, cfg, state=tmp_path / "state", dataset_md5="v1")
+    report = validate_folder(digits, cfg, state=tmp_path / "state", dataset_md5="v1").to_dict()
     assert report["success"] and not report["drift"]["findings"]
     # A shifted copy: brighter images and most of class 0 gone.
     shifted = tmp_path / "v2"
@@ -139,15 +142,15 @@ def test_drift_against_the_last_passed_version(tmp_path):
         pixels = np.asarray(__import__("PIL.Image").Image.open(f), dtype=np.int32)
         (shifted / f.parent.name).mkdir(parents=True, exist_ok=True)
         (shifted / f.parent.name / f.name).write_bytes(encode_png(np.clip(pixels + 30, 0, 255).astype(np.uint8)))
-    report, _ = validate_folder(shifted, cfg, state=tmp_path / "state", dataset_md5="v2")
+    report = validate_folder(shifted, cfg, state=tmp_path / "state", dataset_md5="v2").to_dict()
     findings = " ".join(report["drift"]["findings"])
     assert not report["success"] and report["drift"]["baseline_md5"] == "v1"
     assert "class 0 fraction" in findings and "pixel_mean" in findings
-    warn, _ = validate_folder(shifted, cfg.model_copy(update={"drift": "warn"}), state=tmp_path / "state", dataset_md5="v2")
+    warn = validate_folder(shifted, cfg.model_copy(update={"drift": "warn"}), state=tmp_path / "state", dataset_md5="v2").to_dict()
     assert warn["success"] and warn["drift"]["findings"]
 
 
 def test_persistent_context_writes_data_docs(tmp_path):
-    report, _ = validate_folder(make_folder(tmp_path / "data"), CFG, state=tmp_path / "state")
+    report = validate_folder(make_folder(tmp_path / "data"), CFG, state=tmp_path / "state").to_dict()
     docs = Path(report["data_docs"])
     assert docs.is_file() and "ganops-images" in "".join(p.read_text(errors="ignore") for p in docs.parent.rglob("*.html"))

@@ -1,7 +1,7 @@
 import pytest
 
 from components.config import RetrainConfig, apply_overrides, load_config, preset_names
-from components.errors import ConfigError
+from components.core.errors import ConfigError
 
 
 def test_presets_load():
@@ -58,3 +58,43 @@ def test_yaml_file(tmp_path):
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(str(path))
+
+
+@pytest.mark.parametrize(
+    "override,key,rule",
+    [
+        ("train.steps=true", "train.steps", "valid integer"),  # not silently 1
+        ('train.steps="50"', "train.steps", "valid integer"),  # not silently 50
+        ("train.feature_matching=1", "train.feature_matching", "valid boolean"),
+        ("registry.model_name=..", "registry.model_name", "one folder name"),
+        ("registry.model_name=a/b", "registry.model_name", "one folder name"),
+        ("registry.model_name=.hidden", "registry.model_name", "one folder name"),
+        ("name=../x", "name", "one folder name"),
+        ("train.loss=wasserstein", "train.loss", "nonsaturating"),
+        ("gate.metric=fid_other", "gate.metric", "fid_domain"),
+        ('data.revision="--output=FILE"', "data.revision", "not a git revision"),
+    ],
+)
+def test_strict_types_and_path_names(override, key, rule):
+    with pytest.raises(ConfigError) as err:
+        load_config("smoke", [override])
+    assert key in str(err.value) and rule in str(err.value)
+
+
+def test_numbers_still_widen_and_lists_still_read_as_tuples():
+    cfg = load_config("smoke", ["gate.fid_ceiling=20", "validation.pixel_mean_range=[10, 200]"])
+    assert cfg.gate.fid_ceiling == 20.0 and cfg.validation.pixel_mean_range == (10.0, 200.0)
+    # The resolved config round-trips through JSON (result files, Prefect parameters, checkpoints).
+    from components.config import config_from_dict, config_to_dict
+
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def test_allowed_values_come_from_the_registries():
+    from components.config import TrainConfig
+    from components.training.losses import LOSSES
+    from components.training.networks import ARCHS
+    from components.training.optimizers import OPTIMIZERS
+
+    for field, registry in (("arch", ARCHS), ("loss", LOSSES), ("optimizer", OPTIMIZERS)):
+        assert set(TrainConfig.model_json_schema()["properties"][field]["enum"]) == set(registry.names())

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.atomic import replace_folder
-from components.data import copy_image_folder, digits_arrays, encode_png, load_images, write_digits
-from components.errors import DataError
+from components.core.atomic import replace_folder
+from components.data.images import load_images
+from components.data.png import encode_png
+from components.data.sources import copy_image_folder, digits_arrays, write_digits
+from components.core.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
 

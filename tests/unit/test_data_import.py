@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.data import write_npz
-from components.errors import DataError
+from components.data.sources import write_npz
+from components.core.errors import DataError
 
 
 def test_npz_is_written_as_pngs_deterministically(tmp_path):
@@ -48,3 +48,46 @@ def test_npz_with_objects_is_not_unpickled(tmp_path):
     np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object), y=np.zeros(1))
     with pytest.raises(DataError, match="plain arrays"):
         write_npz(tmp_path / "obj.npz", tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "arrays,message",
+    [
+        (dict(x=np.zeros((2, 8, 8), np.uint8), y=np.array(["a\0b", "c"])), "NUL byte"),
+        (dict(x=np.zeros((2, 8, 8), np.uint8), y=np.array([".hidden", "c"])), "leading dot"),
+        (dict(x=np.zeros((2, 8, 8), np.uint8), y=np.array(["a\\b", "c"])), "path separator"),
+        (dict(x=np.array(3, np.uint8), y=np.zeros(2)), "one entry per image"),
+        (dict(x=np.zeros((2, 8, 8), np.uint8), y=np.array(1)), "one entry per image"),
+    ],
+)
+def test_npz_labels_and_shapes_that_cannot_become_folders(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError) as err:
+        write_npz(tmp_path / "bad.npz", tmp_path / "out")
+    assert message in str(err.value) and "bad.npz" in str(err.value)
+
+
+def test_folder_import_refuses_a_link_out_of_the_source(tmp_path):
+    from components.data.sources import copy_image_folder
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not data")
+    (tmp_path / "src" / "0").mkdir(parents=True)
+    (tmp_path / "src" / "0" / "a.png").write_bytes(b"png")
+    (tmp_path / "src" / "0" / "b.png").symlink_to(secret)
+    with pytest.raises(DataError, match=r"b\.png is a link to .*secret\.txt, outside the source folder"):
+        copy_image_folder(tmp_path / "src", tmp_path / "out")
+    # A link that stays inside the source is fine.
+    (tmp_path / "src" / "0" / "b.png").unlink()
+    (tmp_path / "src" / "0" / "b.png").symlink_to(tmp_path / "src" / "0" / "a.png")
+    assert copy_image_folder(tmp_path / "src", tmp_path / "out2") == 2
+
+
+@pytest.mark.parametrize("rev", ["--output=FILE", "-p", "a b", ""])
+def test_revisions_that_are_options_never_reach_git(tmp_path, rev):
+    from components.core.errors import GanopsError
+    from components.data.versioning import dvc_file_at
+
+    with pytest.raises(GanopsError, match="is not a git revision"):
+        dvc_file_at(tmp_path, "data.dvc", rev)
+    assert not (tmp_path / "FILE").exists()

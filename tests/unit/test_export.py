@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from components.config import TrainConfig
-from components.export import MANIFEST, TORCHSCRIPT, WEIGHTS, export_generator, verify_export
-from components.networks import build_generator
-from components.training import model_spec
-from components.weights import load_generator, save_generator
+from components.serving.export import MANIFEST, TORCHSCRIPT, WEIGHTS, export_generator, verify_export
+from components.training.networks import build_generator
+from components.training.engine import model_spec
+from components.training.weights import load_generator, save_generator
 
 
 @pytest.mark.parametrize("arch", ["dcgan", "cdcgan", "mlp"])

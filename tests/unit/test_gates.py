@@ -3,7 +3,7 @@ import math
 import pytest
 
 from components.config import GateConfig
-from components.gates import decide_promotion
+from components.promotion.gate import decide_promotion
 
 POLICY = GateConfig(fid_ceiling=20.0, min_improvement=0.5)
 

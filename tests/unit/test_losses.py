@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from components.losses import d_loss, feature_matching, g_loss
+from components.training.losses import d_loss, feature_matching, g_loss
 
 REAL, FAKE = [0.0, 2.0], [0.0, -1.0]
 sig = lambda x: 1 / (1 + math.exp(-x))

@@ -3,8 +3,9 @@ import pytest
 import scipy.linalg
 import torch
 
-from components.metrics import Extractor, features_to_stats, frechet_distance, quantize
-from components.networks import FeatureClassifier
+from components.core.pixels import quantize
+from components.evaluation.domain import DomainExtractor, FeatureClassifier, features_of
+from components.evaluation.frechet import features_to_stats, frechet_distance
 
 
 def scipy_fid(mu1, s1, mu2, s2):
@@ -67,9 +68,10 @@ def test_shape_mismatch_is_an_error():
 
 def test_features_do_not_depend_on_batch_size():
     torch.manual_seed(0)
-    extractor = Extractor(FeatureClassifier(1, 8, 10).eval(), 1.0, "k")
-    images = torch.rand(101, 1, 8, 8) * 2 - 1
-    small, large = extractor.features(images, batch_size=7), extractor.features(images, batch_size=500)
+    images = (torch.rand(101, 1, 8, 8) * 255).to(torch.uint8)
+    model = FeatureClassifier(1, 8, 10).eval()
+    small = features_of(DomainExtractor(model, 1.0, "k", batch_size=7), images)
+    large = features_of(DomainExtractor(model, 1.0, "k", batch_size=500), images)
     np.testing.assert_allclose(small, large, rtol=1e-5, atol=1e-6)
 
 

@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from components.inception import preprocess, tf_bilinear_resize, to_uint8
-from components.metrics import features_to_stats, frechet_distance
-from components.metrics_extra import bootstrap_fid, kid, per_class_fid, polynomial_mmd_unbiased, precision_recall
-from components.stats import StatsAccumulator, load_stats, save_stats
+from components.core.pixels import to_uint8
+from components.evaluation.inception import preprocess, tf_bilinear_resize
+from components.evaluation.frechet import features_to_stats, frechet_distance
+from components.evaluation.extra import bootstrap_fid, kid, per_class_fid, polynomial_mmd_unbiased, precision_recall
+from components.evaluation.stats import StatsAccumulator, load_stats, save_stats
 
 
 @pytest.mark.parametrize("batch", [1, 7, 100, 1000])

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from components.config import TrainConfig
-from components.networks import Discriminator, FeatureClassifier, Generator, MinibatchDiscrimination, build_discriminator, build_generator
-from components.training import model_spec
+from components.evaluation.domain import FeatureClassifier
+from components.training.networks import Discriminator, Generator, MinibatchDiscrimination, build_discriminator, build_generator
+from components.training.engine import model_spec
 
 
 @pytest.mark.parametrize("size", [8, 16, 32, 64])

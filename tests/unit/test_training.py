@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from components.checkpoints import latest_valid, list_checkpoints, load_checkpoint
+from components.training.checkpoints import latest_valid, list_checkpoints, load_checkpoint
 from components.config import TrainConfig
-from components.errors import GanopsError
-from components import training
-from components.training import speed_settings, train_gan
+from components.core.errors import GanopsError
+from components.training import engine as training
+from components.training.engine import speed_settings, train_gan
 
 TINY = dict(batch_size=16, z_dim=8, base_channels=8, log_every=3, sample_every=3, device="cpu")
 
@@ -35,7 +35,7 @@ def test_every_arch_and_loss_trains_deterministically(arch, loss):
     images, labels = data()
     a, b = train_gan(images, labels, cfg, seed=1), train_gan(images, labels, cfg, seed=1)
     assert_bitwise_equal(weights(a), weights(b))
-    assert a.spec["num_classes"] == (4 if arch == "cdcgan" else 0)
+    assert a.spec.num_classes == (4 if arch == "cdcgan" else 0)
 
 
 def test_seed_changes_the_result_and_metrics_arrive_by_callback():

@@ -1,0 +1,98 @@
+"""Small filesystem helpers that every stage shares: never leave half-written state, hash files in blocks, and
+let concurrent processes take turns on shared state."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm)
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def replace_folder(build: Callable[[Path], T], target: Path) -> T:
+    """Build a new folder with `build(tmp_path)` and swap it in for `target` only if the build succeeds.
+
+    The existing folder is untouched when the build fails, and a reader never sees a half-built one.
+    Returns what `build` returned.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    try:
+        result = build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
+        target.rename(old)
+    tmp.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return result
+
+
+def replace_file(write: Callable[[Path], T], target: Path, durable: bool = False) -> T:
+    """Write a new file with `write(tmp_path)` and rename it over `target` only if the write succeeds.
+
+    The temporary name is hidden and keeps the target's suffix (some writers, like np.savez, add one otherwise).
+    With `durable`, the file and the rename are fsynced, so even a power cut leaves the old file or the new one.
+    Returns what `write` returned.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{target.suffix}")
+    try:
+        result = write(tmp)
+        if durable:
+            _fsync(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        _fsync(target.parent)
+    return result
+
+
+def write_text(target: Path, text: str, durable: bool = False) -> Path:
+    """Write `text` to `target` atomically (see replace_file)."""
+    replace_file(lambda tmp: tmp.write_text(text), target, durable)
+    return target
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `path` (created if missing) for the block; other processes wait.
+
+    The kernel drops the lock when the holder dies, even by SIGKILL, so a killed run never blocks the next one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,58 @@
+"""Names that cross modules, each spelled once: metric keys, MLflow tags, registry aliases, artifact paths.
+
+Metric names carry the feature extractor that produced them (`fid_domain`, `kid_inception`); `metric_name`
+is the one way to build them.
+"""
+
+from __future__ import annotations
+
+# Feature extractors: the suffix of every evaluation metric.
+DOMAIN, INCEPTION = "domain", "inception"
+
+# Metric bases (suffixed with an extractor by `metric_name`).
+FID, KID, KID_STD, PRECISION, RECALL, FID_CI_LOW, FID_CI_HIGH = "fid", "kid", "kid_std", "precision", "recall", "fid_ci_low", "fid_ci_high"
+
+
+def metric_name(base: str, extractor: str, *qualifiers: str) -> str:
+    """`metric_name("fid", "domain")` -> "fid_domain"; qualifiers append: ("fid", "domain", "class", "3") ->
+    "fid_domain_class_3"."""
+    return "_".join((base, extractor, *qualifiers))
+
+
+FID_DOMAIN = metric_name(FID, DOMAIN)
+FID_INCEPTION = metric_name(FID, INCEPTION)
+FID_DOMAIN_REAL_SPLIT = metric_name(FID, DOMAIN, "real", "split")  # two halves of the real data: the noise floor
+EXTRACTOR_ACCURACY = "extractor_accuracy"
+VALIDATION_IMAGES, VALIDATION_SUCCESS = "validation_images", "validation_success"
+
+# Training metrics.
+LOSS_D, LOSS_G, D_REAL, D_FAKE, GRAD_D, GRAD_G, IMAGES_PER_S = (
+    "loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "images_per_s")
+
+# Registry aliases (never the deprecated stages).
+CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous_champion"
+
+# Tags on runs and model versions.
+TAG_FLOW = "ganops.flow"
+TAG_GATE, TAG_GATE_REASONS, TAG_REPLACED_BY = "ganops.gate", "ganops.gate_reasons", "ganops.replaced_by"
+TAG_EXPORT_DIR = "ganops.export_dir"
+TAG_DATASET_MD5 = "ganops.dataset_md5"
+TAG_DATASET_PATH = "ganops.dataset_path"
+TAG_DATA_GIT_REV = "ganops.data_git_rev"
+TAG_CODE_GIT_REV = "ganops.code_git_rev"
+TAG_CODE_DIRTY = "ganops.code_dirty"
+TAG_VALIDATION = "ganops.validation_success"
+TAG_VALIDATION_IMAGES = "ganops.validation_images"
+TAG_RUN_ID = "ganops.run_id"
+TAG_CONFIG_NAME = "ganops.config_name"
+GATE_PROMOTED, GATE_REJECTED = "promoted", "rejected"
+
+# Artifact paths inside an MLflow run.
+ARTIFACT_MODEL = "generator"  # the logged pyfunc model
+ARTIFACT_WEIGHTS = "weights"  # the safetensors file inside it
+ARTIFACT_CONFIG = "config/resolved.json"
+ARTIFACT_VALIDATION_REPORT = "validation/report.json"
+ARTIFACT_DATA_DOCS = "validation/data_docs"
+ARTIFACT_SAMPLES = "samples"
+ARTIFACT_REFERENCE_STATS = "reference_stats"
+ARTIFACT_SUMMARY = "summary.json"

@@ -1,0 +1,39 @@
+"""Where things live: the source tree, the project's state folder, and checks for names that become paths."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from components.core.errors import ConfigError
+
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+PRESETS_DIR = SOURCE_ROOT / "configs"
+STATE_DIR_ENV = "GANOPS_HOME"
+STATE_DIR_NAME = ".ganops"
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# A git revision as a user writes one (hash, branch, tag, HEAD~2, v1^{commit}); never an option like `--output=F`.
+GIT_REVISION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./~^{}@-]*$")
+
+
+def state_dir(project_dir: Path) -> Path:
+    """The one git-ignored folder that holds all local state (MLflow, DVC remote, caches, exports)."""
+    env = os.environ.get(STATE_DIR_ENV)
+    return Path(env).resolve() if env else (Path(project_dir) / STATE_DIR_NAME).resolve()
+
+
+def check_path_name(name: str, what: str) -> str:
+    """Return `name` when it is safe as one path component (letters, digits, '.', '_', '-', not starting with a
+    dot or dash: no '..', no separators, no hidden files). Raises ConfigError naming `what` and the rule."""
+    if not SAFE_NAME.match(name or ""):
+        raise ConfigError(f"{what} {name!r} must be one folder name: letters, digits, '.', '_' or '-', "
+                          "starting with a letter or digit")
+    return name
+
+
+def check_revision(rev: str, what: str) -> str:
+    """Return `rev` when it reads as a git revision, so it can be passed to git; raises ConfigError otherwise."""
+    if not GIT_REVISION.match(rev or ""):
+        raise ConfigError(f"{what} {rev!r} is not a git revision (letters, digits and ._/~^{{}}@-, not starting with '-')")
+    return rev

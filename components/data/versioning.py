@@ -1,0 +1,216 @@
+"""Dataset versions: DVC tracking of the data folder and the git revisions of code and data.
+
+Thin wrappers over DVC's Python API and git. The dataset's identity is the md5 DVC records in `data.dvc`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from components.core.atomic import replace_folder
+from components.core.errors import DataError
+from components.core.paths import SOURCE_ROOT, check_revision
+from components.data.sources import build_from_source, write_digits
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """One dataset version: DVC's md5 of the folder, where it is on disk, and the git revisions that name it."""
+
+    md5: str
+    nfiles: int | None
+    path: str  # as recorded in lineage: the data folder relative to the project, or the materialized folder
+    root: Path  # the folder to read
+    data_git_rev: str | None  # last commit that changed data.dvc
+    code_git_rev: str | None  # commit of the ganops source that runs
+    code_dirty: bool
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "root": str(self.root)}
+
+
+def parse_dvc_text(text: str, source: str) -> dict:
+    """The single `outs` entry of a .dvc file's text: {'md5': ..., 'path': ..., 'nfiles': ...}. Raises DataError."""
+    try:
+        out = (yaml.safe_load(text) or {})["outs"][0]
+        md5 = out["md5"]
+    except (yaml.YAMLError, KeyError, IndexError, TypeError) as e:
+        raise DataError(f"{source} is not a DVC file with an outs[0].md5 entry ({e!r})") from None
+    return {"md5": str(md5).removesuffix(".dir"), "path": out.get("path"), "nfiles": out.get("nfiles")}
+
+
+def read_dvc_file(dvc_file: Path) -> dict:
+    """The `outs` entry of the .dvc file on disk. Raises DataError."""
+    if not dvc_file.is_file():
+        raise DataError(f"{dvc_file} does not exist: track the dataset with `ganops data import`")
+    return parse_dvc_text(dvc_file.read_text(), str(dvc_file))
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip() or None
+
+
+def git_revision(cwd: Path) -> str | None:
+    return _git(cwd, "rev-parse", "HEAD")
+
+
+def git_dirty(cwd: Path) -> bool:
+    status = _git(cwd, "status", "--porcelain", "--untracked-files=no")
+    return bool(status)
+
+
+def last_commit_of(cwd: Path, file: str) -> str | None:
+    return _git(cwd, "log", "-1", "--format=%H", "--", file)
+
+
+def _repo(project_dir: Path):
+    import logging
+
+    from dvc.repo import Repo
+
+    # DVC's own hints ("To track the changes with git, run ...") are replaced by ganops' messages.
+    logging.getLogger("dvc").setLevel(logging.WARNING)
+
+    try:
+        return Repo(str(project_dir))
+    except Exception as e:  # dvc raises NotDvcRepoError and friends
+        raise DataError(f"{project_dir} is not a DVC project ({e}); run `dvc init` there first") from None
+
+
+def dvc_add_and_push(project_dir: Path, data_dir: str) -> dict:
+    """Track `data_dir` with DVC, push it to the default remote, and return the new data.dvc entry."""
+    with _repo(project_dir) as repo:
+        # Absolute targets: DVC resolves relative ones against the process's working directory.
+        repo.add(str(project_dir / data_dir))
+        repo.push(targets=[str(project_dir / f"{data_dir}.dvc")])
+    return read_dvc_file(project_dir / f"{data_dir}.dvc")
+
+
+def dvc_pull(project_dir: Path, dvc_file: str) -> bool:
+    """Fetch and check out the data `dvc_file` tracks. Returns False when the remote lacks it."""
+    with _repo(project_dir) as repo:
+        try:
+            repo.pull(targets=[str(project_dir / dvc_file)])
+        except Exception:  # dvc raises CheckoutError / DownloadError when the remote lacks the objects
+            return False
+    return True
+
+
+def workspace_changes(project_dir: Path, dvc_file: str) -> dict:
+    """DVC status of the data folder against `dvc_file`: empty when they match."""
+    with _repo(project_dir) as repo:
+        return repo.status(targets=[str(project_dir / dvc_file)])
+
+
+def dataset_version(project_dir: Path, data_dir: str, dvc_file: str) -> DatasetVersion:
+    """Read the tracked md5 and git revisions; raise DataError if the workspace data does not match data.dvc."""
+    entry = read_dvc_file(project_dir / dvc_file)
+    if not (project_dir / data_dir).is_dir():
+        raise DataError(f"{project_dir / data_dir} is missing: run `dvc pull {dvc_file}` or `ganops data import`")
+    changes = workspace_changes(project_dir, dvc_file)
+    if changes:
+        raise DataError(
+            f"{data_dir}/ does not match {dvc_file} (md5 {entry['md5']}): {changes}; "
+            f"run `dvc checkout {dvc_file}` to restore it or `ganops data import {data_dir}` to record a new version"
+        )
+    return DatasetVersion(
+        md5=entry["md5"],
+        nfiles=entry["nfiles"],
+        path=data_dir,
+        root=project_dir / data_dir,
+        data_git_rev=last_commit_of(project_dir, dvc_file),
+        code_git_rev=git_revision(SOURCE_ROOT),
+        code_dirty=git_dirty(SOURCE_ROOT),
+    )
+
+
+def dvc_file_at(project_dir: Path, dvc_file: str, rev: str) -> dict:
+    """The data.dvc entry as committed at git revision `rev`. Raises DataError naming the revision."""
+    check_revision(rev, "data revision")
+    text = _git(project_dir, "show", f"{rev}:{dvc_file}")
+    if text is None:
+        raise DataError(f"git revision {rev!r} has no {dvc_file} (check `git log -- {dvc_file}`)")
+    return parse_dvc_text(text, f"{dvc_file} at {rev}")
+
+
+def materialize_revision(project_dir: Path, dvc_file: str, rev: str, dest_root: Path) -> DatasetVersion:
+    """Build the dataset that `dvc_file` tracked at git revision `rev` in dest_root/<md5>/, fetching from the DVC
+    remote as needed, without touching the user's working copy. Returns the version (its root is that folder)."""
+    entry = dvc_file_at(project_dir, dvc_file, rev)
+    md5, commit = entry["md5"], _git(project_dir, "rev-parse", f"{rev}^{{commit}}")
+    target = dest_root / md5
+    version = DatasetVersion(md5=md5, nfiles=entry["nfiles"], path=str(target), root=target, data_git_rev=commit,
+                             code_git_rev=git_revision(SOURCE_ROOT), code_dirty=git_dirty(SOURCE_ROOT))
+    if (target / ".complete").is_file():
+        return version
+    with _repo(project_dir) as repo:
+        cache = Path(repo.cache.local.path)
+        listing = cache / md5[:2] / f"{md5[2:]}.dir"
+        if not listing.is_file():
+            repo.fetch(targets=[dvc_file], revs=[rev], workspace=False)
+    if not listing.is_file():
+        raise DataError(f"dataset md5 {md5} (from {dvc_file} at {rev}) is neither in the DVC cache nor in the remote")
+
+    def build(tmp: Path) -> None:
+        for item in json.loads(listing.read_text()):
+            src = cache / item["md5"][:2] / item["md5"][2:]
+            if not src.is_file():
+                raise DataError(f"{item['relpath']} (md5 {item['md5']}) of dataset {md5} is missing from the DVC cache and remote")
+            out = tmp / item["relpath"]
+            if not out.resolve().is_relative_to(tmp.resolve()):
+                raise DataError(f"dataset {md5} lists {item['relpath']!r}, which escapes the dataset folder")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, out)
+        (tmp / ".complete").write_text(md5)
+
+    replace_folder(build, target)
+    return version
+
+
+def resolve_dataset(project_dir: Path, data_dir: str, dvc_file: str, revision: str, dest_root: Path) -> DatasetVersion:
+    """The dataset a run trains on: data.dvc at `revision` (materialized under dest_root) or, with no revision,
+    the working copy (which must match data.dvc)."""
+    if revision:
+        return materialize_revision(project_dir, dvc_file, revision, dest_root)
+    return dataset_version(project_dir, data_dir, dvc_file)
+
+
+def ensure_dataset(project_dir: Path, data_dir: str) -> str:
+    """Make sure the dataset <data_dir>.dvc names is present: keep it, pull it from the DVC remote, or rebuild the
+    bundled digits set (which must then match the recorded md5). Returns what was done, as a sentence.
+
+    Raises DataError when the recorded version is neither in the remote nor the digits set; data.dvc and the
+    data folder are then left as they were.
+    """
+    dvc_file = f"{data_dir}.dvc"
+    if (project_dir / data_dir).is_dir():
+        return f"{data_dir}/ present"
+    wanted = read_dvc_file(project_dir / dvc_file) if (project_dir / dvc_file).is_file() else None
+    if wanted and dvc_pull(project_dir, dvc_file):
+        return f"pulled {data_dir}/ (md5 {wanted['md5']}) from the DVC remote"
+    old_text = (project_dir / dvc_file).read_text() if wanted else None
+    replace_folder(write_digits, project_dir / data_dir)
+    entry = dvc_add_and_push(project_dir, data_dir)
+    if wanted and entry["md5"] != wanted["md5"]:
+        (project_dir / dvc_file).write_text(old_text)
+        shutil.rmtree(project_dir / data_dir)
+        raise DataError(f"{dvc_file} tracks md5 {wanted['md5']}, which the DVC remote lacks and which is not the bundled "
+                        f"digits set ({entry['md5']}); configure the remote that holds it and run `dvc pull {dvc_file}`")
+    return f"recreated the digits dataset in {data_dir}/ (md5 {entry['md5']}) and pushed it to the DVC remote"
+
+
+def import_dataset(project_dir: Path, source: str, data_dir: str) -> tuple[int, dict]:
+    """`ganops data import`: write SOURCE as the project's data folder (swapped in only when complete), track it with
+    DVC and push it to the remote. Returns (files written, the new data.dvc entry)."""
+    count = replace_folder(build_from_source(source), project_dir / data_dir)
+    return count, dvc_add_and_push(project_dir, data_dir)

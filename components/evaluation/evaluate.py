@@ -1,0 +1,89 @@
+"""The one combiner: every metric of a stored generator against a dataset version, as typed Scores.
+
+fid_domain with KID, precision/recall, a bootstrap interval and, for conditional generators, per-class FID, from
+the dataset's own extractor; plus the standard Inception metrics against cached reference statistics when
+`evaluate.inception` is set. The same seed gives every generator the same latent vectors, so a candidate and a
+champion are compared alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from components.config import EvaluateConfig
+from components.core.errors import ConfigError
+from components.core.names import DOMAIN, EXTRACTOR_ACCURACY, FID, FID_DOMAIN, FID_DOMAIN_REAL_SPLIT, INCEPTION, metric_name
+from components.core.pixels import to_uint8
+from components.data.images import load_images
+from components.evaluation.domain import features_of, real_split_fid
+from components.evaluation.extra import bootstrap_fid, kid, per_class_fid, precision_recall
+from components.evaluation.extractors import EXTRACTORS, ExtractorInputs
+from components.evaluation.frechet import features_to_stats, stats_to_fid
+from components.evaluation.sources import compare, reference_stats_cached
+from components.evaluation.stats import StatsAccumulator
+from components.training.networks import GeneratorSpec
+from components.training.weights import load_generator, sample
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Every metric (floats only, named by metric_name) and what produced them."""
+
+    metrics: dict[str, float]
+    extractor: str  # the domain extractor's cache key (dataset md5, version, epochs, seed)
+    num_samples: int
+    reference_stats: Path | None = None  # the dataset's cached Inception statistics, when computed
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "reference_stats": str(self.reference_stats) if self.reference_stats else None}
+
+
+def check_shape(spec: GeneratorSpec, image_shape: tuple[int, ...], what: str) -> None:
+    """Raise ConfigError when a generator's images do not have the dataset's (channels, height, width)."""
+    if spec.image_shape != tuple(image_shape):
+        raise ConfigError(f"{what} makes {spec.channels}x{spec.image_size}x{spec.image_size} images but the dataset "
+                          f"has {'x'.join(map(str, image_shape))}")
+
+
+def evaluate_generator(weights: Path, data_root: Path, labels: list[str], dataset_md5: str, cfg: EvaluateConfig,
+                       cache_dir: Path, seed: int) -> Scores:
+    """Score the generator stored at `weights` against the ImageFolder at `data_root` (version `dataset_md5`)."""
+    images, targets = load_images(Path(data_root), labels)
+    real = torch.from_numpy(images)
+    extractor = EXTRACTORS[DOMAIN](ExtractorInputs(cache_dir, cfg.batch_size, images=real, labels=torch.from_numpy(targets),
+                                                   num_classes=len(labels), dataset_md5=dataset_md5,
+                                                   epochs=cfg.extractor_epochs, seed=seed))
+    generator, spec, _ = load_generator(Path(weights))
+    check_shape(spec, tuple(real.shape[1:]), f"generator {weights}")
+    fake_labels = torch.arange(cfg.num_samples) % max(spec.num_classes, 1)
+    generated = to_uint8(sample(generator, cfg.num_samples, seed, cfg.batch_size, labels=fake_labels if spec.conditional else None))
+    real_f, fake_f = features_of(extractor, real), features_of(extractor, generated)
+    metrics = {FID_DOMAIN: stats_to_fid(features_to_stats(fake_f), features_to_stats(real_f)),
+               FID_DOMAIN_REAL_SPLIT: real_split_fid(extractor, real, seed), EXTRACTOR_ACCURACY: extractor.accuracy}
+    metrics.update({metric_name(k, DOMAIN): v for k, v in kid(real_f, fake_f, subsets=20).items()})
+    metrics.update({metric_name(k, DOMAIN): v for k, v in precision_recall(real_f, fake_f).items()})
+    if cfg.bootstrap_rounds:
+        metrics.update({metric_name(k, DOMAIN): v for k, v in bootstrap_fid(real_f, fake_f, cfg.bootstrap_rounds, seed=seed).items()})
+    if spec.conditional:
+        for label, value in per_class_fid(real_f, targets, fake_f, fake_labels.numpy()).items():
+            metrics[metric_name(FID, DOMAIN, "class", labels[label])] = value
+    reference = None
+    if cfg.inception:
+        inception, reference = _inception_metrics(generated, data_root, dataset_md5, cfg, cache_dir)
+        metrics.update(inception)
+    return Scores(metrics=metrics, extractor=extractor.key, num_samples=cfg.num_samples, reference_stats=reference)
+
+
+def _inception_metrics(generated: torch.Tensor, data_root: Path, dataset_md5: str, cfg: EvaluateConfig,
+                       cache_dir: Path) -> tuple[dict[str, float], Path]:
+    """Standard Inception FID (+ KID, precision/recall) against cached reference statistics of the dataset."""
+    extractor = EXTRACTORS[INCEPTION](ExtractorInputs(cache_dir, cfg.inception_batch_size, weights=cfg.inception_weights or None))
+    ref_stats, ref_feats, path = reference_stats_cached(cache_dir / "stats", dataset_md5, Path(data_root), extractor, keep=2000)
+    acc = StatsAccumulator(keep=2000)
+    for i in range(0, len(generated), extractor.batch_size):
+        acc.add(extractor(generated[i : i + extractor.batch_size]))
+    result = compare(ref_stats, ref_feats, acc.stats(), acc.features(), extra=True)
+    return {k: v for k, v in result.items() if k.endswith(f"_{INCEPTION}")}, path

@@ -1,0 +1,69 @@
+"""Feature extractors, registered by name in EXTRACTORS; each metric's name carries its extractor's name
+(`fid_domain`, `kid_inception`), and `gate.metric` may name the FID of any of them.
+
+An extractor is a callable from uint8 images (N, C, H, W) to float64 features (N, D), with `name` and
+`batch_size`. Builders take an ExtractorInputs and return one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from components.core.device import pick_device
+from components.core.names import DOMAIN, INCEPTION
+from components.core.plugins import Registry
+from components.evaluation.domain import load_or_train_extractor
+from components.evaluation.inception import load_inception, preprocess, resolve_weights
+
+
+@dataclass(frozen=True)
+class ExtractorInputs:
+    """What a builder may need: the cache folder and batch size always; the dataset for extractors trained on it
+    (domain); a weights file for pretrained ones (inception)."""
+
+    cache_dir: Path
+    batch_size: int = 50
+    device: str = "auto"
+    images: torch.Tensor | None = None  # uint8 (N, C, H, W)
+    labels: torch.Tensor | None = None
+    num_classes: int = 0
+    dataset_md5: str = ""
+    epochs: int = 8
+    seed: int = 0
+    weights: str | None = None
+
+
+@dataclass
+class InceptionExtractor:
+    model: torch.nn.Module
+    device: torch.device
+    batch_size: int = 50
+    name: str = INCEPTION
+
+    @torch.no_grad()
+    def __call__(self, images_uint8: torch.Tensor) -> np.ndarray:
+        x = preprocess(images_uint8.to(self.device))  # the resize runs on the extractor's device
+        return self.model(x).double().cpu().numpy()
+
+
+EXTRACTORS: Registry[Callable[[ExtractorInputs], object]] = Registry("feature extractor")
+
+
+@EXTRACTORS.register(DOMAIN)
+def domain_extractor(inputs: ExtractorInputs):
+    """The dataset's own classifier (trained on first use, cached per dataset md5 under cache_dir/extractors)."""
+    return load_or_train_extractor(inputs.cache_dir / "extractors", inputs.dataset_md5, inputs.images, inputs.labels,
+                                   inputs.num_classes, inputs.epochs, inputs.seed, inputs.batch_size)
+
+
+@EXTRACTORS.register(INCEPTION)
+def inception_extractor(inputs: ExtractorInputs) -> InceptionExtractor:
+    """The standard FID Inception-v3 (weights resolved as the README says; cached under cache_dir/inception)."""
+    device = pick_device(inputs.device)
+    return InceptionExtractor(load_inception(resolve_weights(inputs.weights, inputs.cache_dir / "inception"), device),
+                              device, inputs.batch_size)

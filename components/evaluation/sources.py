@@ -1,0 +1,138 @@
+"""Standard Inception FID between any two sources: a registered generator, a folder of images, or an .npz of
+precomputed statistics (`mu`, `sigma`, as pytorch-fid writes them).
+
+Features stream batch by batch into a StatsAccumulator (with a capped sample for KID and precision/recall).
+Images go to the extractor's device before the resize, so on a GPU the resize runs there too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from components.core.errors import GanopsError
+from components.core.names import FID_INCEPTION, INCEPTION, metric_name
+from components.core.pixels import to_uint8
+from components.data.images import SUFFIX_FORMATS, list_image_files
+from components.evaluation.extra import bootstrap_fid, kid, precision_recall
+from components.evaluation.extractors import EXTRACTORS, ExtractorInputs
+from components.evaluation.frechet import frechet_distance
+from components.evaluation.inception import FEATURE_DIM
+from components.evaluation.stats import StatsAccumulator, load_stats, save_stats
+from components.registry.models import download_weights, parse_model_ref, resolve_version
+from components.registry.tracking import client
+from components.training.weights import load_generator, sample
+
+INCEPTION_SCORE_NOTE = "not available: the FID Inception weights (pool3 only) have no logits layer"
+
+
+def folder_batches(folder: Path, batch_size: int) -> Iterator[torch.Tensor]:
+    """uint8 RGB batches (B, 3, 299, 299) of every image under `folder` (sorted); each is resized on its own."""
+    files = [folder / rel for rel in list_image_files(folder)]
+    if not files:
+        raise GanopsError(f"folder {folder} holds no images ({', '.join(sorted(SUFFIX_FORMATS))})")
+    for i in range(0, len(files), batch_size):
+        batch = []
+        for path in files[i : i + batch_size]:
+            try:
+                with Image.open(path) as im:
+                    arr = np.asarray(im.convert("RGB"))
+            except Exception as e:
+                raise GanopsError(f"{path} cannot be read as an image ({type(e).__name__}: {e})") from None
+            batch.append(torch.from_numpy(arr.copy()).permute(2, 0, 1))
+        sizes = {tuple(t.shape) for t in batch}
+        yield torch.stack(batch) if len(sizes) == 1 else batch  # mixed sizes: the caller preprocesses one by one
+
+
+def generator_batches(weights: Path, count: int, seed: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """uint8 batches of `count` generated images (quantized as PNGs would be)."""
+    generator, _, _ = load_generator(weights)
+    for start in range(0, count, batch_size):
+        n = min(batch_size, count - start)
+        yield to_uint8(sample(generator, n, seed + start, batch_size))
+
+
+def accumulate(extractor, batches, keep: int) -> StatsAccumulator:
+    acc = StatsAccumulator(keep=keep)
+    for batch in batches:
+        if isinstance(batch, list):
+            for image in batch:
+                acc.add(extractor(image[None]))
+        else:
+            acc.add(extractor(batch))
+    return acc
+
+
+def resolve_source(text: str, project_dir: Path) -> tuple[str, object]:
+    """('npz', path) | ('folder', path) | ('model', weights path) for a command-line source."""
+    path = Path(text)
+    if path.suffix == ".npz":
+        if not path.is_file():
+            raise GanopsError(f"statistics file {path} does not exist")
+        return "npz", path
+    if path.is_dir():
+        return "folder", path
+    if text.startswith("models:/") or "@" in text:
+        name, ref = parse_model_ref(text)
+        mv = resolve_version(client(project_dir), name, ref)
+        return "model", download_weights(name, str(mv.version))
+    raise GanopsError(f"{text!r} is not a folder, an .npz of statistics, or a registered model (NAME@ALIAS, models:/NAME/VERSION)")
+
+
+def source_stats(kind: str, value, extractor, num_samples: int, seed: int, keep: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """(mu, sigma) and a feature sample (empty for .npz) of one source."""
+    if kind == "npz":
+        try:
+            stats = load_stats(value)
+        except ValueError as e:
+            raise GanopsError(str(e)) from None
+        if stats[0].size != FEATURE_DIM:
+            raise GanopsError(f"{value} holds {stats[0].size}-d statistics; Inception FID needs {FEATURE_DIM}-d")
+        return stats, np.zeros((0, FEATURE_DIM))
+    batches = folder_batches(value, extractor.batch_size) if kind == "folder" else generator_batches(value, num_samples, seed, extractor.batch_size)
+    acc = accumulate(extractor, batches, keep)
+    if acc.n < 2:
+        raise GanopsError(f"{value}: need at least 2 images for statistics, got {acc.n}")
+    return acc.stats(), acc.features()
+
+
+def compare(stats_a, feats_a, stats_b, feats_b, extra: bool, bootstrap: int = 0) -> dict:
+    """FID (and KID, precision/recall, bootstrap CI when both sides have features), keyed by metric name."""
+    result = {FID_INCEPTION: frechet_distance(*stats_a, *stats_b), "inception_score": None, "inception_score_note": INCEPTION_SCORE_NOTE}
+    if extra and len(feats_a) > 3 and len(feats_b) > 3:
+        result.update({metric_name(k, INCEPTION): v for k, v in kid(feats_a, feats_b, subsets=50).items()})
+        result.update({metric_name(k, INCEPTION): v for k, v in precision_recall(feats_a, feats_b).items()})
+    if bootstrap and len(feats_a) > 1 and len(feats_b) > 1:
+        result.update({metric_name(k, INCEPTION): v for k, v in bootstrap_fid(feats_a, feats_b, rounds=bootstrap).items()})
+    return result
+
+
+def reference_stats_cached(cache_dir: Path, dataset_md5: str, data_root: Path, extractor, keep: int):
+    """Inception statistics of a dataset version, computed once per (md5, extractor, image count) and reused."""
+    path = cache_dir / f"{dataset_md5}-{extractor.name}-{len(list_image_files(data_root))}.npz"
+    feats_path = path.with_suffix(".features.npy")
+    if path.is_file() and feats_path.is_file():
+        return load_stats(path), np.load(feats_path, allow_pickle=False), path
+    acc = accumulate(extractor, folder_batches(data_root, extractor.batch_size), keep)
+    stats, features = acc.stats(), acc.features()
+    save_stats(path, *stats, dataset_md5=dataset_md5, extractor=extractor.name, images=acc.n)
+    np.save(feats_path, features)
+    return stats, features, path
+
+
+
+def fid_between(a: str, b: str, project_dir: Path, cache_dir: Path, num_samples: int, batch_size: int, extra: bool,
+                keep: int, bootstrap: int, weights: str | None, seed: int, save_a: Path | None = None) -> dict:
+    """`ganops fid A B`: the standard Inception FID (and with `extra` KID and precision/recall, with `bootstrap`
+    an interval) between two sources, each a folder, an .npz of statistics or a registered model."""
+    extractor = EXTRACTORS[INCEPTION](ExtractorInputs(cache_dir, batch_size, weights=weights))
+    keep_n = keep if (extra or bootstrap) else 0
+    sa, fa = source_stats(*resolve_source(a, project_dir), extractor, num_samples, seed, keep_n)
+    sb, fb = source_stats(*resolve_source(b, project_dir), extractor, num_samples, seed + 1, keep_n)
+    if save_a is not None:
+        save_stats(save_a, *sa, source=a, extractor=extractor.name)
+    return compare(sa, fa, sb, fb, extra, bootstrap)

@@ -1,0 +1,82 @@
+"""Feature statistics that stream: mean and covariance accumulate in float64, batch by batch.
+
+50,000 x 2048 features never sit in memory: the accumulator keeps a count, a sum and a sum of outer products
+(2048 x 2048 float64 = 32 MiB), shifted by the first batch's mean so the covariance does not lose precision.
+For the metrics that need samples (KID, precision/recall, bootstrap), a capped reservoir keeps a uniform random
+subset of rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from components.core.atomic import replace_file
+
+
+class StatsAccumulator:
+    """Add feature batches (N, D); read mean, cov and an optional uniform sample of at most `keep` rows."""
+
+    def __init__(self, keep: int = 0, seed: int = 0):
+        self.n, self.shift, self.sum, self.outer = 0, None, None, None
+        self.keep, self.rng, self.sample, self.seen = keep, np.random.default_rng(seed), [], 0
+
+    def add(self, features: np.ndarray) -> None:
+        f = np.asarray(features, dtype=np.float64)
+        if f.ndim != 2 or not len(f):
+            return
+        if self.shift is None:
+            self.shift = f.mean(0)
+            self.sum = np.zeros(f.shape[1])
+            self.outer = np.zeros((f.shape[1], f.shape[1]))
+        c = f - self.shift
+        self.n += len(f)
+        self.sum += c.sum(0)
+        self.outer += c.T @ c
+        if self.keep:
+            self._reservoir(f)
+
+    def _reservoir(self, f: np.ndarray) -> None:
+        for row in f:
+            self.seen += 1
+            if len(self.sample) < self.keep:
+                self.sample.append(row)
+            else:
+                j = self.rng.integers(0, self.seen)
+                if j < self.keep:
+                    self.sample[j] = row
+
+    def mean(self) -> np.ndarray:
+        return self.shift + self.sum / self.n
+
+    def cov(self) -> np.ndarray:
+        if self.n < 2:
+            raise ValueError(f"need at least 2 feature rows for a covariance, got {self.n}")
+        centred = self.sum / self.n
+        return (self.outer - self.n * np.outer(centred, centred)) / (self.n - 1)
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.mean(), self.cov()
+
+    def features(self) -> np.ndarray:
+        return np.stack(self.sample) if self.sample else np.zeros((0, 0))
+
+
+def save_stats(path: Path, mu: np.ndarray, sigma: np.ndarray, **meta) -> Path:
+    """Write `mu`, `sigma` (pytorch-fid's .npz layout) plus string metadata, atomically."""
+    replace_file(lambda tmp: np.savez(tmp, mu=mu, sigma=sigma, **{k: np.asarray(str(v)) for k, v in meta.items()}), path)
+    return path
+
+
+def load_stats(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read `mu` and `sigma` from an .npz (no pickles allowed). Raises ValueError naming what is wrong."""
+    with np.load(path, allow_pickle=False) as data:
+        if "mu" not in data or "sigma" not in data:
+            raise ValueError(f"{path} has no 'mu' and 'sigma' arrays (found: {', '.join(data.files)})")
+        mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+    if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
+        raise ValueError(f"{path}: mu {mu.shape} and sigma {sigma.shape} do not match")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise ValueError(f"{path}: mu or sigma holds NaN or infinite values")
+    return mu, sigma

@@ -1,0 +1,1 @@
+"""Lineage: the tags every model version carries, and the chain read back from them."""

@@ -1,0 +1,76 @@
+"""The lineage chain read back from the registry: export files -> model version -> training run -> dataset md5
+and revisions -> validation result.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from components.core.names import (ARTIFACT_DATA_DOCS, ARTIFACT_VALIDATION_REPORT, TAG_CODE_DIRTY, TAG_CODE_GIT_REV,
+                                   TAG_CONFIG_NAME, TAG_DATA_GIT_REV, TAG_DATASET_MD5, TAG_DATASET_PATH, TAG_EXPORT_DIR,
+                                   TAG_GATE, TAG_GATE_REASONS, TAG_VALIDATION, TAG_VALIDATION_IMAGES)
+from components.registry.models import parse_model_ref, resolve_version
+from components.registry.tracking import client
+from components.serving.export import MANIFEST, verify_export
+
+
+def lineage_of(project_dir: Path, model: str) -> dict:
+    """The chain for MODEL, MODEL@ALIAS or MODEL@VERSION (default: the champion) in the project's registry."""
+    name, ref = parse_model_ref(model)
+    return resolve_lineage(client(project_dir), name, ref)
+
+
+def resolve_lineage(mlc, model_name: str, ref: str | None) -> dict:
+    """Read the chain for `model_name@ref` from the registry, the run and the export folder (hashes re-checked)."""
+    mv = resolve_version(mlc, model_name, ref)
+    run = mlc.get_run(mv.run_id)
+    tags = dict(mv.tags)
+    validation = None
+    try:
+        local = mlc.download_artifacts(mv.run_id, ARTIFACT_VALIDATION_REPORT)
+        validation = json.loads(Path(local).read_text())
+    except Exception:  # older or failed runs may lack the report; the tag still says pass/fail
+        validation = None
+    folder = Path(tags[TAG_EXPORT_DIR]) if TAG_EXPORT_DIR in tags else None
+    export = {"path": str(folder) if folder else None, "exists": folder is not None and (folder / MANIFEST).is_file()}
+    if export["exists"]:
+        checked = verify_export(folder)
+        export.update({"files": checked["files"], "hashes_ok": checked["ok"]})
+    return {
+        "export": export,
+        "model": {"name": model_name, "version": str(mv.version), "aliases": list(getattr(mv, "aliases", []) or []),
+                  "gate": tags.get(TAG_GATE), "gate_reasons": json.loads(tags.get(TAG_GATE_REASONS, "[]")),
+                  "source": mv.source},
+        "run": {"id": run.info.run_id, "status": run.info.status, "experiment_id": run.info.experiment_id,
+                "metrics": dict(run.data.metrics), "config_name": tags.get(TAG_CONFIG_NAME)},
+        "dataset": {"md5": tags.get(TAG_DATASET_MD5), "path": tags.get(TAG_DATASET_PATH),
+                    "data_git_rev": tags.get(TAG_DATA_GIT_REV), "code_git_rev": tags.get(TAG_CODE_GIT_REV),
+                    "code_dirty": tags.get(TAG_CODE_DIRTY)},
+        "validation": {"success": tags.get(TAG_VALIDATION), "images": tags.get(TAG_VALIDATION_IMAGES),
+                       "failures": (validation or {}).get("failures"), "drift": (validation or {}).get("drift"),
+                       "report": f"runs:/{mv.run_id}/{ARTIFACT_VALIDATION_REPORT}",
+                       "data_docs": f"runs:/{mv.run_id}/{ARTIFACT_DATA_DOCS}/index.html" if (validation or {}).get("data_docs") else None},
+    }
+
+
+def format_lineage(chain: dict) -> str:
+    """The chain as an indented, human-readable tree."""
+    e, m, r, d, v = chain["export"], chain["model"], chain["run"], chain["dataset"], chain["validation"]
+    if e["exists"]:
+        files = ", ".join(f"{name} [{state}]" for name, state in e["files"].items())
+        export_line = f"export   {e['path']}  hashes {'ok' if e['hashes_ok'] else 'MISMATCH'}: {files}"
+    else:
+        export_line = (f"export   {e['path']} is gone" if e["path"] else "export   none: this version was not promoted")
+    metrics = ", ".join(f"{k}={val:.4f}" for k, val in sorted(r["metrics"].items()) if k.startswith("fid") or k.startswith("extractor"))
+    aliases = ", ".join(m["aliases"]) or "no alias"
+    return "\n".join([
+        export_line,
+        f"  -> model    {m['name']} version {m['version']} ({aliases}); gate {m['gate']}: {'; '.join(m['gate_reasons'])}",
+        f"  -> run      {r['id']} [{r['status']}] config {r['config_name']}; {metrics}",
+        f"  -> dataset  md5 {d['md5']} at {d['path']}/; data.dvc revision {d['data_git_rev']}; code revision {d['code_git_rev']}"
+        + (" (uncommitted changes)" if d["code_dirty"] == "True" else ""),
+        f"  -> validation {'passed' if v['success'] == 'True' else 'FAILED'} on {v['images']} images; report {v['report']}"
+        + (f"; data docs {v['data_docs']}" if v.get("data_docs") else "")
+        + (f"; drift: {'; '.join(v['drift']['findings'])}" if (v.get("drift") or {}).get("findings") else ""),
+    ])

@@ -1,0 +1,1 @@
+"""Registry: MLflow tracking (runs, metrics, artifacts) and the Model Registry (versions, aliases, weights)."""

@@ -1,0 +1,87 @@
+"""The MLflow Model Registry: versions, aliases (`champion`, `challenger`, `previous_champion`; never the
+deprecated stages), the registered weights, and the tags the gate and export leave on a version."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from components.core.errors import RegistryError
+from components.core.names import (CHALLENGER, CHAMPION, GATE_PROMOTED, GATE_REJECTED, PREVIOUS_CHAMPION, TAG_EXPORT_DIR,
+                                   TAG_GATE, TAG_GATE_REASONS, TAG_REPLACED_BY)
+
+
+def parse_model_ref(text: str) -> tuple[str, str | None]:
+    """'NAME', 'NAME@ALIAS', 'NAME@VERSION' or 'models:/NAME/VERSION|ALIAS' -> (name, alias or version or None)."""
+    if text.startswith("models:/"):
+        name, _, ref = text.removeprefix("models:/").partition("/")
+    else:
+        name, _, ref = text.partition("@")
+    if not name:
+        raise RegistryError(f"{text!r} names no model (expected MODEL, MODEL@ALIAS, MODEL@VERSION or models:/MODEL/VERSION)")
+    return name, ref or None
+
+
+def version_by_alias(mlc, model_name: str, alias: str):
+    """The model version holding `alias`, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlc.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+
+
+def resolve_version(mlc, model_name: str, ref: str | None):
+    """`ref` is an alias, a version number, or None for the champion. Raises RegistryError naming what is missing."""
+    from mlflow.exceptions import MlflowException
+
+    ref = ref or CHAMPION
+    try:
+        if ref.isdigit():
+            return mlc.get_model_version(model_name, ref)
+        return mlc.get_model_version_by_alias(model_name, ref)
+    except MlflowException:
+        raise RegistryError(f"model {model_name!r} has no version or alias {ref!r} in the registry") from None
+
+
+def download_weights(model_name: str, version: str) -> Path:
+    """The safetensors file of a registered version, downloaded to a temporary folder."""
+    import mlflow
+
+    dest = Path(tempfile.mkdtemp(prefix="ganops-weights-"))
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=str(dest))
+    found = sorted(Path(local).rglob("*.safetensors"))
+    if not found:
+        raise RegistryError(f"model {model_name} version {version} has no safetensors weights in its artifacts")
+    return found[0]
+
+
+def apply_decision(mlc, model_name: str, version: str, promote: bool, reasons: list[str]) -> str | None:
+    """Move aliases per the gate's decision. Returns the version the champion alias left, if any."""
+    mlc.set_model_version_tag(model_name, version, TAG_GATE_REASONS, json.dumps(reasons))
+    if not promote:
+        mlc.set_model_version_tag(model_name, version, TAG_GATE, GATE_REJECTED)
+        mlc.set_registered_model_alias(model_name, CHALLENGER, version)
+        return None
+    found = version_by_alias(mlc, model_name, CHAMPION)
+    previous = str(found.version) if found is not None and str(found.version) != version else None
+    mlc.set_model_version_tag(model_name, version, TAG_GATE, GATE_PROMOTED)
+    if previous is not None:
+        mlc.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, previous)
+        mlc.set_model_version_tag(model_name, previous, TAG_REPLACED_BY, version)
+    mlc.set_registered_model_alias(model_name, CHAMPION, version)
+    challenger = version_by_alias(mlc, model_name, CHALLENGER)
+    if challenger is not None and str(challenger.version) == version:
+        mlc.delete_registered_model_alias(model_name, CHALLENGER)
+    return previous
+
+
+def set_version_tags(mlc, model_name: str, version: str, tags: dict) -> None:
+    for key, value in tags.items():
+        mlc.set_model_version_tag(model_name, version, key, str(value))
+
+
+def record_export(mlc, model_name: str, version: str, folder: Path) -> None:
+    mlc.set_model_version_tag(model_name, version, TAG_EXPORT_DIR, str(folder))

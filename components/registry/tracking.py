@@ -1,0 +1,134 @@
+"""MLflow tracking: the store, experiments, and runs, as thin side effects around the pipeline's plain values.
+
+Every call names its run by id (MlflowClient), so tasks can run in any thread; a RunTracker carries the client
+and the run id from task to task.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.core.paths import state_dir
+
+
+def tracking_uri(project_dir: Path) -> str:
+    """MLFLOW_TRACKING_URI when set, else the embedded SQLite store under the state folder."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    db = state_dir(project_dir) / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{db}"
+
+
+def client(project_dir: Path):
+    """An MlflowClient on the configured store; also sets the process-wide URI that log_model needs."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri(project_dir)
+    configured = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI; keep the environment as the user set it, so the embedded
+    # store is never mistaken for a configured server (which would move artifacts to ./mlruns).
+    for key, value in configured.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(mlc, name: str, project_dir: Path) -> str:
+    """The experiment's id; a new one on the embedded store keeps artifacts under the state folder."""
+    found = mlc.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        location = (state_dir(project_dir) / "mlartifacts").as_uri()
+    return mlc.create_experiment(name, artifact_location=location)
+
+
+def start_run(mlc, experiment_id: str, run_name: str, params: dict, tags: dict) -> str:
+    run = mlc.create_run(experiment_id, run_name=run_name, tags=tags)
+    log_params(mlc, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_params(mlc, run_id: str, params: dict) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        mlc.log_batch(run_id, params=items[i : i + 100])
+
+
+def log_metrics(mlc, run_id: str, metrics: dict, step: int = 0) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    mlc.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def log_history(mlc, run_id: str, history: dict[str, list[float]]) -> None:
+    """Log a training history {'step': [...], metric: [...]} step by step."""
+    for i, step in enumerate(history.get("step", [])):
+        log_metrics(mlc, run_id, {k: v[i] for k, v in history.items() if k != "step" and i < len(v)}, step)
+
+
+def log_json(mlc, run_id: str, obj: dict, artifact_file: str) -> None:
+    mlc.log_dict(run_id, obj, artifact_file)
+
+
+def log_file(mlc, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    mlc.log_artifact(run_id, str(path), artifact_path)
+
+
+def set_run_tags(mlc, run_id: str, tags: dict) -> None:
+    for k, v in tags.items():
+        mlc.set_tag(run_id, k, str(v))
+
+
+def end_run(mlc, run_id: str, status: str) -> None:
+    mlc.set_terminated(run_id, status)
+
+
+@dataclass(frozen=True)
+class RunTracker:
+    """One MLflow run of the flow: the client and the run id, passed from task to task."""
+
+    mlc: object
+    run_id: str
+
+    def metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        log_metrics(self.mlc, self.run_id, metrics, step)
+
+    def history(self, history: dict[str, list[float]]) -> None:
+        log_history(self.mlc, self.run_id, history)
+
+    def json(self, obj: dict, artifact_file: str) -> None:
+        log_json(self.mlc, self.run_id, obj, artifact_file)
+
+    def file(self, path: Path, artifact_path: str | None = None) -> None:
+        log_file(self.mlc, self.run_id, path, artifact_path)
+
+    def folder(self, path: Path, artifact_path: str) -> None:
+        self.mlc.log_artifacts(self.run_id, str(path), artifact_path)
+
+    def tags(self, tags: dict) -> None:
+        set_run_tags(self.mlc, self.run_id, tags)
+
+    def end(self, status: str) -> None:
+        end_run(self.mlc, self.run_id, status)
+
+
+def open_run(project_dir: Path, experiment: str, run_name: str, params: dict, tags: dict) -> RunTracker:
+    """Create a run in `experiment` (created if missing) with params and tags; returns its tracker."""
+    mlc = client(project_dir)
+    run_id = start_run(mlc, ensure_experiment(mlc, experiment, project_dir), run_name, params, tags)
+    return RunTracker(mlc, run_id)

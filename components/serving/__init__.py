@@ -1,0 +1,1 @@
+"""Serving: the export folder and the MLflow pyfunc model that registered versions load with."""

@@ -1,0 +1,56 @@
+"""Log a generator as an MLflow pyfunc "model from code" and register it.
+
+The model carries its weights (safetensors) and only the modules that loading them needs: the import closure of
+`pyfunc_generator.py`, read from source (core.imports), copied with their package layout. Versions registered
+before this layout carry their own full code copy and keep loading with it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+from components.core.imports import closure, import_graph
+from components.core.names import ARTIFACT_MODEL, ARTIFACT_WEIGHTS
+from components.core.paths import SOURCE_ROOT
+from components.registry.models import set_version_tags
+
+MODEL_CODE = Path(__file__).with_name("pyfunc_generator.py")
+LOADER_MODULE = "components.training.weights"  # what MODEL_CODE imports when MLflow loads it
+PIP_REQUIREMENTS = ["torch==2.13.0", "safetensors", "numpy"]
+
+
+def model_code_files(dest: Path) -> Path:
+    """Copy the modules the loader needs (with their packages' __init__ files) under dest/components/."""
+    graph = import_graph(SOURCE_ROOT, ("components",))
+    for module in sorted(closure(graph, LOADER_MODULE)):
+        rel = Path(*module.split("."))
+        src = SOURCE_ROOT / rel / "__init__.py" if (SOURCE_ROOT / rel).is_dir() else (SOURCE_ROOT / rel).with_suffix(".py")
+        target = dest / src.relative_to(SOURCE_ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+    return dest / "components"
+
+
+def register_generator(mlc, run_id: str, weights_path: Path, model_name: str, tags: dict) -> str:
+    """Log the generator to the run as a pyfunc model (from code, no pickle), register it, tag the version.
+    Returns the version."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="ganops-model-code-") as tmp, mlflow.start_run(run_id=run_id), \
+            warnings.catch_warnings():
+        # The generator takes a latent array, not typed records: MLflow's type-hint advice does not apply.
+        warnings.filterwarnings("ignore", message=".*type hints.*")
+        info = mlflow.pyfunc.log_model(
+            name=ARTIFACT_MODEL,
+            python_model=str(MODEL_CODE),
+            artifacts={ARTIFACT_WEIGHTS: str(weights_path)},
+            code_paths=[str(model_code_files(Path(tmp)))],
+            pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=model_name,
+        )
+    version = str(info.registered_model_version)
+    set_version_tags(mlc, model_name, version, tags)
+    return version

@@ -1,0 +1,1 @@
+"""Training: networks, losses and optimizers (registered by name), the engine, checkpoints, weights, the job."""

@@ -1,0 +1,305 @@
+"""The GAN training engine: one loop for every architecture, loss and trick in the config.
+
+CPU, one GPU, or many through torchrun + DistributedDataParallel. Every rank draws the same global batch
+(indices and latents) from one seeded generator and takes its own slice, so N processes compute the gradients
+of the single-process batch. Checkpoints every `checkpoint_every` steps hold everything the next step depends
+on, so a resumed run is bitwise identical to an uninterrupted one on CPU.
+
+The loop knows nothing of MLflow or Prefect: progress, metrics and samples leave through callbacks
+(`on_metrics(step, dict)`, `on_samples(step, images)`), as in StyleGAN2-ADA's progress_fn.
+`train_gan` reads as its phases: set up, resume, wrap for DDP, then per step: D update(s), G update, bookkeeping.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from components.config import TrainConfig
+from components.core.device import dist_info, pick_device
+from components.core.errors import GanopsError
+from components.core.names import D_FAKE, D_REAL, GRAD_D, GRAD_G, IMAGES_PER_S, LOSS_D, LOSS_G
+from components.core.pixels import to_unit_range
+from components.training.checkpoints import latest_valid, save_checkpoint
+from components.training.losses import LOSSES, feature_matching
+from components.training.networks import ARCHS, GeneratorSpec, build_discriminator, build_generator
+from components.training.optimizers import OPTIMIZERS
+
+MetricsFn = Callable[[int, dict], None]
+SamplesFn = Callable[[int, torch.Tensor], None]
+
+TRACKED = (LOSS_D, LOSS_G, D_REAL, D_FAKE, GRAD_D, GRAD_G)
+
+
+@dataclass
+class TrainResult:
+    generator: torch.nn.Module  # the EMA generator when ema_decay > 0
+    spec: GeneratorSpec
+    history: dict[str, list[float]] = field(default_factory=dict)
+    steps: int = 0
+    resumed_from: int = 0
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+def model_spec(cfg: TrainConfig, channels: int, image_size: int, num_classes: int) -> GeneratorSpec:
+    """The description a generator is rebuilt from (stored with every checkpoint and export)."""
+    return GeneratorSpec(arch=cfg.arch, z_dim=cfg.z_dim, channels=channels, image_size=image_size,
+                         base_channels=cfg.base_channels, extra_layers=cfg.extra_layers,
+                         num_classes=num_classes if ARCHS[cfg.arch].conditional else 0)
+
+
+def speed_settings(cfg: TrainConfig, device: torch.device) -> tuple[bool, torch.memory_format]:
+    """(bf16 autocast?, memory format) for this config on this device: the fast paths are on by default on CUDA
+    and can be forced on CPU (where the tests exercise them)."""
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    channels_last = ARCHS[cfg.arch].convolutional and (cfg.memory_format == "channels_last" or (cfg.memory_format == "auto" and device.type == "cuda"))
+    return bf16, torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _grad_norm(module: torch.nn.Module) -> torch.Tensor:
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=next(module.parameters()).device)
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+    buffers = list(ema.buffers())
+    if buffers:  # the mlp has none
+        torch._foreach_copy_(buffers, list(model.buffers()))
+
+
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return module.module if hasattr(module, "module") else module
+
+
+
+
+@dataclass
+class _State:
+    """Everything the next step depends on: what a checkpoint holds."""
+
+    G: torch.nn.Module
+    D: torch.nn.Module
+    ema: torch.nn.Module | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    rng: torch.Generator  # all of the loop's randomness: data order, latents, fake labels
+    order: torch.Tensor
+    cursor: int
+    history: dict[str, list[float]]
+    start: int = 1  # the first step to run
+
+
+def _build(cfg: TrainConfig, spec: GeneratorSpec, seed: int, n: int, device: torch.device, fmt) -> tuple[_State, torch.Tensor]:
+    """Fresh models, optimizers and random state; returns (state, the fixed latents of the sample grids)."""
+    torch.manual_seed(seed)
+    G = build_generator(spec).to(device, memory_format=fmt)
+    D = build_discriminator(spec, cfg.minibatch_discrimination).to(device, memory_format=fmt)
+    ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
+    make_optimizer = OPTIMIZERS[cfg.optimizer]
+    # One generator on the training device: nothing crosses from host to device per step, and every rank draws
+    # the same global batch.
+    rng = torch.Generator(device=device).manual_seed(seed)
+    fixed_z = torch.randn(64, cfg.z_dim, generator=rng, device=device)
+    order = torch.randperm(n, generator=rng, device=device)
+    state = _State(G, D, ema, make_optimizer(G.parameters(), cfg), make_optimizer(D.parameters(), cfg), rng, order, 0,
+                   {"step": [], **{k: [] for k in TRACKED}})
+    return state, fixed_z
+
+
+def _restore(state: _State, checkpoint_dir: Path, device: torch.device) -> None:
+    """Continue from the newest checkpoint that loads, if any."""
+    found = latest_valid(checkpoint_dir)
+    if found is None:
+        return
+    saved = found[1]
+    state.G.load_state_dict(saved["G"]); state.D.load_state_dict(saved["D"])
+    state.opt_g.load_state_dict(saved["opt_g"]); state.opt_d.load_state_dict(saved["opt_d"])
+    if state.ema is not None and saved.get("ema") is not None:
+        state.ema.load_state_dict(saved["ema"])
+    state.rng.set_state(saved["rng"]); torch.set_rng_state(saved["torch_rng"])
+    state.order, state.cursor, state.history, state.start = saved["order"].to(device), saved["cursor"], saved["history"], saved["step"] + 1
+
+
+def _distribute(state: _State, device: torch.device, local_rank: int) -> None:
+    """Wrap G and D in DistributedDataParallel (gloo on CPU, NCCL on GPUs)."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.set_device(device)  # NCCL's communicators use the current device: one GPU per rank
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
+    ids = [local_rank] if cuda else None
+    state.G, state.D = DDP(state.G, device_ids=ids), DDP(state.D, device_ids=ids)
+
+
+class _Batches:
+    """The global batch every rank draws (same indices, latents and fake labels), sliced to this rank's share."""
+
+    def __init__(self, state: _State, data: torch.Tensor, targets: torch.Tensor, batch: int, z_dim: int, classes: int,
+                 shard: slice, fmt):
+        self.state, self.data, self.targets, self.batch, self.z_dim = state, data, targets, batch, z_dim
+        self.classes, self.shard, self.fmt, self.n = max(classes, 1), shard, fmt, len(data)
+
+    def next(self):
+        s, device = self.state, self.data.device
+        if s.cursor + self.batch > self.n:
+            s.order, s.cursor = torch.randperm(self.n, generator=s.rng, device=device), 0
+        idx = s.order[s.cursor : s.cursor + self.batch][self.shard]
+        s.cursor += self.batch
+        z = torch.randn(self.batch, self.z_dim, generator=s.rng, device=device)[self.shard]
+        y_fake = torch.randint(self.classes, (self.batch,), generator=s.rng, device=device)[self.shard]
+        return self.data[idx].contiguous(memory_format=self.fmt), self.targets[idx], z, y_fake
+
+
+def _train_step(state: _State, cfg: TrainConfig, batches: _Batches, nets, autocast, conditional: bool) -> torch.Tensor:
+    """d_steps discriminator updates, then one generator update; returns the step's tracked values (on device)."""
+    train_G, train_D = nets
+    G, D = state.G, state.D
+    for i in range(cfg.d_steps):
+        real, y_real, z, y_fake = batches.next()
+        # Only the last D step's fakes feed G's update; earlier ones need no graph (and DDP wants one backward per
+        # forward).
+        with autocast(), (nullcontext() if i == cfg.d_steps - 1 else torch.no_grad()):
+            fake = train_G(z, y_fake if conditional else None)
+        with autocast():
+            real_logits, _ = train_D(real, y_real if conditional else None)
+            fake_logits, _ = train_D(fake.detach(), y_fake if conditional else None)
+            loss_d = LOSSES[cfg.loss].d(real_logits.float(), fake_logits.float(), cfg.real_label)
+        state.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        grad_d = _grad_norm(D)
+        state.opt_d.step()
+    # G's update needs D's input gradients but not its weight gradients: backward only into G's parameters (and,
+    # under DDP, without a gradient all-reduce for D).
+    with getattr(D, "no_sync", nullcontext)():
+        with autocast():
+            gen_logits, gen_features = train_D(fake, y_fake if conditional else None)
+            loss_g = LOSSES[cfg.loss].g(gen_logits.float())
+            if cfg.feature_matching:
+                with torch.no_grad():
+                    _, real_features = train_D(real, y_real if conditional else None)
+                loss_g = loss_g + feature_matching(real_features.float(), gen_features.float())
+        state.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward(inputs=list(G.parameters()))
+    grad_g = _grad_norm(G)
+    state.opt_g.step()
+    if state.ema is not None:
+        _ema_update(state.ema, _unwrap(G), cfg.ema_decay)
+    return torch.stack([loss_d.detach(), loss_g.detach(), torch.sigmoid(real_logits.detach().float()).mean(),
+                        torch.sigmoid(fake_logits.detach().float()).mean(), grad_d, grad_g])
+
+
+def _window_metrics(step: int, sums: torch.Tensor, window: int, images: int, seconds: float, checkpoint_dir: Path | None) -> dict:
+    """The means of the last logging window (the loop's only host read); raises GanopsError when any is not finite."""
+    means = (sums / window).tolist()
+    if not all(math.isfinite(v) for v in means):
+        raise GanopsError(f"training diverged at step {step}: " + ", ".join(f"{k}={v}" for k, v in zip(TRACKED, means))
+                          + (f"; the last good checkpoint is in {checkpoint_dir}" if checkpoint_dir else ""))
+    return {**dict(zip(TRACKED, means)), IMAGES_PER_S: images / max(seconds, 1e-9)}
+
+
+def _checkpoint(state: _State, step: int, config_dict: dict | None, spec: GeneratorSpec) -> dict:
+    return {"step": step, "G": _unwrap(state.G).state_dict(), "D": _unwrap(state.D).state_dict(),
+            "opt_g": state.opt_g.state_dict(), "opt_d": state.opt_d.state_dict(),
+            "ema": state.ema.state_dict() if state.ema is not None else None,
+            "rng": state.rng.get_state(), "torch_rng": torch.get_rng_state(), "order": state.order.cpu(),
+            "cursor": state.cursor, "history": state.history, "config": config_dict or {}, "spec": spec.to_dict()}
+
+
+def train_gan(
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    cfg: TrainConfig,
+    seed: int,
+    config_dict: dict | None = None,
+    on_metrics: MetricsFn | None = None,
+    on_samples: SamplesFn | None = None,
+    progress: Callable[[int], object] | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    num_classes: int | None = None,
+) -> TrainResult:
+    """Train on uint8 images (N, C, H, W) with integer labels (N,). Deterministic on CPU for a given seed.
+
+    progress(total) may return an object with update(n) and close() (e.g. a tqdm bar).
+    Raises GanopsError when a loss becomes NaN or infinite; the checkpoints written so far are all finite.
+    """
+    # Longer than 60 lines: it is the loop itself, and each phase is one call.
+    rank, world, local_rank = dist_info()
+    device = pick_device(cfg.device, local_rank)
+    n, channels, height, width = images.shape
+    if height != width:
+        raise GanopsError(f"training needs square images, got {height}x{width}")
+    if cfg.batch_size % world:
+        raise GanopsError(f"train.batch_size {cfg.batch_size} must divide evenly over {world} processes")
+    classes = num_classes or (int(labels.max()) + 1 if labels is not None and len(labels) else 0)
+    if ARCHS[cfg.arch].conditional and (labels is None or classes < 2):
+        raise GanopsError(f"train.arch {cfg.arch} needs a labelled dataset with at least 2 classes")
+    spec = model_spec(cfg, channels, height, classes)
+    bf16, fmt = speed_settings(cfg, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution algorithms once
+
+    state, fixed_z = _build(cfg, spec, seed, n, device, fmt)
+    fixed_y = torch.arange(64, device=device) % max(classes, 1)
+    if resume and checkpoint_dir is not None:
+        _restore(state, checkpoint_dir, device)
+    data = to_unit_range(images).to(device)
+    targets = torch.from_numpy(labels).long().to(device) if labels is not None else torch.zeros(n, dtype=torch.long, device=device)
+    if world > 1:
+        _distribute(state, device, local_rank)
+    nets = (torch.compile(state.G), torch.compile(state.D)) if cfg.compile else (state.G, state.D)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+    conditional = spec.conditional
+    shard = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
+    batches = _Batches(state, data, targets, cfg.batch_size, cfg.z_dim, classes, shard, fmt)
+
+    bar = progress(cfg.steps) if progress and rank == 0 else None
+    if bar is not None and state.start > 1:
+        bar.update(state.start - 1)
+    sums = torch.zeros(len(TRACKED), device=device)  # on device: no host sync inside the inner loop
+    window, started, window_start = 0, time.perf_counter(), time.perf_counter()
+    state.G.train(); state.D.train()
+    for step in range(state.start, cfg.steps + 1):
+        sums += _train_step(state, cfg, batches, nets, autocast, conditional)
+        window += 1
+        if bar is not None:
+            bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            now = time.perf_counter()
+            metrics = _window_metrics(step, sums, window, window * cfg.batch_size * cfg.d_steps, now - window_start, checkpoint_dir)
+            state.history["step"].append(step)
+            for key in TRACKED:
+                state.history[key].append(metrics[key])
+            if on_metrics and rank == 0:
+                on_metrics(step, metrics)
+            sums.zero_()
+            window, window_start = 0, now
+        if on_samples and rank == 0 and (step % cfg.sample_every == 0 or step == cfg.steps):
+            shown = state.ema if state.ema is not None else _unwrap(state.G)
+            shown.eval()
+            with torch.no_grad():
+                on_samples(step, shown(fixed_z, fixed_y if conditional else None).float().cpu())
+            shown.train(state.ema is None)
+        if checkpoint_dir is not None and rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            if window and not bool(torch.isfinite(sums).all()):
+                raise GanopsError(f"training diverged before step {step}; the last good checkpoint is in {checkpoint_dir}")
+            save_checkpoint(checkpoint_dir, step, _checkpoint(state, step, config_dict, spec))
+    if bar is not None:
+        bar.close()
+    final = (state.ema if state.ema is not None else _unwrap(state.G)).to("cpu", memory_format=torch.contiguous_format).eval()
+    return TrainResult(generator=final, spec=spec, history=state.history, steps=cfg.steps, resumed_from=state.start - 1,
+                       seconds=time.perf_counter() - started, device=str(device))

@@ -1,0 +1,124 @@
+"""The training step as a job: load data, train, write the generator and pictures to a folder.
+
+The same entry runs in-process (the flow's default), as its own process (`ganops train`), or under torchrun
+for DistributedDataParallel; the flow reads the job's `result.json` (a TrainOutcome) either way.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from components.config import RetrainConfig, config_to_dict
+from components.core.atomic import write_text
+from components.core.device import dist_info
+from components.core.errors import GanopsError
+from components.data.images import load_images
+from components.training.engine import train_gan
+from components.training.networks import GeneratorSpec
+from components.training.pictures import save_grid, save_loss_plot
+from components.training.weights import save_generator
+from components.validation.validate import require_valid
+
+RESULT = "result.json"
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What a training job leaves behind (its result.json)."""
+
+    weights: Path
+    grids: list[Path]
+    loss_plot: Path
+    steps: int
+    resumed_from: int
+    seconds: float
+    device: str
+    world_size: int
+    spec: GeneratorSpec
+    images: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+    final: dict[str, float] = field(default_factory=dict)  # the last logged value of each metric
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.update(weights=str(self.weights), grids=[str(p) for p in self.grids], loss_plot=str(self.loss_plot))
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "TrainOutcome":
+        return cls(**{**raw, "weights": Path(raw["weights"]), "grids": [Path(p) for p in raw["grids"]],
+                      "loss_plot": Path(raw["loss_plot"]), "spec": GeneratorSpec.from_dict(raw["spec"])})
+
+
+def train_to_files(data_root: Path, config: RetrainConfig, out_dir: Path, on_metrics=None, progress=None,
+                   resume: bool = False) -> TrainOutcome | None:
+    """Train on the ImageFolder at data_root; write generator.safetensors, samples/, loss_curves.png, result.json.
+
+    Checkpoints go to out_dir/checkpoints; resume=True continues from the newest valid one. Returns the outcome
+    (None on ranks other than 0, which write nothing).
+    """
+    out_dir = Path(out_dir)
+    labels = config.validation.labels
+    config_dict = config_to_dict(config)
+    rank, world, _ = dist_info()
+    images, targets = load_images(Path(data_root), labels)
+
+    def on_samples(step, samples):
+        save_grid(samples, out_dir / "samples" / f"step_{step:06d}.png")
+
+    result = train_gan(images, targets, config.train, config.seed, config_dict, on_metrics=on_metrics,
+                       on_samples=on_samples, progress=progress, checkpoint_dir=out_dir / "checkpoints", resume=resume,
+                       num_classes=len(labels))
+    if rank != 0:
+        return None
+    outcome = TrainOutcome(
+        weights=save_generator(out_dir / "generator.safetensors", result.generator, result.spec, config_dict),
+        grids=sorted((out_dir / "samples").glob("*.png")), loss_plot=save_loss_plot(result.history, out_dir / "loss_curves.png"),
+        steps=result.steps, resumed_from=result.resumed_from, seconds=result.seconds, device=result.device,
+        world_size=world, spec=result.spec, images=int(len(images)), history=result.history,
+        final={k: v[-1] for k, v in result.history.items() if k != "step" and v})
+    write_text(out_dir / RESULT, json.dumps(outcome.to_dict(), indent=2))
+    return outcome
+
+
+def validate_and_train(data_root: Path, config: RetrainConfig, out_dir: Path, state: Path, progress=None,
+                       resume: bool = False) -> TrainOutcome | None:
+    """`ganops train`: the flow's validation of data_root first (ValidationFailed names each bad file), then
+    train_to_files."""
+    require_valid(Path(data_root), config.validation, state)
+    return train_to_files(data_root, config, out_dir, progress=progress, resume=resume)
+
+
+def progress_bar(total: int):
+    """A tqdm bar with ETA for a terminal; silent when stderr is not one (logs, CI)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="train", unit="step", disable=not sys.stderr.isatty(), dynamic_ncols=True)
+
+
+def launch_command(config_file: Path, data_root: Path, out_dir: Path, launcher: str, nproc: int) -> list[str]:
+    """The command that runs `ganops train` as its own process, or under torchrun with `nproc` processes (the flow
+    validated the data already)."""
+    args = ["-m", "flows.cli", "train", "--config", str(config_file), "--data", str(data_root), "--out", str(out_dir), "--resume",
+            "--no-validate"]
+    if launcher == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+    return [sys.executable, *args]
+
+
+def train_in_subprocess(data_root: Path, config: RetrainConfig, out_dir: Path) -> TrainOutcome:
+    """Run the job in a child process (plain or torchrun) and return its result.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_file = write_text(out_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    cmd = launch_command(config_file, data_root, out_dir, config.train.launcher, config.train.nproc)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise GanopsError(f"training process failed (exit {done.returncode}): {' '.join(cmd)}\n{tail}")
+    return TrainOutcome.from_dict(json.loads((out_dir / RESULT).read_text()))

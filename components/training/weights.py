@@ -1,0 +1,64 @@
+"""Generator weights on disk: safetensors with the architecture spec and resolved config in its metadata.
+
+Nothing is unpickled: safetensors holds only tensors and string metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+from components.core.atomic import replace_file
+from components.core.errors import GanopsError
+from components.training.networks import GeneratorSpec, build_generator
+
+SPEC_KEY, CONFIG_KEY = "ganops.generator_spec", "ganops.config"
+
+
+def save_generator(path: Path, generator: torch.nn.Module, spec: GeneratorSpec, config: dict) -> Path:
+    """Write weights + spec + config atomically (temporary name, then rename)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
+    metadata = {SPEC_KEY: json.dumps(spec.to_dict()), CONFIG_KEY: json.dumps(config)}
+    replace_file(lambda tmp: save_file(state, str(tmp), metadata=metadata), path)
+    return path
+
+
+def read_metadata(path: Path) -> tuple[GeneratorSpec, dict]:
+    """(spec, config) stored in a generator file. Raises GanopsError naming the file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return GeneratorSpec.from_dict(json.loads(meta[SPEC_KEY])), json.loads(meta.get(CONFIG_KEY, "{}"))
+    except Exception as e:  # safetensors, JSON and missing keys all mean "not a ganops generator file"
+        raise GanopsError(f"{path} is not a ganops generator file ({type(e).__name__}: {e})") from None
+
+
+def load_generator(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, GeneratorSpec, dict]:
+    """Rebuild the generator stored at `path` in eval mode. Returns (generator, spec, config)."""
+    spec, config = read_metadata(path)
+    generator = build_generator(spec)
+    generator.load_state_dict(load_file(str(path), device=device))
+    return generator.to(device).eval(), spec, config
+
+
+def sample(generator: torch.nn.Module, count: int, seed: int, batch_size: int = 500, device: str = "cpu",
+           labels: torch.Tensor | None = None) -> torch.Tensor:
+    """`count` images in [-1, 1] from a fixed noise seed, so two generators see the same z.
+
+    A conditional generator gets `labels` (default: the classes in turn, so every class is equally represented).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    classes = getattr(generator, "num_classes", 0)
+    if classes and labels is None:
+        labels = torch.arange(count) % classes
+    out = []
+    with torch.no_grad():
+        for start in range(0, count, batch_size):
+            n = min(batch_size, count - start)
+            z = torch.randn(n, generator.z_dim, generator=gen).to(device)
+            y = labels[start : start + n].to(device) if classes else None
+            out.append(generator(z, y).float().cpu())
+    return torch.cat(out)
