@@ -61,6 +61,10 @@ def data_import(
 
     count, entry = import_dataset(root, source, data_dir)
     typer.echo(f"imported {count} files into {data_dir}/ (md5 {entry['md5']}); commit {data_dir}.dvc to record this version")
+    from components.orchestration.events import DATASET_UPDATED, emit_dataset_updated
+
+    if emit_dataset_updated(root.name, entry["md5"], data_dir, count):
+        typer.echo(f"event {DATASET_UPDATED} sent to {os.environ['PREFECT_API_URL']}")
 
 
 @data_app.command("ensure")
@@ -122,9 +126,12 @@ def run(
                  + ([f"data.revision={json.dumps(data_rev)}"] if data_rev else []))  # quoted: a hex revision is not a number
     cfg = load_config(config, overrides)
     from components.core.names import FID_DOMAIN, FID_DOMAIN_REAL_SPLIT
+    from components.core.paths import state_dir
+    from components.orchestration.local_server import prefect_api
     from flows.retrain import retrain
 
-    summary = retrain(config=cfg, project_dir=str(root))
+    with prefect_api(state_dir(root) / "prefect" / "server.log"):  # a temporary server dies with this process
+        summary = retrain(config=cfg, project_dir=str(root))
     uri, metrics, metric = summary["tracking_uri"], summary["scores"]["metrics"], summary["gate_metric"]
     floor = f"; real-vs-real floor {metrics[FID_DOMAIN_REAL_SPLIT]:.3f}" if metric == FID_DOMAIN else ""
     typer.echo("")
@@ -210,6 +217,37 @@ def lineage(
 
     chain = lineage_of(root, model)
     typer.echo(json.dumps(chain, indent=2) if as_json else format_lineage(chain))
+
+
+@app.command()
+def doctor(project_dir: Path = ProjectOpt) -> None:
+    """Find runs a killed process left RUNNING on this host and mark them: MLflow run FAILED, flow run Crashed."""
+    root = _prepare_env(project_dir)
+    from components.core.paths import state_dir
+    from components.orchestration.local_server import prefect_api
+    from components.orchestration.reaper import reap
+
+    with prefect_api(state_dir(root) / "prefect" / "server.log"):
+        reaped = reap(root)
+    for dead in reaped:
+        typer.echo(f"MLflow run {dead.run_id}: FAILED (process {dead.pid} is gone); flow run {dead.flow_run_id}: "
+                   f"{'Crashed' if dead.flow_run_marked else 'not running'}")
+    typer.echo(f"{len(reaped)} orphaned run(s) marked" if reaped else "no orphaned runs")
+
+
+@app.command()
+def deploy(project_dir: Path = ProjectOpt) -> None:
+    """Create the work pools (when missing) and the deployments of infra/prefect.yaml on the Prefect server that
+    PREFECT_API_URL names, for this project. Safe to run again."""
+    root = _prepare_env(project_dir)
+    from components.orchestration.deploy import deploy as deploy_project
+
+    created, plan = deploy_project(root)
+    for pool, kind in plan.pools.items():
+        typer.echo(f"work pool {pool} ({kind}): {'created' if pool in created else 'exists'}")
+    for name in plan.deployments:
+        typer.echo(f"deployment {name}")
+    typer.echo(f"start a worker: prefect worker start --pool {next(iter(plan.pools))}")
 
 
 def expand_set_pairs(argv: list[str]) -> list[str]:

@@ -9,21 +9,25 @@ import json
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
-from components.config import RetrainConfig, config_to_dict, export_root
+from components.config import DEFAULT_PRESET, RetrainConfig, config_to_dict, export_root, load_config
 from components.core.errors import ValidationFailed
 from components.core.names import (ARTIFACT_CONFIG, ARTIFACT_DATA_DOCS, ARTIFACT_REFERENCE_STATS, ARTIFACT_SAMPLES,
-                                   ARTIFACT_SUMMARY, ARTIFACT_VALIDATION_REPORT, TAG_FLOW, VALIDATION_IMAGES,
-                                   VALIDATION_SUCCESS)
+                                   ARTIFACT_SUMMARY, ARTIFACT_VALIDATION_REPORT, TAG_FLOW, TAG_FLOW_RUN_ID,
+                                   VALIDATION_IMAGES, VALIDATION_SUCCESS)
 from components.core.paths import state_dir
 from components.data.versioning import DatasetVersion, resolve_dataset
 from components.evaluation.evaluate import Scores, evaluate_generator
+from components.lineage.report import run_link, summary_markdown, validation_table
 from components.lineage.tags import lineage_tags
+from components.orchestration.reaper import reap
 from components.promotion.champion import ChampionScores, check_champion_shape, score_champion
 from components.promotion.gate import Decision, ci_high_key, decide_promotion
 from components.registry.models import apply_decision, record_export
-from components.registry.tracking import RunTracker, open_run, tracking_uri
+from components.registry.tracking import RunTracker, open_run, owner_tags, tracking_uri
 from components.serving.export import export_generator
 from components.serving.mlflow_model import register_generator
 from components.training.job import TrainOutcome, progress_bar, train_in_subprocess, train_to_files
@@ -31,6 +35,14 @@ from components.validation.report import ValidationReport, format_failures
 from components.validation.validate import validate_folder
 
 TASK = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+@task(name="reap", **TASK)
+def reap_task(root: Path) -> None:
+    """Runs a killed process left RUNNING become FAILED (MLflow) and Crashed (Prefect) before this one starts."""
+    for dead in reap(root):
+        get_run_logger().warning("marked MLflow run %s FAILED and flow run %s %s: its process %s is gone", dead.run_id,
+                                 dead.flow_run_id, "Crashed" if dead.flow_run_marked else "(not running)", dead.pid)
 
 
 @task(name="dataset-version", **TASK)
@@ -47,7 +59,8 @@ def start_run_task(root: Path, config: RetrainConfig, dataset: DatasetVersion) -
               **{f"train.{k}": v for k, v in config.train.model_dump().items()},
               **{f"evaluate.{k}": v for k, v in config.evaluate.model_dump().items()},
               **{f"gate.{k}": v for k, v in config.gate.model_dump().items()}}
-    tracker = open_run(root, config.registry.experiment, f"retrain-{config.name}", params, {TAG_FLOW: "retrain"})
+    tags = {TAG_FLOW: "retrain", TAG_FLOW_RUN_ID: str(flow_run.id or ""), **owner_tags()}
+    tracker = open_run(root, config.registry.experiment, f"retrain-{config.name}", params, tags)
     tracker.json(config_to_dict(config), ARTIFACT_CONFIG)
     return tracker
 
@@ -61,6 +74,7 @@ def validate_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: D
     for finding in report.drift.findings:
         get_run_logger().warning("drift from the last passed dataset %s: %s", report.drift.baseline_md5, finding)
     run.metrics({VALIDATION_IMAGES: report.images, VALIDATION_SUCCESS: float(report.success)})
+    create_table_artifact(validation_table(report), key="validation", description=f"Validation of dataset {dataset.md5}")
     get_run_logger().info("validation %s on %d images", "passed" if report.success else "FAILED", report.images)
     return report
 
@@ -130,6 +144,10 @@ def export_task(root: Path, config: RetrainConfig, run: RunTracker, version: str
 def finish_run_task(run: RunTracker, status: str, summary: dict) -> None:
     run.json(summary, ARTIFACT_SUMMARY)
     run.end(status)
+    link = run_link(run.uri, run.experiment_id, run.run_id)
+    if status == "FINISHED":
+        create_markdown_artifact(summary_markdown(summary, link), key="retrain-summary", description="Retrain summary")
+    get_run_logger().info("MLflow run %s: %s", run.run_id, link)
 
 
 def _train_to_export(root: Path, config: RetrainConfig, dataset: DatasetVersion, run: RunTracker) -> dict:
@@ -157,9 +175,16 @@ def _train_to_export(root: Path, config: RetrainConfig, dataset: DatasetVersion,
 
 
 @flow(name="retrain", log_prints=True)
-def retrain(config: RetrainConfig = RetrainConfig(), project_dir: str = ".") -> dict:
-    """Retrain the generator on the DVC-tracked dataset and promote it if it passes the gate."""
+def retrain(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, project_dir: str = ".",
+            config: RetrainConfig | None = None) -> dict:
+    """Retrain the generator on the DVC-tracked dataset and promote it if it passes the gate.
+
+    preset: a preset name (digits, smoke) or a YAML file; overrides: 'key.path=value' items, as `--set` takes;
+    config: an already resolved config instead of both.
+    """
     root = Path(project_dir).resolve()
+    config = config or load_config(preset, overrides or [])
+    reap_task(root)
     dataset = dataset_version_task(root, config)
     run = start_run_task(root, config, dataset)
     try:

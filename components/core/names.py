@@ -45,6 +45,9 @@ TAG_VALIDATION = "ganops.validation_success"
 TAG_VALIDATION_IMAGES = "ganops.validation_images"
 TAG_RUN_ID = "ganops.run_id"
 TAG_CONFIG_NAME = "ganops.config_name"
+# Who runs a run: a later run (or `ganops doctor`) marks it FAILED when that process is gone.
+TAG_HOST, TAG_PID, TAG_PID_START, TAG_FLOW_RUN_ID = "ganops.host", "ganops.pid", "ganops.pid_start", "ganops.prefect_flow_run_id"
+TAG_REAPED = "ganops.reaped"
 GATE_PROMOTED, GATE_REJECTED = "promoted", "rejected"
 
 # Artifact paths inside an MLflow run.

@@ -134,20 +134,30 @@ def dataset_version(project_dir: Path, data_dir: str, dvc_file: str) -> DatasetV
     )
 
 
+def resolve_commit(project_dir: Path, rev: str) -> str:
+    """The commit hash `rev` names. The revision is checked as text first, then resolved by `git rev-parse --verify
+    --end-of-options`, so it can never be read as an option. Raises ConfigError or DataError naming it."""
+    check_revision(rev, "data revision")
+    commit = _git(project_dir, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+    if commit is None:
+        raise DataError(f"data revision {rev!r} is not a commit of the git repository at {project_dir}")
+    return commit
+
+
 def dvc_file_at(project_dir: Path, dvc_file: str, rev: str) -> dict:
     """The data.dvc entry as committed at git revision `rev`. Raises DataError naming the revision."""
-    check_revision(rev, "data revision")
-    text = _git(project_dir, "show", f"{rev}:{dvc_file}")
+    commit = resolve_commit(project_dir, rev)
+    text = _git(project_dir, "show", f"{commit}:{dvc_file}")
     if text is None:
         raise DataError(f"git revision {rev!r} has no {dvc_file} (check `git log -- {dvc_file}`)")
-    return parse_dvc_text(text, f"{dvc_file} at {rev}")
+    return {**parse_dvc_text(text, f"{dvc_file} at {rev}"), "commit": commit}
 
 
 def materialize_revision(project_dir: Path, dvc_file: str, rev: str, dest_root: Path) -> DatasetVersion:
     """Build the dataset that `dvc_file` tracked at git revision `rev` in dest_root/<md5>/, fetching from the DVC
     remote as needed, without touching the user's working copy. Returns the version (its root is that folder)."""
     entry = dvc_file_at(project_dir, dvc_file, rev)
-    md5, commit = entry["md5"], _git(project_dir, "rev-parse", f"{rev}^{{commit}}")
+    md5, commit = entry["md5"], entry["commit"]
     target = dest_root / md5
     version = DatasetVersion(md5=md5, nfiles=entry["nfiles"], path=str(target), root=target, data_git_rev=commit,
                              code_git_rev=git_revision(SOURCE_ROOT), code_dirty=git_dirty(SOURCE_ROOT))

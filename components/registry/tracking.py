@@ -7,11 +7,15 @@ and the run id from task to task.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+from components.core.names import TAG_HOST, TAG_PID, TAG_PID_START
 from components.core.paths import state_dir
+from components.core.processes import same_process_alive, start_ticks
 
 
 def tracking_uri(project_dir: Path) -> str:
@@ -104,6 +108,11 @@ class RunTracker:
 
     mlc: object
     run_id: str
+    experiment_id: str = ""
+
+    @property
+    def uri(self) -> str:
+        return self.mlc.tracking_uri
 
     def metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         log_metrics(self.mlc, self.run_id, metrics, step)
@@ -130,5 +139,27 @@ class RunTracker:
 def open_run(project_dir: Path, experiment: str, run_name: str, params: dict, tags: dict) -> RunTracker:
     """Create a run in `experiment` (created if missing) with params and tags; returns its tracker."""
     mlc = client(project_dir)
-    run_id = start_run(mlc, ensure_experiment(mlc, experiment, project_dir), run_name, params, tags)
-    return RunTracker(mlc, run_id)
+    experiment_id = ensure_experiment(mlc, experiment, project_dir)
+    return RunTracker(mlc, start_run(mlc, experiment_id, run_name, params, tags), experiment_id)
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming this process (host, pid, start time), so a run it leaves RUNNING can be told apart from a live one."""
+    return {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), TAG_PID_START: str(start_ticks(os.getpid()))}
+
+
+def orphaned(tags: dict[str, str], host: str, is_alive: Callable[[int, int | None], bool] = same_process_alive) -> bool:
+    """Whether a RUNNING run's process is gone: it ran on this host and its (pid, start time) no longer runs.
+    Runs of other hosts, or without owner tags, are never judged."""
+    if tags.get(TAG_HOST) != host or not tags.get(TAG_PID, "").isdigit():
+        return False
+    ticks = tags.get(TAG_PID_START, "")
+    return not is_alive(int(tags[TAG_PID]), int(ticks) if ticks.isdigit() else None)
+
+
+def running_runs(mlc) -> list:
+    """Every RUNNING run in every experiment of the store."""
+    from mlflow.entities import ViewType
+
+    experiments = [e.experiment_id for e in mlc.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    return mlc.search_runs(experiments, filter_string="attributes.status = 'RUNNING'", max_results=1000) if experiments else []

@@ -7,8 +7,10 @@ for DistributedDataParallel; the flow reads the job's `result.json` (a TrainOutc
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -95,11 +97,38 @@ def validate_and_train(data_root: Path, config: RetrainConfig, out_dir: Path, st
     return train_to_files(data_root, config, out_dir, progress=progress, resume=resume)
 
 
+class PrintedProgress:
+    """Progress for logs: a printed line every `every` steps with the rate and the time left, so a Prefect worker's
+    log (and the flow run's, which captures prints) shows training advance."""
+
+    def __init__(self, total: int, every: int | None = None, clock=time.monotonic):
+        self.total, self.done, self.clock = total, 0, clock
+        self.every = every or max(1, total // 20)
+        self.started = clock()
+
+    def update(self, n: int = 1) -> None:
+        before, self.done = self.done, self.done + n
+        if self.done // self.every > before // self.every or self.done == self.total:
+            print(progress_line(self.done, self.total, self.clock() - self.started), flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def progress_line(done: int, total: int, seconds: float) -> str:
+    """'train step 150/3000 (5%), 12.3 steps/s, 3m52s left'."""
+    rate = done / seconds if seconds > 0 else 0.0
+    left = (total - done) / rate if rate > 0 else 0.0
+    return f"train step {done}/{total} ({done / total:.0%}), {rate:.1f} steps/s, {int(left // 60)}m{int(left % 60):02d}s left"
+
+
 def progress_bar(total: int):
-    """A tqdm bar with ETA for a terminal; silent when stderr is not one (logs, CI)."""
+    """A tqdm bar with ETA on a terminal; printed lines elsewhere (logs, workers, CI)."""
+    if not sys.stderr.isatty():
+        return PrintedProgress(total)
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="train", unit="step", disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    return tqdm(total=total, desc="train", unit="step", dynamic_ncols=True)
 
 
 def launch_command(config_file: Path, data_root: Path, out_dir: Path, launcher: str, nproc: int) -> list[str]:
@@ -107,9 +136,11 @@ def launch_command(config_file: Path, data_root: Path, out_dir: Path, launcher: 
     validated the data already)."""
     args = ["-m", "flows.cli", "train", "--config", str(config_file), "--data", str(data_root), "--out", str(out_dir), "--resume",
             "--no-validate"]
+    # Under core.watchdog: the training process dies with the flow's process, even when that one is SIGKILLed.
+    watched = [sys.executable, "-m", "components.core.watchdog", str(os.getpid()), "--"]
     if launcher == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
-    return [sys.executable, *args]
+        return [*watched, sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+    return [*watched, sys.executable, *args]
 
 
 def train_in_subprocess(data_root: Path, config: RetrainConfig, out_dir: Path) -> TrainOutcome:

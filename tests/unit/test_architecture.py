@@ -32,7 +32,8 @@ LAYERS = {
     "components.promotion": 8,
     "components.serving": 9,
     "components.lineage": 10,
-    "flows": 11,
+    "components.orchestration": 11,
+    "flows": 12,
 }
 MAX_FUNCTION_LINES = 60
 LONG_FUNCTION_NOTE = "# Longer than 60 lines"

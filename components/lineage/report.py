@@ -1,0 +1,54 @@
+"""What a person reads about one retrain: a markdown summary (model, decision, metrics with intervals, lineage,
+the MLflow run link) and the validation rules as a table. Pure functions of the flow's summary and report."""
+
+from __future__ import annotations
+
+from components.core.names import FID, FID_CI_HIGH, FID_CI_LOW
+from components.validation.report import ValidationReport
+
+
+def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI page of a run for a tracking server; the `mlflow ui` command for a local store."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"`mlflow ui --backend-store-uri {tracking_uri}` then run {run_id}"
+
+
+def summary_markdown(summary: dict, link: str) -> str:
+    """The retrain summary as markdown (a Prefect artifact on the flow run)."""
+    metrics, decision, metric = summary["scores"]["metrics"], summary["decision"], summary["gate_metric"]
+    low, high = metric.replace(FID, FID_CI_LOW, 1), metric.replace(FID, FID_CI_HIGH, 1)
+    interval = f" (95% interval {metrics[low]:.3f} to {metrics[high]:.3f})" if low in metrics and high in metrics else ""
+    champion = summary.get("champion_before")
+    lines = [
+        f"# {summary['model_name']} version {summary['version']}: {'promoted to champion' if decision['promote'] else 'not promoted'}",
+        "",
+        f"**{metric}** {metrics[metric]:.4f}{interval}"
+        + (f"; the champion (version {champion['version']}) re-scored on the same data: {champion['metrics'][metric]:.4f}" if champion else ""),
+        "",
+        "## Gate",
+        *[f"- {reason}" for reason in decision["reasons"]],
+        "",
+        "## Metrics",
+        "| metric | value |",
+        "| --- | --- |",
+        *[f"| {key} | {value:.4f} |" for key, value in sorted(metrics.items())],
+        "",
+        "## Lineage",
+        f"- dataset md5 `{summary['dataset']['md5']}` at `{summary['dataset']['path']}`, data.dvc revision "
+        f"`{summary['dataset']['data_git_rev']}`, code revision `{summary['dataset']['code_git_rev']}`",
+        f"- export: {summary['export'] or 'none'}",
+        f"- MLflow run: {link}",
+        f"- audit: `ganops lineage {summary['model_name']}@{summary['version']}`",
+    ]
+    return "\n".join(lines)
+
+
+def validation_table(report: ValidationReport) -> list[dict]:
+    """One row per broken rule (or one 'all rules passed' row), for a Prefect table artifact."""
+    if not report.failures:
+        return [{"rule": "all rules", "result": "passed", "files": "", "count": 0}]
+    return [{"rule": f.rule, "result": "FAILED", "files": ", ".join(f.files) or str(f.observed), "count": f.file_count}
+            for f in report.failures]
+
+

@@ -1,0 +1,86 @@
+"""A `ganops run` killed with SIGKILL mid-training leaves nothing running: its temporary Prefect server and its
+training process die with it, and `ganops doctor` marks its MLflow run FAILED and its flow run Crashed."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import new_project, sh
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+def descendants(pid: int) -> set[int]:
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    out = set()
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                out.add(pid)
+        except OSError:
+            pass
+    return out
+
+
+def ganops(project, *args, **kw):
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GANOPS_HOME")}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args, "-C", str(project)], cwd=REPO, capture_output=True,
+                          text=True, env={**env, "OMP_NUM_THREADS": "1"}, **kw)
+
+
+def test_sigkill_leaves_nothing_running_and_doctor_marks_the_run(tmp_path):
+    from mlflow import MlflowClient
+
+    project = new_project(tmp_path)
+    assert ganops(project, "data", "import", "digits").returncode == 0
+    sh(project, "git", "add", "data.dvc", ".gitignore")
+    sh(project, "git", "commit", "-qm", "digits")
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GANOPS_HOME")}
+    log = (tmp_path / "run.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "-c", "smoke", "--set", "train.steps=5000",
+                             "-C", str(project)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**env, "OMP_NUM_THREADS": "1"})
+    uri = f"sqlite:///{project / '.ganops' / 'mlflow.db'}"
+    deadline, training = time.monotonic() + 300, False
+    while time.monotonic() < deadline and not training:
+        time.sleep(2)
+        assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+        training = "train step" in (tmp_path / "run.log").read_text()
+    assert training, (tmp_path / "run.log").read_text()[-3000:]
+    children = descendants(proc.pid)
+    assert children, "the run has a temporary Prefect server"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while alive(children) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not alive(children), f"left running after SIGKILL: {alive(children)}"
+
+    mlc = MlflowClient(uri)
+    running = mlc.search_runs([e.experiment_id for e in mlc.search_experiments()], "attributes.status = 'RUNNING'")
+    assert len(running) == 1  # what the kill left behind
+    doctor = ganops(project, "doctor")
+    assert doctor.returncode == 0, doctor.stderr[-3000:]
+    assert f"MLflow run {running[0].info.run_id}: FAILED (process {proc.pid} is gone)" in doctor.stdout
+    assert "Crashed" in doctor.stdout, doctor.stdout
+    assert mlc.get_run(running[0].info.run_id).info.status == "FAILED"
+    assert "no orphaned runs" in ganops(project, "doctor").stdout
