@@ -125,6 +125,8 @@ class EvaluateConfig(_Strict):
 class RegistryConfig(_Strict):
     model_name: str = Field("ganops-digits", min_length=1, description="Registered model; also the export folder's name.")
     experiment: str = Field("ganops-retrain", min_length=1)
+    wait_seconds: float = Field(21600.0, gt=0, description="How long a retrain waits while another retrain of the same "
+                                                           "model runs (a Prefect server after `ganops deploy`).")
 
     check_model_name = _path_name("registry.model_name")
 

@@ -245,6 +245,8 @@ def deploy(project_dir: Path = ProjectOpt) -> None:
     created, plan = deploy_project(root)
     for pool, kind in plan.pools.items():
         typer.echo(f"work pool {pool} ({kind}): {'created' if pool in created else 'exists'}")
+    for model in sorted(plan.models):
+        typer.echo(f"one retrain at a time for {model}")
     for name in plan.deployments:
         typer.echo(f"deployment {name}")
     typer.echo(f"start a worker: prefect worker start --pool {next(iter(plan.pools))}")

@@ -23,7 +23,9 @@ from components.data.versioning import DatasetVersion, resolve_dataset
 from components.evaluation.evaluate import Scores, evaluate_generator
 from components.lineage.report import run_link, summary_markdown, validation_table
 from components.lineage.tags import lineage_tags
+from components.orchestration.concurrency import one_retrain_per_model
 from components.orchestration.reaper import reap
+from components.orchestration.retries import retry_transient
 from components.promotion.champion import ChampionScores, check_champion_shape, score_champion
 from components.promotion.gate import Decision, ci_high_key, decide_promotion
 from components.registry.models import apply_decision, record_export
@@ -35,9 +37,11 @@ from components.validation.report import ValidationReport, format_failures
 from components.validation.validate import validate_folder
 
 TASK = {"cache_policy": NO_CACHE, "persist_result": False}
+# Tasks that talk to MLflow, S3 or the Prefect API retry lost connections and timeouts, nothing else.
+SERVICE_TASK = {**TASK, "retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition_fn": retry_transient}
 
 
-@task(name="reap", **TASK)
+@task(name="reap", **SERVICE_TASK)
 def reap_task(root: Path) -> None:
     """Runs a killed process left RUNNING become FAILED (MLflow) and Crashed (Prefect) before this one starts."""
     for dead in reap(root):
@@ -45,7 +49,7 @@ def reap_task(root: Path) -> None:
                                  dead.flow_run_id, "Crashed" if dead.flow_run_marked else "(not running)", dead.pid)
 
 
-@task(name="dataset-version", **TASK)
+@task(name="dataset-version", **SERVICE_TASK)
 def dataset_version_task(root: Path, config: RetrainConfig) -> DatasetVersion:
     data = config.data
     version = resolve_dataset(root, data.dir, data.dvc_file, data.revision, state_dir(root) / "datasets")
@@ -53,7 +57,7 @@ def dataset_version_task(root: Path, config: RetrainConfig) -> DatasetVersion:
     return version
 
 
-@task(name="start-run", **TASK)
+@task(name="start-run", **SERVICE_TASK)
 def start_run_task(root: Path, config: RetrainConfig, dataset: DatasetVersion) -> RunTracker:
     params = {"config_name": config.name, "seed": config.seed, "dataset_md5": dataset.md5,
               **{f"train.{k}": v for k, v in config.train.model_dump().items()},
@@ -106,14 +110,14 @@ def evaluate_task(root: Path, config: RetrainConfig, weights: Path, dataset: Dat
                               state_dir(root) / "cache", config.seed)
 
 
-@task(name="evaluate-champion", **TASK)
+@task(name="evaluate-champion", **SERVICE_TASK)
 def evaluate_champion_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: DatasetVersion) -> ChampionScores | None:
     """Re-score the current champion on this data with this extractor, so the gate compares like with like."""
     return score_champion(run.mlc, config.registry.model_name, dataset.root, config.validation.labels, dataset.md5,
                           config.evaluate, state_dir(root) / "cache", config.seed)
 
 
-@task(name="register", **TASK)
+@task(name="register", **SERVICE_TASK)
 def register_task(config: RetrainConfig, run: RunTracker, weights: Path, tags: dict, scores: Scores) -> str:
     run.metrics(scores.metrics)
     if scores.reference_stats is not None:  # the dataset's Inception statistics, reusable by later runs and tools
@@ -125,14 +129,14 @@ def register_task(config: RetrainConfig, run: RunTracker, weights: Path, tags: d
     return version
 
 
-@task(name="gate", **TASK)
+@task(name="gate", **SERVICE_TASK)
 def gate_task(config: RetrainConfig, run: RunTracker, version: str, decision: Decision) -> str | None:
     previous = apply_decision(run.mlc, config.registry.model_name, version, decision.promote, decision.reasons)
     get_run_logger().info("gate %s version %s: %s", "PROMOTED" if decision.promote else "rejected", version, "; ".join(decision.reasons))
     return previous
 
 
-@task(name="export", **TASK)
+@task(name="export", **SERVICE_TASK)
 def export_task(root: Path, config: RetrainConfig, run: RunTracker, version: str, weights: Path, lineage: dict) -> Path:
     folder = export_generator(weights, export_root(config, root), config.registry.model_name, version, lineage)
     record_export(run.mlc, config.registry.model_name, version, folder)
@@ -140,7 +144,7 @@ def export_task(root: Path, config: RetrainConfig, run: RunTracker, version: str
     return folder
 
 
-@task(name="finish-run", **TASK)
+@task(name="finish-run", **SERVICE_TASK)
 def finish_run_task(run: RunTracker, status: str, summary: dict) -> None:
     run.json(summary, ARTIFACT_SUMMARY)
     run.end(status)
@@ -188,7 +192,8 @@ def retrain(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, pr
     dataset = dataset_version_task(root, config)
     run = start_run_task(root, config, dataset)
     try:
-        summary = _train_to_export(root, config, dataset, run)
+        with one_retrain_per_model(config.registry.model_name, config.registry.wait_seconds):
+            summary = _train_to_export(root, config, dataset, run)
     except BaseException as e:
         stage = "validation" if isinstance(e, ValidationFailed) else "pipeline"
         finish_run_task(run, "FAILED", {"stage": stage, "error": f"{type(e).__name__}: {e}"})

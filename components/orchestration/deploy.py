@@ -15,8 +15,10 @@ from pathlib import Path
 
 import yaml
 
+from components.config import load_config
 from components.core.errors import ConfigError, GanopsError
 from components.core.paths import SOURCE_ROOT
+from components.orchestration.concurrency import ensure_limits
 
 PREFECT_FILE = SOURCE_ROOT / "infra" / "prefect.yaml"
 SOURCE_ENV, PROJECT_ENV = "GANOPS_SOURCE_DIR", "GANOPS_PROJECT_DIR"
@@ -26,6 +28,7 @@ SOURCE_ENV, PROJECT_ENV = "GANOPS_SOURCE_DIR", "GANOPS_PROJECT_DIR"
 class DeployPlan:
     pools: dict[str, str]  # name -> type
     deployments: list[str]  # flow/deployment names
+    models: set[str]  # the registered models the deployments' presets train
 
 
 def read_plan(prefect_file: Path = PREFECT_FILE) -> DeployPlan:
@@ -35,10 +38,12 @@ def read_plan(prefect_file: Path = PREFECT_FILE) -> DeployPlan:
         deployments = spec["deployments"]
         pools = {d["work_pool"]["name"]: d["work_pool"].get("type", "process") for d in deployments}
         names = [f"{d['entrypoint'].rsplit(':', 1)[1]}/{d['name']}" for d in deployments]
+        parameters = [d.get("parameters") or {} for d in deployments]
     except (OSError, yaml.YAMLError, KeyError, TypeError, IndexError) as e:
         raise ConfigError(f"{prefect_file} is not a deployment file with deployments[].name, entrypoint and "
                           f"work_pool.name ({type(e).__name__}: {e})") from None
-    return DeployPlan(pools, names)
+    models = {load_config(p.get("preset"), list(p.get("overrides") or [])).registry.model_name for p in parameters}
+    return DeployPlan(pools, names, models)
 
 
 def api_url() -> str:
@@ -68,11 +73,12 @@ def ensure_pools(pools: dict[str, str]) -> list[str]:
 
 
 def deploy(project_dir: Path, prefect_file: Path = PREFECT_FILE) -> tuple[list[str], DeployPlan]:
-    """Create missing pools and deploy every deployment of `prefect_file` for `project_dir`.
-    Returns (pools created, the plan). Raises GanopsError with `prefect deploy`'s last lines when it fails."""
+    """Create missing pools and per-model concurrency limits, and deploy every deployment of `prefect_file` for
+    `project_dir`. Returns (pools and limits created, the plan). Raises GanopsError with `prefect deploy`'s last
+    lines when it fails."""
     api_url()
     plan = read_plan(prefect_file)
-    created = ensure_pools(plan.pools)
+    created = ensure_pools(plan.pools) + ensure_limits(plan.models)
     env = {**os.environ, SOURCE_ENV: str(SOURCE_ROOT), PROJECT_ENV: str(Path(project_dir).resolve())}
     cmd = [str(Path(sys.executable).parent / "prefect"), "--no-prompt", "deploy", "--prefect-file", str(prefect_file), "--all"]
     done = subprocess.run(cmd, cwd=SOURCE_ROOT, env=env, capture_output=True, text=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from components.core.errors import GanopsError
+from components.orchestration.concurrency import TEMPORARY_SERVER_ENV
 
 STARTUP_SECONDS = 120
 
@@ -55,10 +56,12 @@ def prefect_api(log: Path) -> Iterator[str]:
 
         # Prefect reads its settings when imported: the process-wide value needs its settings context too.
         os.environ["PREFECT_API_URL"] = url
+        os.environ[TEMPORARY_SERVER_ENV] = "1"
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
     finally:
         os.environ.pop("PREFECT_API_URL", None)
+        os.environ.pop(TEMPORARY_SERVER_ENV, None)
         proc.terminate()  # the watchdog stops the server's process group
         try:
             proc.wait(timeout=15)

@@ -1,17 +1,100 @@
+"""The deployment files parse, pin their images, and agree with each other and with the code: pool names, ports,
+environment names, entrypoints and parameters. (Docker cannot run on the test machines: these files are checked,
+not built.)"""
+
+import json
+import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+
+
+def prefect_spec() -> dict:
+    return yaml.safe_load((INFRA / "prefect.yaml").read_text())
+
+
+def compose() -> dict:
+    return yaml.safe_load((INFRA / "docker-compose.yml").read_text())
 
 
 def test_every_deployment_entrypoint_loads_a_flow(monkeypatch):
     from prefect.flows import load_flow_from_entrypoint
 
     monkeypatch.chdir(REPO)
-    spec = yaml.safe_load((REPO / "infra" / "prefect.yaml").read_text())
+    spec = prefect_spec()
     assert spec["deployments"]
     for deployment in spec["deployments"]:
         flow = load_flow_from_entrypoint(deployment["entrypoint"])
         assert flow.name == "retrain"
         assert set(deployment.get("parameters", {})) <= set(flow.parameters.properties)
+
+
+def test_deployment_presets_exist_and_templates_name_the_env_ganops_deploy_sets():
+    from components.config import preset_names
+    from components.orchestration.deploy import PROJECT_ENV, SOURCE_ENV, read_plan
+
+    spec = prefect_spec()
+    templates = set(re.findall(r"\{\{ \$(\w+) \}\}", (INFRA / "prefect.yaml").read_text()))
+    assert templates == {SOURCE_ENV, PROJECT_ENV}
+    for deployment in spec["deployments"]:
+        assert deployment["parameters"]["preset"] in preset_names()
+    plan = read_plan()
+    assert plan.pools == {"ganops-process": "process"}
+    assert "retrain/retrain-on-data" in plan.deployments
+
+
+def test_the_data_trigger_matches_the_event_ganops_emits():
+    from components.orchestration.events import DATASET_UPDATED, dataset_resource
+
+    trigger = next(d for d in prefect_spec()["deployments"] if d["name"] == "retrain-on-data")["triggers"][0]
+    assert trigger["expect"] == [DATASET_UPDATED]
+    pattern = trigger["match"]["prefect.resource.id"]
+    assert re.fullmatch(pattern.replace(".", r"\.").replace("*", ".*"), dataset_resource("any-project"))
+
+
+def test_compose_images_are_pinned_and_services_agree():
+    services = compose()["services"]
+    for name, service in services.items():
+        image = service.get("image", "")
+        if image and not image.startswith("ganops:"):
+            tag = image.rsplit(":", 1)[-1] if ":" in image else ""
+            assert tag and tag != "latest", f"service {name}: image {image!r} is not pinned"
+    env = services["worker"]["environment"]
+    assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert "4200:4200" in services["prefect-server"]["ports"] and "5000:5000" in services["mlflow"]["ports"]
+    assert services["worker"]["command"][-1] == "ganops-process"
+    assert services["gpu-worker"]["command"][-1] == "ganops-gpu"
+    from components.orchestration.deploy import PROJECT_ENV, SOURCE_ENV
+
+    assert {PROJECT_ENV, SOURCE_ENV} <= set(env)
+    mlflow_cmd = services["mlflow"]["command"]
+    assert mlflow_cmd[mlflow_cmd.index("--backend-store-uri") + 1].startswith("postgresql+psycopg://")
+    databases = set(re.findall(r"CREATE DATABASE (\w+)", (INFRA / "postgres-init.sql").read_text()))
+    assert {"mlflow", "prefect"} <= databases
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cuda"])
+def test_dockerfiles_pin_the_base_and_install_from_the_lock(dockerfile):
+    text = (INFRA / dockerfile).read_text()
+    base = re.search(r"^FROM (\S+)", text, re.M).group(1)
+    assert ":" in base and not base.endswith(":latest")
+    assert "-c requirements.lock" in text
+    for copied in re.findall(r"^COPY (\S+) ", text, re.M):
+        assert (REPO / copied).exists(), copied
+    if dockerfile.endswith("cuda"):
+        assert "torch==2.13.0" in text  # the CUDA build of the version the lock pins
+        assert "torch==2.13.0" in (REPO / "requirements.lock").read_text()
+
+
+def test_gpu_job_template_requests_gpus_and_reads_credentials_from_a_secret():
+    template = json.loads((INFRA / "k8s" / "gpu-job-template.json").read_text())
+    container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpus }}"
+    assert container["envFrom"][0]["secretRef"]["name"]
+    variables = template["variables"]["properties"]
+    assert variables["gpus"]["default"] >= 1 and variables["image"]["default"] == compose()["services"]["gpu-worker"]["image"]
