@@ -95,7 +95,7 @@ def train_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: Data
     if config.train.launcher == "inprocess":
         outcome = train_to_files(dataset.root, config, out, on_metrics=lambda step, m: run.metrics(m, step), progress=progress_bar)
     else:  # its own process (or torchrun on a GPU worker): metrics come back in result.json
-        outcome = train_in_subprocess(dataset.root, config, out)
+        outcome = train_in_subprocess(dataset.root, config, out, root)
         run.history(outcome.history)
     for path in outcome.grids:
         run.file(path, ARTIFACT_SAMPLES)
@@ -117,7 +117,7 @@ def evaluate_champion_task(root: Path, config: RetrainConfig, run: RunTracker, d
                           config.evaluate, state_dir(root) / "cache", config.seed)
 
 
-@task(name="register", **SERVICE_TASK)
+@task(name="register", **TASK)  # not idempotent: a lost reply must not register twice
 def register_task(config: RetrainConfig, run: RunTracker, weights: Path, tags: dict, scores: Scores) -> str:
     run.metrics(scores.metrics)
     if scores.reference_stats is not None:  # the dataset's Inception statistics, reusable by later runs and tools
@@ -192,7 +192,7 @@ def retrain(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, pr
     dataset = dataset_version_task(root, config)
     run = start_run_task(root, config, dataset)
     try:
-        with one_retrain_per_model(config.registry.model_name, config.registry.wait_seconds):
+        with one_retrain_per_model(config.registry.model_name, config.registry.wait_seconds, state_dir(root) / "locks"):
             summary = _train_to_export(root, config, dataset, run)
     except BaseException as e:
         stage = "validation" if isinstance(e, ValidationFailed) else "pipeline"

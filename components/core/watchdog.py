@@ -19,7 +19,9 @@ from components.core.processes import alive, stop_group
 def watch(parent: int, command: list[str], poll: float = 0.5) -> int:
     """Run `command` until it exits (returning its code) or `parent` dies (stopping it, returning 1)."""
     child = subprocess.Popen(command, start_new_session=True)
+    # The child has its own session, so a terminal's Ctrl-C reaches only this process: pass both on.
     signal.signal(signal.SIGTERM, lambda *_: (stop_group(child.pid), sys.exit(143)))
+    signal.signal(signal.SIGINT, lambda *_: (stop_group(child.pid), sys.exit(130)))
     while True:
         code = child.poll()
         if code is not None:

@@ -1,5 +1,5 @@
 """One retrain per model at a time: a Prefect global concurrency limit of one slot per registered model, when the
-runs share a configured Prefect server (the embedded default runs without one).
+runs share a configured Prefect server; a lock file per model in the project's state folder otherwise.
 
 The limit is created on first use (and by `ganops deploy`); the slot is a lease, so a killed run's slot frees
 itself.
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import Iterator
+
+from components.core.atomic import file_lock
 
 # Set by orchestration.local_server while a run's temporary Prefect server is the API.
 TEMPORARY_SERVER_ENV = "GANOPS_TEMPORARY_PREFECT_SERVER"
@@ -45,11 +48,12 @@ def server_configured() -> bool:
 
 
 @contextlib.contextmanager
-def one_retrain_per_model(model_name: str, timeout_seconds: float) -> Iterator[None]:
+def one_retrain_per_model(model_name: str, timeout_seconds: float, lock_dir: Path) -> Iterator[None]:
     """Hold the model's slot for the block; wait at most `timeout_seconds` for it (TimeoutError after that).
-    Without a configured server there is nothing to share a slot on, and the block runs at once."""
+    Without a configured server, runs of one project take turns on a lock file in `lock_dir` instead."""
     if not server_configured():
-        yield
+        with file_lock(lock_dir / f"{model_name}.lock"):
+            yield
         return
     from prefect.concurrency.sync import concurrency
 

@@ -36,6 +36,8 @@ def read_plan(prefect_file: Path = PREFECT_FILE) -> DeployPlan:
     try:
         spec = yaml.safe_load(prefect_file.read_text()) or {}
         deployments = spec["deployments"]
+        if not deployments:
+            raise KeyError("deployments is empty")
         pools = {d["work_pool"]["name"]: d["work_pool"].get("type", "process") for d in deployments}
         names = [f"{d['entrypoint'].rsplit(':', 1)[1]}/{d['name']}" for d in deployments]
         parameters = [d.get("parameters") or {} for d in deployments]

@@ -15,7 +15,8 @@ from components.core.names import (CHALLENGER, CHAMPION, GATE_PROMOTED, GATE_REJ
 def parse_model_ref(text: str) -> tuple[str, str | None]:
     """'NAME', 'NAME@ALIAS', 'NAME@VERSION' or 'models:/NAME/VERSION|ALIAS' -> (name, alias or version or None)."""
     if text.startswith("models:/"):
-        name, _, ref = text.removeprefix("models:/").partition("/")
+        rest = text.removeprefix("models:/")
+        name, _, ref = rest.partition("/") if "/" in rest else rest.partition("@")  # models:/NAME@ALIAS too
     else:
         name, _, ref = text.partition("@")
     if not name:

@@ -131,11 +131,11 @@ def progress_bar(total: int):
     return tqdm(total=total, desc="train", unit="step", dynamic_ncols=True)
 
 
-def launch_command(config_file: Path, data_root: Path, out_dir: Path, launcher: str, nproc: int) -> list[str]:
+def launch_command(config_file: Path, data_root: Path, out_dir: Path, launcher: str, nproc: int, project_dir: Path) -> list[str]:
     """The command that runs `ganops train` as its own process, or under torchrun with `nproc` processes (the flow
     validated the data already)."""
     args = ["-m", "flows.cli", "train", "--config", str(config_file), "--data", str(data_root), "--out", str(out_dir), "--resume",
-            "--no-validate"]
+            "--no-validate", "-C", str(project_dir)]
     # Under core.watchdog: the training process dies with the flow's process, even when that one is SIGKILLed.
     watched = [sys.executable, "-m", "components.core.watchdog", str(os.getpid()), "--"]
     if launcher == "torchrun":
@@ -143,13 +143,17 @@ def launch_command(config_file: Path, data_root: Path, out_dir: Path, launcher: 
     return [*watched, sys.executable, *args]
 
 
-def train_in_subprocess(data_root: Path, config: RetrainConfig, out_dir: Path) -> TrainOutcome:
-    """Run the job in a child process (plain or torchrun) and return its result.json."""
+def train_in_subprocess(data_root: Path, config: RetrainConfig, out_dir: Path, project_dir: Path) -> TrainOutcome:
+    """Run the job in a child process (plain or torchrun) and return its result.json. The child's output is
+    printed line by line as it comes (its progress reaches the flow's log and a worker's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     config_file = write_text(out_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    cmd = launch_command(config_file, data_root, out_dir, config.train.launcher, config.train.nproc)
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-        raise GanopsError(f"training process failed (exit {done.returncode}): {' '.join(cmd)}\n{tail}")
+    cmd = launch_command(config_file, data_root, out_dir, config.train.launcher, config.train.nproc, project_dir)
+    tail: list[str] = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
+        for line in child.stdout:
+            print(line.rstrip(), flush=True)
+            tail = (tail + [line.rstrip()])[-15:]
+    if child.returncode != 0:
+        raise GanopsError(f"training process failed (exit {child.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
     return TrainOutcome.from_dict(json.loads((out_dir / RESULT).read_text()))

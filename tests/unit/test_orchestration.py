@@ -65,3 +65,72 @@ def test_a_live_process_is_never_orphaned():
     from components.registry.tracking import owner_tags
 
     assert not orphaned(owner_tags(), socket.gethostname())
+
+
+def _wait_gone(pid: int, seconds: float = 15) -> bool:
+    import time
+
+    from components.core.processes import alive
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _child_of(pid: int, seconds: float = 10) -> int:
+    import time
+    from pathlib import Path
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    return int(stat.parent.name)
+            except (OSError, ValueError):
+                continue
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} started no child")
+
+
+@pytest.mark.parametrize("how", ["parent killed", "ctrl-c"])
+def test_the_watchdog_stops_its_command(how):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    if how == "parent killed":
+        # A parent that starts a watched `sleep`, then dies by SIGKILL: no handler of its runs.
+        parent = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys, time; subprocess.Popen([sys.executable, "
+                                   "'-m', 'components.core.watchdog', str(os.getpid()), '--', 'sleep', '60']); time.sleep(60)"])
+        watchdog = _child_of(parent.pid)
+        command = _child_of(watchdog)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    else:
+        watched = subprocess.Popen([sys.executable, "-m", "components.core.watchdog", str(os.getpid()), "--", "sleep", "60"])
+        command = _child_of(watched.pid)
+        watched.send_signal(signal.SIGINT)
+        assert watched.wait(timeout=15) == 130
+    assert _wait_gone(command), f"{how}: the watched command {command} still runs"
+
+
+def test_model_refs_in_every_form():
+    from components.registry.models import parse_model_ref
+
+    assert parse_model_ref("gan") == ("gan", None)
+    assert parse_model_ref("gan@champion") == ("gan", "champion")
+    assert parse_model_ref("models:/gan/3") == ("gan", "3")
+    assert parse_model_ref("models:/gan@champion") == ("gan", "champion")
+
+
+def test_a_deployment_file_without_deployments_is_a_config_error(tmp_path):
+    from components.orchestration.deploy import read_plan
+
+    (tmp_path / "prefect.yaml").write_text("deployments: []\n")
+    with pytest.raises(ConfigError, match="deployments"):
+        read_plan(tmp_path / "prefect.yaml")
