@@ -19,6 +19,11 @@ def metric_name(base: str, extractor: str, *qualifiers: str) -> str:
     return "_".join((base, extractor, *qualifiers))
 
 
+def interval_names(fid_metric: str) -> tuple[str, str]:
+    """The bootstrap interval's bounds of a FID metric: fid_domain -> (fid_ci_low_domain, fid_ci_high_domain)."""
+    return fid_metric.replace(FID, FID_CI_LOW, 1), fid_metric.replace(FID, FID_CI_HIGH, 1)
+
+
 FID_DOMAIN = metric_name(FID, DOMAIN)
 FID_INCEPTION = metric_name(FID, INCEPTION)
 FID_DOMAIN_REAL_SPLIT = metric_name(FID, DOMAIN, "real", "split")  # two halves of the real data: the noise floor

@@ -3,7 +3,7 @@ the MLflow run link) and the validation rules as a table. Pure functions of the 
 
 from __future__ import annotations
 
-from components.core.names import FID, FID_CI_HIGH, FID_CI_LOW
+from components.core.names import interval_names
 from components.validation.report import ValidationReport
 
 
@@ -17,7 +17,7 @@ def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
 def summary_markdown(summary: dict, link: str) -> str:
     """The retrain summary as markdown (a Prefect artifact on the flow run)."""
     metrics, decision, metric = summary["scores"]["metrics"], summary["decision"], summary["gate_metric"]
-    low, high = metric.replace(FID, FID_CI_LOW, 1), metric.replace(FID, FID_CI_HIGH, 1)
+    low, high = interval_names(metric)
     interval = f" (95% interval {metrics[low]:.3f} to {metrics[high]:.3f})" if low in metrics and high in metrics else ""
     champion = summary.get("champion_before")
     lines = [

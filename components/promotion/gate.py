@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from components.config import GateConfig
-from components.core.names import FID, FID_CI_HIGH
+from components.core.names import interval_names
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Decision:
 
 def ci_high_key(metric: str) -> str:
     """The name of the bootstrap upper bound that goes with a FID metric: fid_domain -> fid_ci_high_domain."""
-    return metric.replace(FID, FID_CI_HIGH, 1)
+    return interval_names(metric)[1]
 
 
 def decide_promotion(candidate_fid: float, champion_fid: float | None, validation_passed: bool, policy: GateConfig,
