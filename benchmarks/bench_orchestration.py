@@ -1,6 +1,11 @@
-"""Orchestration overhead per retrain: wall time minus the time spent inside the flow's tasks (the components'
-own work), with a Prefect server already running, against the embedded default (`ganops run` with no server: a
-temporary server started for the run). Both run the smoke preset on the same project, MLflow on SQLite.
+"""Orchestration overhead per retrain: wall time minus the components' own time, with a Prefect server already
+running, against the embedded default (`ganops run` with no server: a temporary server started for the run).
+Both run the smoke preset on the same project, MLflow on SQLite, a new seed per run (nothing reused).
+
+The components' own time is the time inside the flow's tasks plus the import of the component modules the flow
+uses (torch, pandas, ...), measured in a fresh interpreter without Prefect in the same run: a plain script calling
+the same functions pays both. What remains is Prefect's import, the flow engine, the API calls and the bookkeeping.
+Each run's line also shows the total with every import.
 
 Usage: python benchmarks/bench_orchestration.py [--repeats 2]
 Ends with: RESULT orchestration_overhead ours=<s> reference=<s> ratio=<ours/reference> s
@@ -28,9 +33,10 @@ from pathlib import Path
 from components.config import load_config
 from components.orchestration.local_server import prefect_api
 from flows.retrain import retrain
+imports = time.perf_counter() - t0
 project = Path(sys.argv[1])
 with prefect_api(project / ".ganops" / "prefect" / "server.log"):
-    summary = retrain(config=load_config("smoke"), project_dir=str(project))
+    summary = retrain(config=load_config("smoke", [f"seed={sys.argv[2]}"]), project_dir=str(project))
     wall = time.perf_counter() - t0
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import FlowRunSort
@@ -38,13 +44,34 @@ with prefect_api(project / ".ganops" / "prefect" / "server.log"):
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)[0]
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
-print(json.dumps({"wall": wall, "tasks": sum(t.total_run_time.total_seconds() for t in tasks), "n": len(tasks)}))
+print(json.dumps({"wall": wall, "imports": imports, "tasks": sum(t.total_run_time.total_seconds() for t in tasks), "n": len(tasks)}))
 """
 
 
-def one_run(project: Path, env: dict) -> dict:
+# The component modules flows/retrain.py imports, imported alone in a fresh interpreter (no Prefect).
+COMPONENT_IMPORTS = """
+import ast, sys, time
+t0 = time.perf_counter()
+modules = sorted({n.module for n in ast.walk(ast.parse(open("flows/retrain.py").read()))
+                  if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("components")})
+for name in modules:
+    __import__(name)
+assert "prefect" not in sys.modules, "a component imports prefect at module level"
+print(time.perf_counter() - t0)
+"""
+
+
+def component_imports(repeats: int = 3) -> float:
+    times = [float(subprocess.run([sys.executable, "-c", COMPONENT_IMPORTS], cwd=REPO, capture_output=True, text=True,
+                                  check=True).stdout) for _ in range(repeats)]
+    return min(times)
+
+
+def one_run(project: Path, env: dict, seed: int) -> dict:
+    """A full retrain: a new seed each time, so nothing is reused (the same training key would skip training and
+    registration)."""
     clean = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GANOPS_HOME")}
-    done = subprocess.run([sys.executable, "-c", ONE_RUN, str(project)], cwd=REPO, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", ONE_RUN, str(project), str(seed)], cwd=REPO, capture_output=True, text=True,
                           env={**clean, "OMP_NUM_THREADS": "1", **env})
     if done.returncode != 0:
         sys.exit(f"retrain failed:\n{done.stderr[-3000:]}")
@@ -62,15 +89,18 @@ def main() -> None:
                        check=True, capture_output=True)
         sh(project, "git", "add", "data.dvc", ".gitignore")
         sh(project, "git", "commit", "-qm", "digits")
-        one_run(project, {})  # warm the dataset's extractor cache and the file cache for both modes
-        embedded = [one_run(project, {}) for _ in range(args.repeats)]
+        one_run(project, {}, 0)  # warm the dataset's extractor cache and the file cache for both modes
+        embedded = [one_run(project, {}, 1 + i) for i in range(args.repeats)]
         with servers.prefect_server(root, None) as prefect_env:
-            server = [one_run(project, {"PREFECT_API_URL": prefect_env["PREFECT_API_URL"]}) for _ in range(args.repeats)]
-    overhead = lambda runs: min(r["wall"] - r["tasks"] for r in runs)  # noqa: E731
+            server = [one_run(project, {"PREFECT_API_URL": prefect_env["PREFECT_API_URL"]}, 100 + i) for i in range(args.repeats)]
+    own_imports = component_imports()
+    overhead = lambda runs: min(r["wall"] - r["tasks"] - own_imports for r in runs)  # noqa: E731
     ours, reference = overhead(server), overhead(embedded)
+    print(f"component imports alone (fresh interpreter, no Prefect): {own_imports:.1f} s")
     for name, runs in (("running server", server), ("embedded default", embedded)):
         for r in runs:
-            print(f"{name}: wall {r['wall']:.1f} s, inside {r['n']} tasks {r['tasks']:.1f} s, overhead {r['wall'] - r['tasks']:.1f} s")
+            print(f"{name}: wall {r['wall']:.1f} s, inside {r['n']} tasks {r['tasks']:.1f} s, all imports {r['imports']:.1f} s; "
+                  f"overhead {r['wall'] - r['tasks'] - own_imports:.1f} s ({r['wall'] - r['tasks']:.1f} s with the component imports)")
     print(f"RESULT orchestration_overhead ours={ours:.2f} reference={reference:.2f} ratio={ours / reference:.2f} s")
 
 

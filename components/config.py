@@ -106,10 +106,15 @@ class TrainConfig(_Strict):
         "auto", description="Layout of conv activations and weights; auto: channels_last on CUDA, contiguous on CPU.")
     compile: bool = Field(False, description="torch.compile G and D (Inductor; on CPU it needs a C++ compiler).")
     launcher: Literal["inprocess", "subprocess", "torchrun"] = Field("inprocess", description="How the flow runs the training step.")
-    nproc: int = Field(1, ge=1, description="Processes per node with the torchrun launcher.")
+    nproc: int = Field(1, ge=1, description="Processes per node; more than one trains with DDP under torchrun.")
+    work_pool: str = Field("", description="Empty: train in the flow's own worker. A pool name (ganops-gpu): run the `train` "
+                                           "flow there as its own job; data.dvc must be committed, MLflow a server both reach.")
+    job_timeout: float = Field(86400.0, gt=0, description="Seconds the flow waits for a training job on work_pool.")
     log_every: int = Field(50, ge=1)
     sample_every: int = Field(500, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    valid_work_pool = _checked("train.work_pool", lambda name, key: check_path_name(name, key) if name else name)
 
 
 class EvaluateConfig(_Strict):

@@ -63,7 +63,7 @@ def data_import(
     typer.echo(f"imported {count} files into {data_dir}/ (md5 {entry['md5']}); commit {data_dir}.dvc to record this version")
     from components.orchestration.events import DATASET_UPDATED, emit_dataset_updated
 
-    if emit_dataset_updated(root.name, entry["md5"], data_dir, count):
+    if emit_dataset_updated(root, entry["md5"], data_dir, count):
         typer.echo(f"event {DATASET_UPDATED} sent to {os.environ['PREFECT_API_URL']}")
 
 
@@ -135,8 +135,11 @@ def run(
     uri, metrics, metric = summary["tracking_uri"], summary["scores"]["metrics"], summary["gate_metric"]
     floor = f"; real-vs-real floor {metrics[FID_DOMAIN_REAL_SPLIT]:.3f}" if metric == FID_DOMAIN else ""
     typer.echo("")
-    typer.echo(f"model     {summary['model_name']} version {summary['version']}: "
-               f"{'promoted to champion' if summary['decision']['promote'] else 'challenger (not promoted)'}")
+    verdict = "promoted to champion" if summary["decision"]["promote"] else "challenger (not promoted)"
+    if summary["reused_version"]:
+        verdict = (f"registered before from the same data, settings and code ({'promoted' if summary['decision']['promote'] else 'rejected'}"
+                   f" then); nothing new was {'trained or ' if summary['reused_training'] else ''}registered")
+    typer.echo(f"model     {summary['model_name']} version {summary['version']}: {verdict}")
     typer.echo(f"fid       {metrics[metric]:.3f} ({metric}{floor})")
     typer.echo(f"export    {summary['export'] or 'none (the gate did not promote this version)'}")
     typer.echo(f"lineage   ganops lineage {summary['model_name']}@champion")
@@ -250,6 +253,88 @@ def deploy(project_dir: Path = ProjectOpt) -> None:
     for name in plan.deployments:
         typer.echo(f"deployment {name}")
     typer.echo(f"start a worker: prefect worker start --pool {next(iter(plan.pools))}")
+
+
+ReasonOpt = typer.Option(..., "--reason", help="Why: kept in the promotion ledger with who and when.")
+
+
+def _entry_out(entry, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from components.promotion.ledger import format_history
+
+    typer.echo(json.dumps(asdict(entry), indent=2) if as_json else format_history([entry]))
+
+
+@app.command()
+def promote(
+    model: str = typer.Argument(..., help="Registered model name."),
+    version: str = typer.Argument(..., help="The version to make champion."),
+    reason: str = ReasonOpt,
+    force: bool = typer.Option(False, "--force", help="Promote even when the gate's rules fail (recorded as an override)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the ledger entry as JSON."),
+    project_dir: Path = ProjectOpt,
+) -> None:
+    """Make VERSION champion: the gate's rules on its recorded metrics against the champion's, its export verified
+    (or rebuilt from the registry), a ledger entry, then the aliases."""
+    root = _prepare_env(project_dir)
+    from components.promotion.commands import promote as promote_version
+    from components.registry.tracking import client
+
+    _entry_out(promote_version(client(root), root, model, version, reason, force), as_json)
+
+
+@app.command()
+def rollback(
+    model: str = typer.Argument(..., help="Registered model name."),
+    reason: str = ReasonOpt,
+    to: Optional[str] = typer.Option(None, "--to", help="A version that was champion before. Default: previous_champion."),
+    as_json: bool = typer.Option(False, "--json", help="Print the ledger entry as JSON."),
+    project_dir: Path = ProjectOpt,
+) -> None:
+    """Champion back to the previous champion (or --to VERSION) in one step, its export verified or rebuilt."""
+    root = _prepare_env(project_dir)
+    from components.promotion.commands import rollback as roll_back
+    from components.registry.tracking import client
+
+    _entry_out(roll_back(client(root), root, model, reason, to), as_json)
+
+
+@app.command()
+def history(
+    model: str = typer.Argument(..., help="Registered model name."),
+    verify: bool = typer.Option(False, "--verify", help="Recompute the hash chain and compare the registry's aliases "
+                                "with the last entry; exit 2 naming the first problem."),
+    as_json: bool = typer.Option(False, "--json", help="Print the entries (newest first) as JSON."),
+    project_dir: Path = ProjectOpt,
+) -> None:
+    """The promotion ledger of MODEL: every alias change ganops made, who, when, why, on what evidence."""
+    root = _prepare_env(project_dir)
+    from dataclasses import asdict
+
+    from components.promotion.commands import history as read_history
+    from components.promotion.ledger import format_history
+    from components.registry.tracking import client
+
+    chain, problems = read_history(client(root), model)
+    entries = list(reversed(chain.entries))
+    typer.echo(json.dumps({"entries": [asdict(e) for e in entries], "problems": problems}, indent=2) if as_json
+               else format_history(chain.entries))
+    if verify and problems:
+        raise GanopsError(f"{model}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    if verify:
+        typer.echo(f"verified: {len(chain.entries)} entries, hash chain intact, aliases as the last entry says")
+
+
+@app.command()
+def reconcile(model: str = typer.Argument(..., help="Registered model name."), project_dir: Path = ProjectOpt) -> None:
+    """Set MODEL's aliases to what the promotion ledger's last entry says (after a crash between the two)."""
+    root = _prepare_env(project_dir)
+    from components.promotion.moves import reconcile as reconcile_aliases
+    from components.registry.tracking import client
+
+    moved = reconcile_aliases(client(root), model)
+    typer.echo("\n".join(f"repaired {m}" for m in moved) if moved else f"{model}: aliases agree with the ledger")
 
 
 def expand_set_pairs(argv: list[str]) -> list[str]:

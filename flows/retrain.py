@@ -16,8 +16,8 @@ from prefect.runtime import flow_run
 from components.config import DEFAULT_PRESET, RetrainConfig, config_to_dict, export_root, load_config
 from components.core.errors import ValidationFailed
 from components.core.names import (ARTIFACT_CONFIG, ARTIFACT_DATA_DOCS, ARTIFACT_REFERENCE_STATS, ARTIFACT_SAMPLES,
-                                   ARTIFACT_SUMMARY, ARTIFACT_VALIDATION_REPORT, TAG_FLOW, TAG_FLOW_RUN_ID,
-                                   VALIDATION_IMAGES, VALIDATION_SUCCESS)
+                                   ARTIFACT_SUMMARY, ARTIFACT_VALIDATION_REPORT, CHAMPION, TAG_FLOW,
+                                   TAG_FLOW_RUN_ID, TAG_REUSED_VERSION, TAG_TRAIN_KEY, VALIDATION_IMAGES, VALIDATION_SUCCESS)
 from components.core.paths import state_dir
 from components.data.versioning import DatasetVersion, resolve_dataset
 from components.evaluation.evaluate import Scores, evaluate_generator
@@ -28,11 +28,15 @@ from components.orchestration.reaper import reap
 from components.orchestration.retries import retry_transient
 from components.promotion.champion import ChampionScores, check_champion_shape, score_champion
 from components.promotion.gate import Decision, ci_high_key, decide_promotion
-from components.registry.models import apply_decision, record_export
+from components.promotion.ledger import load_chain
+from components.promotion.moves import commit_decision, reconcile, standing_decision
+from components.registry.models import prior_version, record_export
 from components.registry.tracking import RunTracker, open_run, owner_tags, tracking_uri
 from components.serving.export import export_generator
 from components.serving.mlflow_model import register_generator
-from components.training.job import TrainOutcome, progress_bar, train_in_subprocess, train_to_files
+from components.orchestration.training_jobs import job_result_folder, submit_training, train_folder
+from components.training.identity import training_key
+from components.training.job import TrainOutcome, effective_launcher, progress_bar, run_training
 from components.validation.report import ValidationReport, format_failures
 from components.validation.validate import validate_folder
 
@@ -85,23 +89,49 @@ def validate_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: D
 
 @task(name="check-registry", **TASK)
 def check_registry_task(config: RetrainConfig, run: RunTracker, report: ValidationReport) -> None:
-    """Before training: the registered model must make images of this dataset's shape."""
+    """Before training: the aliases agree with the promotion ledger (a crash may have left them behind), and the
+    registered model makes images of this dataset's shape."""
+    for moved in reconcile(run.mlc, config.registry.model_name):
+        get_run_logger().warning("repaired from the promotion ledger: %s", moved)
     check_champion_shape(run.mlc, config.registry.model_name, report.profile.image_shape)
 
 
 @task(name="train", **TASK)
-def train_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: DatasetVersion) -> TrainOutcome:
-    out = state_dir(root) / "runs" / run.run_id
-    if config.train.launcher == "inprocess":
-        outcome = train_to_files(dataset.root, config, out, on_metrics=lambda step, m: run.metrics(m, step), progress=progress_bar)
-    else:  # its own process (or torchrun on a GPU worker): metrics come back in result.json
-        outcome = train_in_subprocess(dataset.root, config, out, root)
+def train_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: DatasetVersion, key: str) -> TrainOutcome:
+    """Train into the folder of this training key: reuse its finished result or resume from its checkpoints; on
+    another work pool when train.work_pool names one."""
+    out = train_folder(root, key)
+    live = not config.train.work_pool and effective_launcher(config.train) == "inprocess"
+    if config.train.work_pool:
+        out = job_result_folder(root, key)
+        outcome = submit_training(config, dataset, run, out)
+    else:
+        outcome = run_training(dataset.root, config, out, root, on_metrics=lambda step, m: run.metrics(m, step), progress=progress_bar)
+    if outcome.reused or not live:  # metrics that were not logged as training went
         run.history(outcome.history)
     for path in outcome.grids:
         run.file(path, ARTIFACT_SAMPLES)
     run.file(outcome.loss_plot)
-    get_run_logger().info("trained %d steps in %.1f s on %s: %s", outcome.steps, outcome.seconds, outcome.device, outcome.final)
+    if outcome.reused:
+        get_run_logger().info("reused the finished training of key %s in %s (same data, settings and code)", key, out)
+    else:
+        get_run_logger().info("trained %d steps in %.1f s on %s: %s", outcome.steps, outcome.seconds, outcome.device, outcome.final)
     return outcome
+
+
+@task(name="prior-version", **SERVICE_TASK)
+def prior_version_task(config: RetrainConfig, run: RunTracker, key: str) -> tuple[str | None, Decision | None]:
+    """The version an earlier run registered from this same training result (it is never registered twice), and
+    the gate decision the ledger committed for it."""
+    model = config.registry.model_name
+    version = prior_version(run.mlc, model, key)
+    if version is None:
+        return None, None
+    decided = standing_decision(load_chain(run.mlc, model), version)
+    run.tags({TAG_REUSED_VERSION: version})
+    get_run_logger().info("this training result is already %s version %s (gate: %s)", model, version,
+                          ("promoted" if decided.promote else "rejected") if decided else "not decided yet")
+    return version, decided
 
 
 @task(name="evaluate", **TASK)
@@ -119,21 +149,28 @@ def evaluate_champion_task(root: Path, config: RetrainConfig, run: RunTracker, d
 
 @task(name="register", **TASK)  # not idempotent: a lost reply must not register twice
 def register_task(config: RetrainConfig, run: RunTracker, weights: Path, tags: dict, scores: Scores) -> str:
-    run.metrics(scores.metrics)
-    if scores.reference_stats is not None:  # the dataset's Inception statistics, reusable by later runs and tools
-        run.file(scores.reference_stats, ARTIFACT_REFERENCE_STATS)
-    run.tags(tags)
     metric = config.gate.metric
     version = register_generator(run.mlc, run.run_id, weights, config.registry.model_name, {**tags, metric: scores.metrics[metric]})
     get_run_logger().info("registered %s version %s", config.registry.model_name, version)
     return version
 
 
+@task(name="record-scores", **SERVICE_TASK)
+def record_scores_task(run: RunTracker, tags: dict, scores: Scores) -> None:
+    run.metrics(scores.metrics)
+    if scores.reference_stats is not None:  # the dataset's Inception statistics, reusable by later runs and tools
+        run.file(scores.reference_stats, ARTIFACT_REFERENCE_STATS)
+    run.tags(tags)
+
+
 @task(name="gate", **SERVICE_TASK)
-def gate_task(config: RetrainConfig, run: RunTracker, version: str, decision: Decision) -> str | None:
-    previous = apply_decision(run.mlc, config.registry.model_name, version, decision.promote, decision.reasons)
-    get_run_logger().info("gate %s version %s: %s", "PROMOTED" if decision.promote else "rejected", version, "; ".join(decision.reasons))
-    return previous
+def gate_task(config: RetrainConfig, run: RunTracker, version: str, decision: Decision, champion: str | None) -> str | None:
+    """Commit the decision: the ledger entry, then the aliases. Returns the champion it replaced, if any."""
+    entry = commit_decision(run.mlc, config.registry.model_name, version, decision, champion, run.run_id, str(flow_run.id or ""))
+    get_run_logger().info("gate %s version %s (ledger entry %d): %s", "PROMOTED" if decision.promote else "rejected", version,
+                          entry.seq, "; ".join(decision.reasons))
+    replaced = entry.aliases_before.get(CHAMPION)
+    return replaced if decision.promote and replaced != version else None
 
 
 @task(name="export", **SERVICE_TASK)
@@ -159,23 +196,29 @@ def _train_to_export(root: Path, config: RetrainConfig, dataset: DatasetVersion,
     if not report.success:
         raise ValidationFailed(f"validation of {dataset.root} failed, nothing was trained: {format_failures(report)}", report)
     check_registry_task(config, run, report)
-    trained = train_task(root, config, run, dataset)
+    key = training_key(dataset.md5, config)
+    trained = train_task(root, config, run, dataset, key)
     scores = evaluate_task(root, config, trained.weights, dataset)
-    champion = evaluate_champion_task(root, config, run, dataset)
-    tags = lineage_tags(dataset, report, run.run_id, config.name)
-    version = register_task(config, run, trained.weights, tags, scores)
-    metric = config.gate.metric
-    decision = decide_promotion(scores.metrics[metric], champion.scores.metrics[metric] if champion else None, report.success,
-                                config.gate, scores.metrics.get(ci_high_key(metric)))
-    previous = gate_task(config, run, version, decision)
+    tags = {**lineage_tags(dataset, report, run.run_id, config.name), TAG_TRAIN_KEY: key}
+    record_scores_task(run, tags, scores)
+    version, decision = prior_version_task(config, run, key)
+    metric, champion, previous, standing = config.gate.metric, None, None, decision is not None
+    if not standing:  # also a version registered by a run that died before its gate
+        champion = evaluate_champion_task(root, config, run, dataset)
+        version = version or register_task(config, run, trained.weights, tags, scores)
+        decision = decide_promotion(scores.metrics[metric], champion.scores.metrics[metric] if champion else None, report.success,
+                                    config.gate, scores.metrics.get(ci_high_key(metric)))
     export = None
-    if decision.promote:
+    if decision.promote:  # before the champion alias moves: the champion always has an export
         export = export_task(root, config, run, version, trained.weights,
                              {**tags, "model_name": config.registry.model_name, "model_version": version, metric: scores.metrics[metric]})
+    if not standing:
+        previous = gate_task(config, run, version, decision, champion.version if champion else None)
     return {"run_id": run.run_id, "model_name": config.registry.model_name, "version": version, "scores": scores.to_dict(),
             "champion_before": ({"version": champion.version, **champion.scores.to_dict()} if champion else None),
             "decision": decision.as_dict(), "previous_champion": previous, "export": str(export) if export else None,
-            "dataset": dataset.as_dict(), "tracking_uri": tracking_uri(root), "gate_metric": metric}
+            "dataset": dataset.as_dict(), "tracking_uri": tracking_uri(root), "gate_metric": metric,
+            "train_key": key, "reused_training": trained.reused, "reused_version": standing}
 
 
 @flow(name="retrain", log_prints=True)

@@ -53,6 +53,8 @@ TAG_CONFIG_NAME = "ganops.config_name"
 # Who runs a run: a later run (or `ganops doctor`) marks it FAILED when that process is gone.
 TAG_HOST, TAG_PID, TAG_PID_START, TAG_FLOW_RUN_ID = "ganops.host", "ganops.pid", "ganops.pid_start", "ganops.prefect_flow_run_id"
 TAG_REAPED = "ganops.reaped"
+TAG_TRAIN_KEY = "ganops.train_key"  # training.identity: same data, settings and code
+TAG_REUSED_VERSION = "ganops.reused_version"  # a run whose training result was already registered
 GATE_PROMOTED, GATE_REJECTED = "promoted", "rejected"
 
 # Artifact paths inside an MLflow run.
@@ -64,3 +66,4 @@ ARTIFACT_DATA_DOCS = "validation/data_docs"
 ARTIFACT_SAMPLES = "samples"
 ARTIFACT_REFERENCE_STATS = "reference_stats"
 ARTIFACT_SUMMARY = "summary.json"
+ARTIFACT_TRAINING = "training"  # a training job's result on another work pool (orchestration.training_jobs)

@@ -1,8 +1,9 @@
 """`ganops deploy`: the work pools and deployments of infra/prefect.yaml on the Prefect server PREFECT_API_URL names.
 
 Idempotent: pools are created only when missing, deployments are created or updated. The deployments run the
-flows from this source tree (GANOPS_SOURCE_DIR) on the project's data (GANOPS_PROJECT_DIR), both set here, so a
-deployment never stores an unresolved `{{ $VAR }}` template.
+flows from this source tree (GANOPS_SOURCE_DIR) on the project's data (GANOPS_PROJECT_DIR), and retrain-on-data
+fires on that project's dataset events only (GANOPS_DATASET_RESOURCE), all set here, so a deployment never stores
+an unresolved `{{ $VAR }}` template.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from components.config import load_config
 from components.core.errors import ConfigError, GanopsError
 from components.core.paths import SOURCE_ROOT
 from components.orchestration.concurrency import ensure_limits
+from components.orchestration.events import RESOURCE_ENV, dataset_resource
 
 PREFECT_FILE = SOURCE_ROOT / "infra" / "prefect.yaml"
 SOURCE_ENV, PROJECT_ENV = "GANOPS_SOURCE_DIR", "GANOPS_PROJECT_DIR"
@@ -44,7 +46,8 @@ def read_plan(prefect_file: Path = PREFECT_FILE) -> DeployPlan:
     except (OSError, yaml.YAMLError, KeyError, TypeError, IndexError) as e:
         raise ConfigError(f"{prefect_file} is not a deployment file with deployments[].name, entrypoint and "
                           f"work_pool.name ({type(e).__name__}: {e})") from None
-    models = {load_config(p.get("preset"), list(p.get("overrides") or [])).registry.model_name for p in parameters}
+    # The retrain deployments (those with a preset) name the models; the train job gets its config from them.
+    models = {load_config(p["preset"], list(p.get("overrides") or [])).registry.model_name for p in parameters if "preset" in p}
     return DeployPlan(pools, names, models)
 
 
@@ -81,7 +84,8 @@ def deploy(project_dir: Path, prefect_file: Path = PREFECT_FILE) -> tuple[list[s
     api_url()
     plan = read_plan(prefect_file)
     created = ensure_pools(plan.pools) + ensure_limits(plan.models)
-    env = {**os.environ, SOURCE_ENV: str(SOURCE_ROOT), PROJECT_ENV: str(Path(project_dir).resolve())}
+    env = {**os.environ, SOURCE_ENV: str(SOURCE_ROOT), PROJECT_ENV: str(Path(project_dir).resolve()),
+           RESOURCE_ENV: dataset_resource(project_dir)}
     cmd = [str(Path(sys.executable).parent / "prefect"), "--no-prompt", "deploy", "--prefect-file", str(prefect_file), "--all"]
     done = subprocess.run(cmd, cwd=SOURCE_ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:

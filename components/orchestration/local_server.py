@@ -60,6 +60,7 @@ def prefect_api(log: Path) -> Iterator[str]:
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
     finally:
+        _drain_to_server()
         os.environ.pop("PREFECT_API_URL", None)
         os.environ.pop(TEMPORARY_SERVER_ENV, None)
         proc.terminate()  # the watchdog stops the server's process group
@@ -67,6 +68,16 @@ def prefect_api(log: Path) -> Iterator[str]:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _drain_to_server(timeout: float = 10.0) -> None:
+    """Send the logs and events Prefect still queues while the server is up. Left queued, they are retried against
+    the stopped server at interpreter exit, which held `ganops run` open for about 75 s after its flow ended."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout)
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from components.core.errors import RegistryError
 from components.core.names import (CHALLENGER, CHAMPION, GATE_PROMOTED, GATE_REJECTED, PREVIOUS_CHAMPION, TAG_EXPORT_DIR,
-                                   TAG_GATE, TAG_GATE_REASONS, TAG_REPLACED_BY)
+                                   TAG_GATE, TAG_GATE_REASONS, TAG_REPLACED_BY, TAG_TRAIN_KEY)
 
 
 def parse_model_ref(text: str) -> tuple[str, str | None]:
@@ -32,6 +32,36 @@ def version_by_alias(mlc, model_name: str, alias: str):
         return mlc.get_model_version_by_alias(model_name, alias)
     except MlflowException:
         return None
+
+
+def require_model(mlc, model_name: str) -> None:
+    """Raise RegistryError naming the model when it is not registered."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlc.get_registered_model(model_name)
+    except MlflowException:
+        raise RegistryError(f"model {model_name!r} is not in the registry") from None
+
+
+def current_aliases(mlc, model_name: str) -> dict[str, str]:
+    """{alias: version} of a registered model ({} when the model does not exist yet)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return {alias: str(version) for alias, version in (mlc.get_registered_model(model_name).aliases or {}).items()}
+    except MlflowException:
+        return {}
+
+
+def set_aliases(mlc, model_name: str, wanted: dict[str, str], tracked: tuple[str, ...]) -> None:
+    """Make the `tracked` aliases equal `wanted`: set the ones that differ, delete the ones `wanted` lacks."""
+    now = current_aliases(mlc, model_name)
+    for alias in tracked:
+        if alias in wanted and now.get(alias) != wanted[alias]:
+            mlc.set_registered_model_alias(model_name, alias, wanted[alias])
+        elif alias not in wanted and alias in now:
+            mlc.delete_registered_model_alias(model_name, alias)
 
 
 def resolve_version(mlc, model_name: str, ref: str | None):
@@ -79,9 +109,16 @@ def apply_decision(mlc, model_name: str, version: str, promote: bool, reasons: l
     return previous
 
 
-def set_version_tags(mlc, model_name: str, version: str, tags: dict) -> None:
-    for key, value in tags.items():
-        mlc.set_model_version_tag(model_name, version, key, str(value))
+def version_by_tag(mlc, model_name: str, key: str, value: str):
+    """The newest version of `model_name` whose tag `key` equals `value`, or None (also when the model is new)."""
+    found = mlc.search_model_versions(f"name = '{model_name}' and tags.`{key}` = '{value}'")
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
+def prior_version(mlc, model_name: str, train_key: str) -> str | None:
+    """The version registered from the training result `train_key`, if any."""
+    found = version_by_tag(mlc, model_name, TAG_TRAIN_KEY, train_key)
+    return str(found.version) if found is not None else None
 
 
 def record_export(mlc, model_name: str, version: str, folder: Path) -> None:

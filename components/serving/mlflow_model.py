@@ -15,7 +15,6 @@ from pathlib import Path
 from components.core.imports import closure, import_graph
 from components.core.names import ARTIFACT_MODEL, ARTIFACT_WEIGHTS
 from components.core.paths import SOURCE_ROOT
-from components.registry.models import set_version_tags
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_generator.py")
 LOADER_MODULE = "components.training.weights"  # what MODEL_CODE imports when MLflow loads it
@@ -35,8 +34,9 @@ def model_code_files(dest: Path) -> Path:
 
 
 def register_generator(mlc, run_id: str, weights_path: Path, model_name: str, tags: dict) -> str:
-    """Log the generator to the run as a pyfunc model (from code, no pickle), register it, tag the version.
-    Returns the version."""
+    """Log the generator to the run as a pyfunc model (from code, no pickle) and register it with `tags`, which
+    the registry stores in the same call that creates the version (so a version never exists without its
+    training key). Returns the version."""
     import mlflow
 
     with tempfile.TemporaryDirectory(prefix="ganops-model-code-") as tmp, mlflow.start_run(run_id=run_id), \
@@ -49,8 +49,5 @@ def register_generator(mlc, run_id: str, weights_path: Path, model_name: str, ta
             artifacts={ARTIFACT_WEIGHTS: str(weights_path)},
             code_paths=[str(model_code_files(Path(tmp)))],
             pip_requirements=PIP_REQUIREMENTS,
-            registered_model_name=model_name,
         )
-    version = str(info.registered_model_version)
-    set_version_tags(mlc, model_name, version, tags)
-    return version
+    return str(mlflow.register_model(info.model_uri, model_name, tags={k: str(v) for k, v in tags.items()}).version)

@@ -11,13 +11,13 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
-from components.config import RetrainConfig, config_to_dict
-from components.core.atomic import write_text
+from components.config import RetrainConfig, TrainConfig, config_to_dict
+from components.core.atomic import file_digest, write_text
 from components.core.device import dist_info
 from components.core.errors import GanopsError
 from components.data.images import load_images
@@ -32,7 +32,8 @@ RESULT = "result.json"
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    """What a training job leaves behind (its result.json)."""
+    """What a training job leaves behind (its result.json, whose file paths are relative to its folder, so the
+    folder can move: a job on another work pool uploads it to MLflow and the flow downloads it)."""
 
     weights: Path
     grids: list[Path]
@@ -46,16 +47,40 @@ class TrainOutcome:
     images: int
     history: dict[str, list[float]] = field(default_factory=dict)
     final: dict[str, float] = field(default_factory=dict)  # the last logged value of each metric
+    weights_sha256: str = ""
+    reused: bool = False  # True when a finished result of the same training key was taken instead of training
 
-    def to_dict(self) -> dict:
+    def to_dict(self, folder: Path) -> dict:
         out = asdict(self)
-        out.update(weights=str(self.weights), grids=[str(p) for p in self.grids], loss_plot=str(self.loss_plot))
+        rel = lambda p: str(Path(p).relative_to(folder))  # noqa: E731
+        out.update(weights=rel(self.weights), grids=[rel(p) for p in self.grids], loss_plot=rel(self.loss_plot))
+        del out["reused"]
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "TrainOutcome":
-        return cls(**{**raw, "weights": Path(raw["weights"]), "grids": [Path(p) for p in raw["grids"]],
-                      "loss_plot": Path(raw["loss_plot"]), "spec": GeneratorSpec.from_dict(raw["spec"])})
+    def from_dict(cls, raw: dict, folder: Path) -> "TrainOutcome":
+        return cls(**{**raw, "weights": folder / raw["weights"], "grids": [folder / p for p in raw["grids"]],
+                      "loss_plot": folder / raw["loss_plot"], "spec": GeneratorSpec.from_dict(raw["spec"])})
+
+
+def read_outcome(folder: Path) -> TrainOutcome:
+    """The result.json of a finished job in `folder`. Raises GanopsError naming the file when it is missing or bad."""
+    path = Path(folder) / RESULT
+    try:
+        return TrainOutcome.from_dict(json.loads(path.read_text()), Path(folder))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise GanopsError(f"{path}: not a finished training result ({type(e).__name__}: {e})") from None
+
+
+def finished_outcome(folder: Path) -> TrainOutcome | None:
+    """The finished result in `folder` when its weights are intact (sha256 as recorded), else None."""
+    try:
+        outcome = read_outcome(folder)
+    except GanopsError:
+        return None
+    if not outcome.weights_sha256 or not outcome.weights.is_file() or file_digest(outcome.weights) != outcome.weights_sha256:
+        return None
+    return replace(outcome, reused=True)
 
 
 def train_to_files(data_root: Path, config: RetrainConfig, out_dir: Path, on_metrics=None, progress=None,
@@ -79,13 +104,14 @@ def train_to_files(data_root: Path, config: RetrainConfig, out_dir: Path, on_met
                        num_classes=len(labels))
     if rank != 0:
         return None
+    weights = save_generator(out_dir / "generator.safetensors", result.generator, result.spec, config_dict)
     outcome = TrainOutcome(
-        weights=save_generator(out_dir / "generator.safetensors", result.generator, result.spec, config_dict),
+        weights=weights,
         grids=sorted((out_dir / "samples").glob("*.png")), loss_plot=save_loss_plot(result.history, out_dir / "loss_curves.png"),
         steps=result.steps, resumed_from=result.resumed_from, seconds=result.seconds, device=result.device,
         world_size=world, spec=result.spec, images=int(len(images)), history=result.history,
-        final={k: v[-1] for k, v in result.history.items() if k != "step" and v})
-    write_text(out_dir / RESULT, json.dumps(outcome.to_dict(), indent=2))
+        final={k: v[-1] for k, v in result.history.items() if k != "step" and v}, weights_sha256=file_digest(weights))
+    write_text(out_dir / RESULT, json.dumps(outcome.to_dict(out_dir), indent=2))  # last: the job's commit point
     return outcome
 
 
@@ -148,7 +174,7 @@ def train_in_subprocess(data_root: Path, config: RetrainConfig, out_dir: Path, p
     printed line by line as it comes (its progress reaches the flow's log and a worker's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     config_file = write_text(out_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    cmd = launch_command(config_file, data_root, out_dir, config.train.launcher, config.train.nproc, project_dir)
+    cmd = launch_command(config_file, data_root, out_dir, effective_launcher(config.train), config.train.nproc, project_dir)
     tail: list[str] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
         for line in child.stdout:
@@ -156,4 +182,22 @@ def train_in_subprocess(data_root: Path, config: RetrainConfig, out_dir: Path, p
             tail = (tail + [line.rstrip()])[-15:]
     if child.returncode != 0:
         raise GanopsError(f"training process failed (exit {child.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
-    return TrainOutcome.from_dict(json.loads((out_dir / RESULT).read_text()))
+    return read_outcome(out_dir)
+
+
+def effective_launcher(train: TrainConfig) -> str:
+    """The configured launcher, except that more than one process always means torchrun."""
+    return "torchrun" if train.nproc > 1 else train.launcher
+
+
+def run_training(data_root: Path, config: RetrainConfig, out_dir: Path, project_dir: Path, on_metrics=None,
+                 progress=None) -> TrainOutcome:
+    """The flow's training step into out_dir, a folder named by the training key (identity.training_key): its
+    finished result when the weights are intact, else training that resumes from the folder's checkpoints, in this
+    process or (launcher subprocess/torchrun) in a child."""
+    done = finished_outcome(out_dir)
+    if done is not None:
+        return done
+    if effective_launcher(config.train) == "inprocess":
+        return train_to_files(data_root, config, out_dir, on_metrics=on_metrics, progress=progress, resume=True)
+    return train_in_subprocess(data_root, config, out_dir, project_dir)

@@ -1,15 +1,18 @@
 """Generator weights on disk: safetensors with the architecture spec and resolved config in its metadata.
 
-Nothing is unpickled: safetensors holds only tensors and string metadata.
+Nothing is unpickled: safetensors holds only tensors and string metadata. The header is written in canonical form
+(sorted keys): safetensors serializes its metadata from a hash map in random order, so the same weights gave
+different bytes and a different sha256 from one save to the next.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 
 from components.core.atomic import replace_file
 from components.core.errors import GanopsError
@@ -22,8 +25,18 @@ def save_generator(path: Path, generator: torch.nn.Module, spec: GeneratorSpec, 
     """Write weights + spec + config atomically (temporary name, then rename)."""
     state = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
     metadata = {SPEC_KEY: json.dumps(spec.to_dict()), CONFIG_KEY: json.dumps(config)}
-    replace_file(lambda tmp: save_file(state, str(tmp), metadata=metadata), path)
+    blob = canonical_safetensors(save(state, metadata=metadata))
+    replace_file(lambda tmp: tmp.write_bytes(blob), path)
     return path
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """The same file with its JSON header's keys sorted (padded with spaces to 8 bytes, as the format allows): equal
+    tensors and metadata give equal bytes. Tensor offsets are relative to the data, which is unchanged."""
+    size = struct.unpack("<Q", blob[:8])[0]
+    header = json.dumps(json.loads(blob[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + blob[8 + size:]
 
 
 def read_metadata(path: Path) -> tuple[GeneratorSpec, dict]:

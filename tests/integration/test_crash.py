@@ -1,6 +1,7 @@
 """A `ganops run` killed with SIGKILL mid-training leaves nothing running: its temporary Prefect server and its
 training process die with it, and `ganops doctor` marks its MLflow run FAILED and its flow run Crashed."""
 
+import json
 import os
 import signal
 import subprocess
@@ -84,3 +85,42 @@ def test_sigkill_leaves_nothing_running_and_doctor_marks_the_run(tmp_path):
     assert "Crashed" in doctor.stdout, doctor.stdout
     assert mlc.get_run(running[0].info.run_id).info.status == "FAILED"
     assert "no orphaned runs" in ganops(project, "doctor").stdout
+
+
+def test_a_rerun_after_a_kill_resumes_training_and_registers_the_result_once(tmp_path):
+    from mlflow import MlflowClient
+
+    project = new_project(tmp_path)
+    assert ganops(project, "data", "import", "digits").returncode == 0
+    sh(project, "git", "add", "data.dvc", ".gitignore")
+    sh(project, "git", "commit", "-qm", "digits")
+    args = [sys.executable, "-m", "flows.cli", "run", "-c", "smoke", "--set", "train.steps=1500", "train.checkpoint_every=200",
+            "-C", str(project)]
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GANOPS_HOME")}
+    log = (tmp_path / "run.log").open("w")
+    proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**env, "OMP_NUM_THREADS": "1"})
+    deadline, checkpoints = time.monotonic() + 300, []
+    while time.monotonic() < deadline and not checkpoints:
+        time.sleep(0.3)
+        assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+        checkpoints = list((project / ".ganops" / "train").glob("*/checkpoints/step_*.pt"))
+    assert checkpoints, (tmp_path / "run.log").read_text()[-3000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    folder = checkpoints[0].parent.parent  # named by the training key
+    result = json.loads((folder / "result.json").read_text())
+    assert result["resumed_from"] >= 200 and result["steps"] == 1500  # continued from the checkpoint, not from step 0
+
+    third = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "train step" not in third.stdout  # the finished result is reused: nothing trains
+    uri = f"sqlite:///{project / '.ganops' / 'mlflow.db'}"
+    mlc = MlflowClient(uri, uri)  # the registry too: an earlier test in this process may have set a global one
+    versions = mlc.search_model_versions("name='ganops-smoke'")
+    assert [str(v.version) for v in versions] == ["1"]  # one training result, one version
+    assert versions[0].tags["ganops.train_key"] == folder.name
+    runs = mlc.search_runs([mlc.get_experiment_by_name("ganops-retrain").experiment_id], order_by=["attributes.start_time DESC"])
+    assert runs[0].data.tags["ganops.reused_version"] == "1" and runs[0].info.status == "FINISHED"

@@ -48,6 +48,7 @@ def register_fixture(tmp_path: Path, fixtures: Path, name: str) -> str:
     version = mlc.create_model_version(name, f"{run.info.artifact_uri}/generator", run.info.run_id)
     mlc.set_terminated(run.info.run_id)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # an earlier test in this process may have set another registry
     return uri, str(version.version)
 
 

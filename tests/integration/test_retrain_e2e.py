@@ -130,22 +130,33 @@ def test_fid_cli_takes_a_registered_generator(project, first_run):
     assert json.loads(result.output.strip().splitlines()[-1])["fid_inception"] > 0
 
 
-def test_same_data_again_is_a_challenger_and_the_champion_stays(project, first_run):
+def test_same_data_settings_and_code_again_reuse_the_result_and_register_nothing(project, first_run):
     # This time through the command line, as `make run` does.
     result = runner.invoke(app, ["run", "-c", "smoke", "-C", str(project)])
     assert result.exit_code == 0, result.output
-    assert f"{MODEL} version 2: challenger (not promoted)" in result.output and "export    none" in result.output
+    assert f"{MODEL} version 1: registered before from the same data, settings and code (promoted then)" in result.output
+    assert "train step" not in result.output
     mlc = registry.client(project)
+    assert [str(v.version) for v in models(project)] == ["1"]  # the same training result is never registered twice
     runs = mlc.search_runs([mlc.get_experiment_by_name("ganops-retrain").experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
     second = json.loads(Path(mlc.download_artifacts(runs[0].info.run_id, "summary.json")).read_text())
-    assert second["version"] == "2" and not second["decision"]["promote"]
-    # Same data, same seed, same code: an identical generator does not beat the champion it ties with.
+    assert second["reused_training"] and second["reused_version"] and second["train_key"] == first_run["train_key"]
+    assert second["scores"]["metrics"]["fid_domain"] == pytest.approx(first_run["scores"]["metrics"]["fid_domain"])
+    assert "its gate decision stands (promoted, ledger entry 1)" in second["decision"]["reasons"][0]
+    assert runs[0].data.tags["ganops.reused_version"] == "1"
+
+
+def test_a_candidate_that_does_not_beat_the_champion_is_a_challenger(project, first_run):
+    from flows.retrain import retrain
+
+    second = retrain(config=load_config("smoke", ["seed=1", "gate.min_improvement=1000"]), project_dir=str(project))
+    mlc = registry.client(project)
+    assert second["version"] == "2" and not second["decision"]["promote"] and second["export"] is None
+    assert not second["reused_training"] and second["train_key"] != first_run["train_key"]
     assert second["champion_before"]["version"] == "1"
-    assert second["champion_before"]["metrics"]["fid_domain"] == pytest.approx(second["scores"]["metrics"]["fid_domain"])
     assert str(mlc.get_model_version_by_alias(MODEL, "champion").version) == "1"
     challenger = mlc.get_model_version_by_alias(MODEL, "challenger")
     assert str(challenger.version) == "2" and "does not beat" in challenger.tags["ganops.gate_reasons"]
-    assert second["export"] is None
 
 
 def test_promotion_moves_champion_and_keeps_the_old_one_for_rollback(project, first_run):

@@ -76,9 +76,9 @@ def wait_for_flow_run(env, flow_run_id, timeout=900):
 
 def test_deploy_creates_the_pool_and_deployments_and_is_idempotent(deployed):
     first, second = deployed
-    assert "work pool ganops-process (process): created" in first
+    assert "work pool ganops-process (process): created" in first and "work pool ganops-gpu (process): created" in first
     assert "work pool ganops-process (process): exists" in second
-    for name in ("retrain/retrain-nightly", "retrain/retrain-on-demand", "retrain/retrain-on-data"):
+    for name in ("retrain/retrain-nightly", "retrain/retrain-on-demand", "retrain/retrain-on-data", "train/train-gpu"):
         assert f"deployment {name}" in second
 
 
@@ -144,8 +144,9 @@ def test_two_runs_of_one_model_at_once_take_turns_and_lose_no_version(service, d
     with servers.process([str(BIN / "prefect"), "worker", "start", "--pool", "ganops-process"], worker_log,
                          env=env, cwd=project):
         ids = []
-        for _ in range(2):
-            out = run([str(BIN / "prefect"), "deployment", "run", "retrain/retrain-on-demand", "--param", "preset=smoke"], env)
+        for seed in (11, 12):  # two training results (the same one would be registered once, see test_crash)
+            out = run([str(BIN / "prefect"), "deployment", "run", "retrain/retrain-on-demand", "--params",
+                       json.dumps({"preset": "smoke", "overrides": [f"seed={seed}"]})], env)
             ids.append(next(line.split()[-1] for line in out.splitlines() if "UUID" in line))
         flow_runs = [wait_for_flow_run(env, flow_run_id) for flow_run_id in ids]
     assert all(f.state.is_completed() for f in flow_runs), [f.state for f in flow_runs]
@@ -169,3 +170,58 @@ def test_two_runs_of_one_model_at_once_take_turns_and_lose_no_version(service, d
     aliases = mlc.get_registered_model(MODEL).aliases  # alias -> version: one champion by construction
     assert aliases["champion"] in {"1", "2", "3"}
     assert aliases.get("challenger") != aliases["champion"]
+
+
+def flow_runs_of(env, deployment: str) -> list:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    with prefect_client(env) as client:
+        return client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])))
+
+
+def test_the_training_deployment_is_found_by_its_pool_and_a_pool_without_one_is_named(service, deployed):
+    from components.core.errors import ConfigError
+    from components.orchestration.training_jobs import train_deployment
+
+    with prefect_client(service["env"]) as client:
+        assert train_deployment(client, "ganops-gpu") == "train/train-gpu"
+        with pytest.raises(ConfigError, match="train.work_pool 'ganops-cpu': no deployment of the `train` flow"):
+            train_deployment(client, "ganops-cpu")
+
+
+def test_training_runs_as_its_own_job_on_the_gpu_pool(service, deployed):
+    env, project, root = service["env"], service["project"], service["root"]
+    with servers.process([str(BIN / "prefect"), "worker", "start", "--pool", "ganops-process"], root / "worker3.log", env=env, cwd=project), \
+            servers.process([str(BIN / "prefect"), "worker", "start", "--pool", "ganops-gpu"], root / "gpu-worker.log", env=env, cwd=project):
+        out = run([str(BIN / "prefect"), "deployment", "run", "retrain/retrain-on-demand", "--params",
+                   json.dumps({"preset": "smoke", "overrides": ["seed=21", "train.work_pool=ganops-gpu"]})], env)
+        flow_run = wait_for_flow_run(env, next(line.split()[-1] for line in out.splitlines() if "UUID" in line))
+    gpu_log, process_log = (root / "gpu-worker.log").read_text(), (root / "worker3.log").read_text()
+    assert flow_run.state.is_completed(), f"{flow_run.state}\n{process_log[-3000:]}\n{gpu_log[-3000:]}"
+    assert "train step 40/40" in gpu_log and "train step" not in process_log  # trained by the GPU pool's worker
+    jobs = flow_runs_of(env, "train-gpu")
+    assert len(jobs) == 1 and jobs[0].state.is_completed() and jobs[0].parent_task_run_id is not None  # a subflow
+
+    from mlflow import MlflowClient
+
+    mlc = MlflowClient(service["mlflow"], service["mlflow"])
+    run_id = jobs[0].parameters["run_id"]
+    assert {a.path for a in mlc.list_artifacts(run_id, "training")} >= {"training/result.json", "training/generator.safetensors"}
+    version = next(v for v in mlc.search_model_versions(f"name='{MODEL}'") if v.run_id == run_id)
+    assert version.tags["ganops.train_key"] and mlc.get_run(run_id).info.status == "FINISHED"
+    assert mlc.get_metric_history(run_id, "loss_d")[-1].step == 40  # the job's training history reached the run
+
+
+def test_a_data_import_triggers_retrain_on_data_of_its_own_project_only(service, deployed, tmp_path):
+    env, project = service["env"], service["project"]
+    other = new_project(tmp_path)  # another project on the same server: its imports must not retrain this one
+    assert "event ganops.dataset.updated sent" in run([sys.executable, "-m", "flows.cli", "data", "import", "digits", "-C", str(other)],
+                                                      {**env, "GANOPS_HOME": str(other / ".ganops")})
+    assert "event ganops.dataset.updated sent" in run([sys.executable, "-m", "flows.cli", "data", "import", "digits", "-C", str(project)], env)
+    deadline, runs = time.monotonic() + 120, []
+    while time.monotonic() < deadline and not runs:
+        runs = flow_runs_of(env, "retrain-on-data")
+        time.sleep(2)
+    time.sleep(5)  # events are handled in order: had the other project's matched, its run would exist by now
+    runs = flow_runs_of(env, "retrain-on-data")
+    assert len(runs) == 1, f"{len(runs)} runs of retrain-on-data after one import in its project"

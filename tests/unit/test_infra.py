@@ -27,33 +27,49 @@ def test_every_deployment_entrypoint_loads_a_flow(monkeypatch):
     monkeypatch.chdir(REPO)
     spec = prefect_spec()
     assert spec["deployments"]
+    flows = set()
     for deployment in spec["deployments"]:
         flow = load_flow_from_entrypoint(deployment["entrypoint"])
-        assert flow.name == "retrain"
+        flows.add(flow.name)
         assert set(deployment.get("parameters", {})) <= set(flow.parameters.properties)
+    assert flows == {"retrain", "train"}
 
 
 def test_deployment_presets_exist_and_templates_name_the_env_ganops_deploy_sets():
     from components.config import preset_names
     from components.orchestration.deploy import PROJECT_ENV, SOURCE_ENV, read_plan
+    from components.orchestration.events import RESOURCE_ENV
 
     spec = prefect_spec()
     templates = set(re.findall(r"\{\{ \$(\w+) \}\}", (INFRA / "prefect.yaml").read_text()))
-    assert templates == {SOURCE_ENV, PROJECT_ENV}
+    assert templates == {SOURCE_ENV, PROJECT_ENV, RESOURCE_ENV}
     for deployment in spec["deployments"]:
-        assert deployment["parameters"]["preset"] in preset_names()
+        if deployment["entrypoint"].endswith(":retrain"):
+            assert deployment["parameters"]["preset"] in preset_names()
     plan = read_plan()
-    assert plan.pools == {"ganops-process": "process"}
-    assert "retrain/retrain-on-data" in plan.deployments
+    assert plan.pools == {"ganops-process": "process", "ganops-gpu": "process"}
+    assert "retrain/retrain-on-data" in plan.deployments and "train/train-gpu" in plan.deployments
+    assert plan.models == {"ganops-digits"}
 
 
-def test_the_data_trigger_matches_the_event_ganops_emits():
-    from components.orchestration.events import DATASET_UPDATED, dataset_resource
+def test_the_training_job_deployment_is_found_by_the_pool_the_config_names():
+    from components.config import load_config
+    from components.orchestration.training_jobs import TRAIN_FLOW
+
+    train = [d for d in prefect_spec()["deployments"] if d["entrypoint"].endswith(f":{TRAIN_FLOW}")]
+    assert [d["work_pool"]["name"] for d in train] == ["ganops-gpu"]
+    assert load_config("digits", ["train.work_pool=ganops-gpu"]).train.work_pool == "ganops-gpu"
+
+
+def test_the_data_trigger_matches_this_projects_events_only(tmp_path):
+    from components.orchestration.events import DATASET_UPDATED, RESOURCE_ENV, dataset_resource
 
     trigger = next(d for d in prefect_spec()["deployments"] if d["name"] == "retrain-on-data")["triggers"][0]
     assert trigger["expect"] == [DATASET_UPDATED]
-    pattern = trigger["match"]["prefect.resource.id"]
-    assert re.fullmatch(pattern.replace(".", r"\.").replace("*", ".*"), dataset_resource("any-project"))
+    assert trigger["match"]["prefect.resource.id"] == f"{{{{ ${RESOURCE_ENV} }}}}"  # set by ganops deploy per project
+    one, other = dataset_resource(tmp_path / "a" / "project"), dataset_resource(tmp_path / "b" / "project")
+    assert one != other and one.startswith("ganops.dataset.project.")
+    assert dataset_resource(tmp_path / "a" / "x" / ".." / "project") == one
 
 
 def test_compose_images_are_pinned_and_services_agree():

@@ -1,0 +1,111 @@
+"""Alias moves through the ledger: the gate's decision, a manual promote, a rollback, and reconcile after a crash.
+
+Every move computes the aliases after it (pure functions below), appends the ledger entry (the commit point; the
+append re-checks that the champion is still the one the decision was made against) and then sets the registry's
+aliases to the entry's. The champion's export is written and verified before the entry, so the champion alias only
+ever points at a version with an export. A crash between the entry and the aliases is repaired by `reconcile`,
+which the next run (or `ganops reconcile`) calls: the ledger's last entry is the truth.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from components.core.errors import RegistryError
+from components.core.names import (CHALLENGER, CHAMPION, GATE_PROMOTED, GATE_REJECTED, PREVIOUS_CHAMPION, TAG_GATE,
+                                   TAG_GATE_REASONS, TAG_REPLACED_BY)
+from components.promotion import ledger
+from components.promotion.gate import Decision
+from components.registry.models import current_aliases, set_aliases
+
+TRACKED = (CHAMPION, PREVIOUS_CHAMPION, CHALLENGER)
+ANY_CHAMPION = object()  # a move that does not depend on who is champion now
+
+
+class StaleDecision(RegistryError):
+    """The champion moved between the decision and its commit: decide again against the new one."""
+
+
+def after_promote(before: dict[str, str], version: str) -> dict[str, str]:
+    """`version` becomes champion; the champion it replaces becomes previous_champion."""
+    after = dict(before)
+    old = before.get(CHAMPION)
+    if old and old != version:
+        after[PREVIOUS_CHAMPION] = old
+    after[CHAMPION] = version
+    if after.get(CHALLENGER) == version:
+        del after[CHALLENGER]
+    return after
+
+
+def after_reject(before: dict[str, str], version: str) -> dict[str, str]:
+    """`version` becomes the challenger; the champion stays."""
+    return {**before, CHALLENGER: version}
+
+
+def after_rollback(before: dict[str, str], target: str) -> dict[str, str]:
+    """Champion back to `target`; the champion it replaces becomes previous_champion (so a rollback can be undone)."""
+    return after_promote(before, target)
+
+
+def tracked_aliases(mlc, model_name: str) -> dict[str, str]:
+    return {k: v for k, v in current_aliases(mlc, model_name).items() if k in TRACKED}
+
+
+def move(mlc, model_name: str, action: str, version: str, reason: str, after: Callable[[dict, str], dict],
+         expected_champion=ANY_CHAMPION, rules: list[dict] | None = None, run_id: str = "", flow_run_id: str = "") -> ledger.Entry:
+    """Append the ledger entry of one move, then set the registry's aliases to it. Raises StaleDecision when
+    `expected_champion` (a version or None) is no longer the champion when the entry is appended."""
+    def make(chain: ledger.Chain) -> ledger.Entry:
+        before = tracked_aliases(mlc, model_name)
+        if expected_champion is not ANY_CHAMPION and before.get(CHAMPION) != expected_champion:
+            raise StaleDecision(f"{model_name}: the champion is now {before.get(CHAMPION) or 'none'}, not "
+                                f"{expected_champion or 'none'} as when version {version} was judged; run again to judge it "
+                                "against the new champion")
+        return ledger.next_entry(chain, actor=ledger.actor(), action=action, model=model_name, version=version,
+                                 aliases_before=before, aliases_after=after(before, version), reason=reason,
+                                 rules=rules or [], run_id=run_id, flow_run_id=flow_run_id)
+
+    entry = ledger.append(mlc, model_name, make)
+    set_aliases(mlc, model_name, entry.aliases_after, TRACKED)
+    return entry
+
+
+def reconcile(mlc, model_name: str) -> list[str]:
+    """Set the registry's aliases to the ledger's last entry (after a crash between the two); returns what moved.
+    Raises RegistryError when the ledger is damaged."""
+    chain = ledger.intact_chain(mlc, model_name)
+    drift = ledger.alias_drift(chain, tracked_aliases(mlc, model_name), TRACKED)
+    if drift:
+        set_aliases(mlc, model_name, chain.last.aliases_after, TRACKED)
+    return drift
+
+
+def standing_decision(chain: ledger.Chain, version: str) -> Decision | None:
+    """The gate's decision on `version` as the ledger committed it (the newest), which stands for a rerun of the
+    same training result; None when the ledger has none (the run that registered it died before its gate)."""
+    for entry in reversed(chain.entries):
+        if entry.version == version and entry.action in (ledger.GATE_PROMOTE, ledger.GATE_REJECT):
+            reasons = [r for rule in entry.rules for r in rule.get("reasons", [])]
+            verdict = "promoted" if entry.action == ledger.GATE_PROMOTE else "rejected"
+            return Decision(entry.action == ledger.GATE_PROMOTE, [f"version {version} holds this training result; its gate "
+                                                                  f"decision stands ({verdict}, ledger entry {entry.seq})", *reasons])
+    return None
+
+
+def commit_decision(mlc, model_name: str, version: str, decision: Decision, champion: str | None, run_id: str = "",
+                    flow_run_id: str = "") -> ledger.Entry:
+    """The gate's decision on `version`, judged against `champion` (None: there was none): the ledger entry (the
+    commit point: `standing_decision` reads it back), the aliases, then tags on the versions for people browsing
+    MLflow. Raises StaleDecision when the champion moved in between."""
+    rules = [{"name": "gate", "passed": decision.promote, "reasons": decision.reasons}]
+    entry = move(mlc, model_name, ledger.GATE_PROMOTE if decision.promote else ledger.GATE_REJECT, version,
+                 "; ".join(decision.reasons), after_promote if decision.promote else after_reject, expected_champion=champion,
+                 rules=rules, run_id=run_id, flow_run_id=flow_run_id)
+    mlc.set_model_version_tag(model_name, version, TAG_GATE_REASONS, json.dumps(decision.reasons))
+    mlc.set_model_version_tag(model_name, version, TAG_GATE, GATE_PROMOTED if decision.promote else GATE_REJECTED)
+    replaced = entry.aliases_before.get(CHAMPION)
+    if decision.promote and replaced and replaced != version:
+        mlc.set_model_version_tag(model_name, replaced, TAG_REPLACED_BY, version)
+    return entry

@@ -1,0 +1,136 @@
+"""Promotion through the ledger on a real registry (MLflow on SQLite): the gate's entries, promote with and without
+--force, rollback in one command with its export rebuilt and verified, history --verify catching an alias moved in
+MLflow and an entry edited by hand, reconcile, concurrent appends, and bad input as one line with exit 2."""
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+from typer.testing import CliRunner
+
+from components.config import load_config
+from components.promotion import ledger
+from components.promotion.moves import ANY_CHAMPION, after_reject, move
+from components.registry import tracking as registry
+from components.serving.export import verify_export
+from flows.cli import app
+from tests.integration.conftest import REPO, new_project, sh
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+MODEL = "ganops-smoke"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prefect_server):
+    from flows.retrain import retrain
+
+    project = new_project(tmp_path_factory.mktemp("promotion"))
+    assert runner.invoke(app, ["data", "import", "digits", "-C", str(project)]).exit_code == 0
+    sh(project, "git", "add", "data.dvc", ".gitignore")
+    sh(project, "git", "commit", "-qm", "digits")
+    first = retrain(config=load_config("smoke"), project_dir=str(project))
+    second = retrain(config=load_config("smoke", ["seed=1", "gate.min_improvement=1000"]), project_dir=str(project))
+    assert (first["version"], second["version"]) == ("1", "2") and not second["decision"]["promote"]
+    return project
+
+
+def ganops(project, *args):
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GANOPS_HOME")}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args, "-C", str(project)], cwd=REPO, capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def one_line_error(done) -> str:
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    return lines[0]
+
+
+def aliases(project):
+    return {k: str(v) for k, v in registry.client(project).get_registered_model(MODEL).aliases.items()}
+
+
+def test_the_gate_writes_the_ledger_and_history_verifies(project):
+    chain = ledger.load_chain(registry.client(project), MODEL)
+    assert [(e.action, e.version) for e in chain.entries] == [("gate_promote", "1"), ("gate_reject", "2")]
+    assert chain.entries[1].aliases_after == {"champion": "1", "challenger": "2"} and chain.entries[1].run_id
+    result = runner.invoke(app, ["history", MODEL, "--verify", "-C", str(project)])
+    assert result.exit_code == 0, result.output
+    assert result.output.index("#2") < result.output.index("#1")  # newest first
+    assert "verified: 2 entries" in result.output
+
+
+def test_promote_refuses_what_fails_the_gate_unless_forced_and_records_the_override(project):
+    refused = one_line_error(ganops(project, "promote", MODEL, "2", "--reason", "try"))
+    assert "version 2 fails the gate" in refused and "does not beat" in refused
+    result = runner.invoke(app, ["promote", MODEL, "2", "--reason", "sharper samples", "--force", "-C", str(project)])
+    assert result.exit_code == 0, result.output
+    assert aliases(project) == {"champion": "2", "previous_champion": "1"}
+    last = ledger.load_chain(registry.client(project), MODEL).last
+    assert last.action == "promote" and last.rules[0]["forced"] and "forced over" in last.reason
+    folder = project / ".ganops" / "exports" / MODEL / "v2"
+    assert verify_export(folder)["ok"]  # exported before the alias moved
+
+
+def test_rollback_is_one_command_and_rebuilds_a_missing_export(project):
+    shutil.rmtree(project / ".ganops" / "exports" / MODEL / "v1")
+    result = runner.invoke(app, ["rollback", MODEL, "--reason", "v2 drops a digit", "--json", "-C", str(project)])
+    assert result.exit_code == 0, result.output
+    assert aliases(project) == {"champion": "1", "previous_champion": "2"}
+    assert verify_export(project / ".ganops" / "exports" / MODEL / "v1")["ok"]
+    assert runner.invoke(app, ["history", MODEL, "--verify", "-C", str(project)]).exit_code == 0
+
+
+def test_an_alias_moved_in_mlflow_is_caught_and_reconciled(project):
+    mlc = registry.client(project)
+    mlc.set_registered_model_alias(MODEL, "champion", "2")  # as if moved in the MLflow UI
+    line = one_line_error(ganops(project, "history", MODEL, "--verify"))
+    assert "alias champion: the registry says 2" in line
+    done = ganops(project, "reconcile", MODEL)
+    assert done.returncode == 0 and "repaired alias champion" in done.stdout, done.stderr
+    assert aliases(project)["champion"] == "1"
+
+
+def test_concurrent_appends_lose_no_entry_and_never_fork(project):
+    uri = registry.tracking_uri(project)
+    before = len(ledger.load_chain(registry.client(project), MODEL).entries)
+
+    def appender(i):
+        from mlflow import MlflowClient
+
+        mlc = MlflowClient(uri, uri)
+        for j in range(3):
+            move(mlc, MODEL, "test", "2", f"writer {i} append {j}", after_reject, expected_champion=ANY_CHAMPION)
+
+    threads = [threading.Thread(target=appender, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    chain = ledger.load_chain(registry.client(project), MODEL)
+    assert not chain.problems and len(chain.entries) == before + 12
+    assert [e.seq for e in chain.entries] == list(range(1, before + 13))
+    assert sorted(e.reason for e in chain.entries[before:]) == sorted(f"writer {i} append {j}" for i in range(4) for j in range(3))
+
+
+def test_an_entry_edited_by_hand_is_caught_by_verify(project):
+    mlc = registry.client(project)
+    name = ledger.ledger_name(MODEL)
+    first = min(mlc.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    mlc.set_model_version_tag(name, first.version, ledger.ENTRY_TAG,
+                              first.tags[ledger.ENTRY_TAG].replace('"reason":"', '"reason":"edited: '))
+    line = one_line_error(ganops(project, "history", MODEL, "--verify"))
+    assert "ledger entry 1" in line and "does not match its hash" in line
+    refused = one_line_error(ganops(project, "rollback", MODEL, "--reason", "x"))
+    assert "ledger of ganops-smoke is damaged" in refused  # nothing moves on a damaged ledger
+
+
+def test_bad_input_is_one_line_naming_it(project):
+    assert "--reason is empty" in one_line_error(ganops(project, "promote", MODEL, "2", "--reason", " "))
+    assert "no version or alias '9'" in one_line_error(ganops(project, "promote", MODEL, "9", "--reason", "x"))
+    assert "'nope' is not in the registry" in one_line_error(ganops(project, "history", "nope"))
