@@ -17,7 +17,7 @@ from components.config import DEFAULT_PRESET, RetrainConfig, config_to_dict, exp
 from components.core.errors import ValidationFailed
 from components.core.names import (ARTIFACT_CONFIG, ARTIFACT_DATA_DOCS, ARTIFACT_REFERENCE_STATS, ARTIFACT_SAMPLES,
                                    ARTIFACT_SUMMARY, ARTIFACT_VALIDATION_REPORT, CHAMPION, TAG_FLOW,
-                                   TAG_FLOW_RUN_ID, TAG_REUSED_VERSION, TAG_TRAIN_KEY, VALIDATION_IMAGES, VALIDATION_SUCCESS)
+                                   TAG_FLOW_RUN_ID, TAG_REUSED_VERSION, TAG_TRAIN_KEY, TAG_WEIGHTS_SHA256, VALIDATION_IMAGES, VALIDATION_SUCCESS)
 from components.core.paths import state_dir
 from components.data.versioning import DatasetVersion, resolve_dataset
 from components.evaluation.evaluate import Scores, evaluate_generator
@@ -120,11 +120,11 @@ def train_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: Data
 
 
 @task(name="prior-version", **SERVICE_TASK)
-def prior_version_task(config: RetrainConfig, run: RunTracker, key: str) -> tuple[str | None, Decision | None]:
+def prior_version_task(config: RetrainConfig, run: RunTracker, key: str, weights_sha256: str) -> tuple[str | None, Decision | None]:
     """The version an earlier run registered from this same training result (it is never registered twice), and
     the gate decision the ledger committed for it."""
     model = config.registry.model_name
-    version = prior_version(run.mlc, model, key)
+    version = prior_version(run.mlc, model, key, weights_sha256)
     if version is None:
         return None, None
     decided = standing_decision(load_chain(run.mlc, model), version)
@@ -199,9 +199,9 @@ def _train_to_export(root: Path, config: RetrainConfig, dataset: DatasetVersion,
     key = training_key(dataset.md5, config)
     trained = train_task(root, config, run, dataset, key)
     scores = evaluate_task(root, config, trained.weights, dataset)
-    tags = {**lineage_tags(dataset, report, run.run_id, config.name), TAG_TRAIN_KEY: key}
+    tags = {**lineage_tags(dataset, report, run.run_id, config.name), TAG_TRAIN_KEY: key, TAG_WEIGHTS_SHA256: trained.weights_sha256}
     record_scores_task(run, tags, scores)
-    version, decision = prior_version_task(config, run, key)
+    version, decision = prior_version_task(config, run, key, trained.weights_sha256)
     metric, champion, previous, standing = config.gate.metric, None, None, decision is not None
     if not standing:  # also a version registered by a run that died before its gate
         champion = evaluate_champion_task(root, config, run, dataset)

@@ -54,6 +54,7 @@ TAG_CONFIG_NAME = "ganops.config_name"
 TAG_HOST, TAG_PID, TAG_PID_START, TAG_FLOW_RUN_ID = "ganops.host", "ganops.pid", "ganops.pid_start", "ganops.prefect_flow_run_id"
 TAG_REAPED = "ganops.reaped"
 TAG_TRAIN_KEY = "ganops.train_key"  # training.identity: same data, settings and code
+TAG_WEIGHTS_SHA256 = "ganops.weights_sha256"  # the registered weights' bytes (a key may not pin them: GPU, DDP)
 TAG_REUSED_VERSION = "ganops.reused_version"  # a run whose training result was already registered
 GATE_PROMOTED, GATE_REJECTED = "promoted", "rejected"
 

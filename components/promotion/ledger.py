@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from components.core.errors import RegistryError
+from components.core.paths import check_path_name
 
 LEDGER_PREFIX = "ganops-ledger."
 ACTOR_ENV = "GANOPS_ACTOR"
@@ -32,7 +33,8 @@ APPEND_ATTEMPTS = 20
 
 
 def ledger_name(model_name: str) -> str:
-    return f"{LEDGER_PREFIX}{model_name}"
+    """The registered model holding MODEL's ledger (the name is checked: it reaches MLflow filter strings)."""
+    return f"{LEDGER_PREFIX}{check_path_name(model_name, 'model')}"
 
 
 def actor() -> str:
@@ -151,9 +153,14 @@ def alias_drift(chain: Chain, current: dict[str, str], tracked: tuple[str, ...])
 # The side effects: the ledger in the MLflow registry.
 
 def stored_entries(mlc, model_name: str) -> list[tuple[int, str]]:
-    name = ledger_name(model_name)
-    versions = mlc.search_model_versions(f"name = '{name}'")
-    return [(int(v.version), (v.tags or {}).get(ENTRY_TAG, "")) for v in versions]
+    """Every stored entry, page by page (a search answers at most a page)."""
+    name, rows, token = ledger_name(model_name), [], None
+    while True:
+        page = mlc.search_model_versions(f"name = '{name}'", max_results=1000, page_token=token)
+        rows += [(int(v.version), (v.tags or {}).get(ENTRY_TAG, "")) for v in page]
+        token = getattr(page, "token", None)
+        if not token:
+            return rows
 
 
 def load_chain(mlc, model_name: str) -> Chain:
@@ -181,8 +188,11 @@ def append(mlc, model_name: str, make_entry) -> Entry:
     for _ in range(APPEND_ATTEMPTS):
         chain = intact_chain(mlc, model_name)
         entry = make_entry(chain)
+        if any(e.hash == entry.hash for e in chain.entries):
+            return entry  # committed already (a retried call whose first reply was lost)
+        summary = f"{entry.action} {model_name} version {entry.version}: {entry.reason}"
         mlc.create_model_version(name, f"ganops-ledger:/{model_name}", tags={ENTRY_TAG: canonical(asdict(entry))},
-                                 description=f"{entry.action} {model_name} version {entry.version}: {entry.reason}")
+                                 description=summary[:1000])  # the full reason is in the entry
         if any(e.hash == entry.hash for e in load_chain(mlc, model_name).entries):
             return entry
     raise RegistryError(f"could not append to the promotion ledger of {model_name}: {APPEND_ATTEMPTS} appends in a row "

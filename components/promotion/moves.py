@@ -55,10 +55,15 @@ def tracked_aliases(mlc, model_name: str) -> dict[str, str]:
 
 def move(mlc, model_name: str, action: str, version: str, reason: str, after: Callable[[dict, str], dict],
          expected_champion=ANY_CHAMPION, rules: list[dict] | None = None, run_id: str = "", flow_run_id: str = "") -> ledger.Entry:
-    """Append the ledger entry of one move, then set the registry's aliases to it. Raises StaleDecision when
-    `expected_champion` (a version or None) is no longer the champion when the entry is appended."""
+    """Append the ledger entry of one move, then set the registry's aliases to the ledger's latest entry. The
+    aliases before are the ledger's (the registry may lag behind a move committed a moment ago). Raises
+    StaleDecision when `expected_champion` (a version or None) is no longer the champion at the append. A retried
+    call by the same run for the same version and action returns the entry it committed."""
     def make(chain: ledger.Chain) -> ledger.Entry:
-        before = tracked_aliases(mlc, model_name)
+        done = next((e for e in chain.entries if run_id and e.run_id == run_id and e.version == version and e.action == action), None)
+        if done is not None:
+            return done
+        before = dict(chain.last.aliases_after) if chain.last else tracked_aliases(mlc, model_name)
         if expected_champion is not ANY_CHAMPION and before.get(CHAMPION) != expected_champion:
             raise StaleDecision(f"{model_name}: the champion is now {before.get(CHAMPION) or 'none'}, not "
                                 f"{expected_champion or 'none'} as when version {version} was judged; run again to judge it "
@@ -68,18 +73,30 @@ def move(mlc, model_name: str, action: str, version: str, reason: str, after: Ca
                                  rules=rules or [], run_id=run_id, flow_run_id=flow_run_id)
 
     entry = ledger.append(mlc, model_name, make)
-    set_aliases(mlc, model_name, entry.aliases_after, TRACKED)
+    settle(mlc, model_name)
     return entry
+
+
+def settle(mlc, model_name: str, rounds: int = 5) -> list[str]:
+    """Set the registry's aliases to the ledger's latest entry, again while entries keep arriving (another writer's
+    older alias moves must not land last). Returns what differed."""
+    moved: list[str] = []
+    for _ in range(rounds):
+        chain = ledger.intact_chain(mlc, model_name)
+        if chain.last is None:
+            return moved
+        drift = ledger.alias_drift(chain, tracked_aliases(mlc, model_name), TRACKED)
+        if not drift:
+            return moved
+        moved += drift
+        set_aliases(mlc, model_name, chain.last.aliases_after, TRACKED)
+    return moved
 
 
 def reconcile(mlc, model_name: str) -> list[str]:
     """Set the registry's aliases to the ledger's last entry (after a crash between the two); returns what moved.
     Raises RegistryError when the ledger is damaged."""
-    chain = ledger.intact_chain(mlc, model_name)
-    drift = ledger.alias_drift(chain, tracked_aliases(mlc, model_name), TRACKED)
-    if drift:
-        set_aliases(mlc, model_name, chain.last.aliases_after, TRACKED)
-    return drift
+    return settle(mlc, model_name)
 
 
 def standing_decision(chain: ledger.Chain, version: str) -> Decision | None:
@@ -103,9 +120,15 @@ def commit_decision(mlc, model_name: str, version: str, decision: Decision, cham
     entry = move(mlc, model_name, ledger.GATE_PROMOTE if decision.promote else ledger.GATE_REJECT, version,
                  "; ".join(decision.reasons), after_promote if decision.promote else after_reject, expected_champion=champion,
                  rules=rules, run_id=run_id, flow_run_id=flow_run_id)
+    tag_decision(mlc, model_name, entry, decision)
+    return entry
+
+
+def tag_decision(mlc, model_name: str, entry: ledger.Entry, decision: Decision) -> None:
+    """The decision as tags on the versions, for people browsing MLflow (idempotent; the ledger is the record)."""
+    version = entry.version
     mlc.set_model_version_tag(model_name, version, TAG_GATE_REASONS, json.dumps(decision.reasons))
     mlc.set_model_version_tag(model_name, version, TAG_GATE, GATE_PROMOTED if decision.promote else GATE_REJECTED)
     replaced = entry.aliases_before.get(CHAMPION)
     if decision.promote and replaced and replaced != version:
         mlc.set_model_version_tag(model_name, replaced, TAG_REPLACED_BY, version)
-    return entry

@@ -8,8 +8,10 @@ import tempfile
 from pathlib import Path
 
 from components.core.errors import RegistryError
+from components.core.paths import check_path_name
 from components.core.names import (CHALLENGER, CHAMPION, GATE_PROMOTED, GATE_REJECTED, PREVIOUS_CHAMPION, TAG_EXPORT_DIR,
-                                   TAG_GATE, TAG_GATE_REASONS, TAG_REPLACED_BY, TAG_TRAIN_KEY)
+                                   TAG_GATE, TAG_GATE_REASONS, TAG_REPLACED_BY, TAG_TRAIN_KEY,
+                                   TAG_WEIGHTS_SHA256)
 
 
 def parse_model_ref(text: str) -> tuple[str, str | None]:
@@ -109,16 +111,12 @@ def apply_decision(mlc, model_name: str, version: str, promote: bool, reasons: l
     return previous
 
 
-def version_by_tag(mlc, model_name: str, key: str, value: str):
-    """The newest version of `model_name` whose tag `key` equals `value`, or None (also when the model is new)."""
-    found = mlc.search_model_versions(f"name = '{model_name}' and tags.`{key}` = '{value}'")
-    return max(found, key=lambda v: int(v.version)) if found else None
-
-
-def prior_version(mlc, model_name: str, train_key: str) -> str | None:
-    """The version registered from the training result `train_key`, if any."""
-    found = version_by_tag(mlc, model_name, TAG_TRAIN_KEY, train_key)
-    return str(found.version) if found is not None else None
+def prior_version(mlc, model_name: str, train_key: str, weights_sha256: str) -> str | None:
+    """The version registered from this very training result: the same training key and the same weight bytes
+    (non-deterministic training, on GPUs or with DDP, gives other bytes under the same key: a new version)."""
+    found = mlc.search_model_versions(f"name = '{check_path_name(model_name, 'model')}' and tags.`{TAG_TRAIN_KEY}` = "
+                                      f"'{train_key}' and tags.`{TAG_WEIGHTS_SHA256}` = '{weights_sha256}'")
+    return str(max(int(v.version) for v in found)) if found else None
 
 
 def record_export(mlc, model_name: str, version: str, folder: Path) -> None:

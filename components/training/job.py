@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from components.config import RetrainConfig, TrainConfig, config_to_dict
-from components.core.atomic import file_digest, write_text
+from components.core.atomic import file_digest, file_lock, write_text
 from components.core.device import dist_info
 from components.core.errors import GanopsError
 from components.data.images import load_images
@@ -195,9 +195,10 @@ def run_training(data_root: Path, config: RetrainConfig, out_dir: Path, project_
     """The flow's training step into out_dir, a folder named by the training key (identity.training_key): its
     finished result when the weights are intact, else training that resumes from the folder's checkpoints, in this
     process or (launcher subprocess/torchrun) in a child."""
-    done = finished_outcome(out_dir)
-    if done is not None:
-        return done
-    if effective_launcher(config.train) == "inprocess":
-        return train_to_files(data_root, config, out_dir, on_metrics=on_metrics, progress=progress, resume=True)
-    return train_in_subprocess(data_root, config, out_dir, project_dir)
+    with file_lock(out_dir.parent / f"{out_dir.name}.lock"):  # one writer per folder (two models may share a key)
+        done = finished_outcome(out_dir)
+        if done is not None:
+            return done
+        if effective_launcher(config.train) == "inprocess":
+            return train_to_files(data_root, config, out_dir, on_metrics=on_metrics, progress=progress, resume=True)
+        return train_in_subprocess(data_root, config, out_dir, project_dir)
