@@ -28,9 +28,8 @@ from components.orchestration.reaper import reap
 from components.orchestration.retries import retry_transient
 from components.promotion.champion import ChampionScores, check_champion_shape, score_champion
 from components.promotion.gate import Decision, ci_high_key, decide_promotion
-from components.promotion.ledger import load_chain
-from components.promotion.moves import commit_decision, reconcile, standing_decision
-from components.registry.models import prior_version, record_export
+from components.promotion.moves import commit_decision, prior_decision, reconcile
+from components.registry.models import record_export
 from components.registry.tracking import RunTracker, open_run, owner_tags, tracking_uri
 from components.serving.export import export_generator
 from components.serving.mlflow_model import register_generator
@@ -124,13 +123,11 @@ def prior_version_task(config: RetrainConfig, run: RunTracker, key: str, weights
     """The version an earlier run registered from this same training result (it is never registered twice), and
     the gate decision the ledger committed for it."""
     model = config.registry.model_name
-    version = prior_version(run.mlc, model, key, weights_sha256)
-    if version is None:
-        return None, None
-    decided = standing_decision(load_chain(run.mlc, model), version)
-    run.tags({TAG_REUSED_VERSION: version})
-    get_run_logger().info("this training result is already %s version %s (gate: %s)", model, version,
-                          ("promoted" if decided.promote else "rejected") if decided else "not decided yet")
+    version, decided = prior_decision(run.mlc, model, key, weights_sha256)
+    if version is not None:
+        run.tags({TAG_REUSED_VERSION: version})
+        get_run_logger().info("this training result is already %s version %s (gate: %s)", model, version,
+                              ("promoted" if decided.promote else "rejected") if decided else "not decided yet")
     return version, decided
 
 

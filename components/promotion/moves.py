@@ -17,7 +17,7 @@ from components.core.names import (CHALLENGER, CHAMPION, GATE_PROMOTED, GATE_REJ
                                    TAG_GATE_REASONS, TAG_REPLACED_BY)
 from components.promotion import ledger
 from components.promotion.gate import Decision
-from components.registry.models import current_aliases, set_aliases
+from components.registry.models import current_aliases, prior_version, set_aliases
 
 TRACKED = (CHAMPION, PREVIOUS_CHAMPION, CHALLENGER)
 ANY_CHAMPION = object()  # a move that does not depend on who is champion now
@@ -99,16 +99,39 @@ def reconcile(mlc, model_name: str) -> list[str]:
     return settle(mlc, model_name)
 
 
+def gate_entry(chain: ledger.Chain, version: str) -> ledger.Entry | None:
+    """The newest gate entry for `version` (None when the run that registered it died before its gate)."""
+    return next((e for e in reversed(chain.entries)
+                 if e.version == version and e.action in (ledger.GATE_PROMOTE, ledger.GATE_REJECT)), None)
+
+
+def _decision_of(entry: ledger.Entry) -> Decision:
+    return Decision(entry.action == ledger.GATE_PROMOTE, [r for rule in entry.rules for r in rule.get("reasons", [])])
+
+
 def standing_decision(chain: ledger.Chain, version: str) -> Decision | None:
-    """The gate's decision on `version` as the ledger committed it (the newest), which stands for a rerun of the
-    same training result; None when the ledger has none (the run that registered it died before its gate)."""
-    for entry in reversed(chain.entries):
-        if entry.version == version and entry.action in (ledger.GATE_PROMOTE, ledger.GATE_REJECT):
-            reasons = [r for rule in entry.rules for r in rule.get("reasons", [])]
-            verdict = "promoted" if entry.action == ledger.GATE_PROMOTE else "rejected"
-            return Decision(entry.action == ledger.GATE_PROMOTE, [f"version {version} holds this training result; its gate "
-                                                                  f"decision stands ({verdict}, ledger entry {entry.seq})", *reasons])
-    return None
+    """The gate's decision on `version` as the ledger committed it, which stands for a rerun of the same training
+    result; None when the ledger has none."""
+    entry = gate_entry(chain, version)
+    if entry is None:
+        return None
+    verdict = "promoted" if entry.action == ledger.GATE_PROMOTE else "rejected"
+    return Decision(entry.action == ledger.GATE_PROMOTE, [f"version {version} holds this training result; its gate "
+                                                          f"decision stands ({verdict}, ledger entry {entry.seq})",
+                                                          *_decision_of(entry).reasons])
+
+
+def prior_decision(mlc, model_name: str, train_key: str, weights_sha256: str) -> tuple[str | None, Decision | None]:
+    """The version registered from this very training result, if any, and the decision that stands for it. The
+    version's gate tags are written again when a kill after the ledger entry left them out."""
+    version = prior_version(mlc, model_name, train_key, weights_sha256)
+    if version is None:
+        return None, None
+    chain = ledger.load_chain(mlc, model_name)
+    entry = gate_entry(chain, version)
+    if entry is not None and TAG_GATE not in (mlc.get_model_version(model_name, version).tags or {}):
+        tag_decision(mlc, model_name, entry, _decision_of(entry))
+    return version, standing_decision(chain, version)
 
 
 def commit_decision(mlc, model_name: str, version: str, decision: Decision, champion: str | None, run_id: str = "",

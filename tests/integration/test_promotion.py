@@ -65,6 +65,17 @@ def test_the_gate_writes_the_ledger_and_history_verifies(project):
     assert "verified: 2 entries" in result.output
 
 
+def test_tags_a_kill_left_out_after_the_ledger_entry_are_written_by_the_rerun(project):
+    from flows.retrain import retrain
+
+    mlc = registry.client(project)
+    mlc.delete_model_version_tag(MODEL, "1", "ganops.gate")  # as if killed after the entry, before the tags
+    again = retrain(config=load_config("smoke"), project_dir=str(project))
+    assert again["version"] == "1" and again["reused_version"] and again["decision"]["promote"]
+    assert mlc.get_model_version(MODEL, "1").tags["ganops.gate"] == "promoted"
+    assert len(ledger.load_chain(mlc, MODEL).entries) == 2  # the standing decision adds no entry
+
+
 def test_promote_refuses_what_fails_the_gate_unless_forced_and_records_the_override(project):
     refused = one_line_error(ganops(project, "promote", MODEL, "2", "--reason", "try"))
     assert "version 2 fails the gate" in refused and "does not beat" in refused
