@@ -18,6 +18,12 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
+def module_file(module: str, root: Path) -> Path:
+    """components.core.atomic -> root/components/core/atomic.py; a package -> its __init__.py."""
+    rel = root.joinpath(*module.split("."))
+    return rel / "__init__.py" if rel.is_dir() else rel.with_suffix(".py")
+
+
 def _in_type_checking(node: ast.AST, parents: dict) -> bool:
     while node in parents:
         node = parents[node]

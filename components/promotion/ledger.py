@@ -28,7 +28,7 @@ LEDGER_PREFIX = "ganops-ledger."
 ACTOR_ENV = "GANOPS_ACTOR"
 ENTRY_TAG = "ganops.ledger_entry"
 # Actions an entry records.
-GATE_PROMOTE, GATE_REJECT, PROMOTE, ROLLBACK, RECONCILE = "gate_promote", "gate_reject", "promote", "rollback", "reconcile"
+GATE_PROMOTE, GATE_REJECT, PROMOTE, ROLLBACK = "gate_promote", "gate_reject", "promote", "rollback"
 APPEND_ATTEMPTS = 20
 
 

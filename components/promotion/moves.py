@@ -73,13 +73,14 @@ def move(mlc, model_name: str, action: str, version: str, reason: str, after: Ca
                                  rules=rules or [], run_id=run_id, flow_run_id=flow_run_id)
 
     entry = ledger.append(mlc, model_name, make)
-    settle(mlc, model_name)
+    reconcile(mlc, model_name)
     return entry
 
 
-def settle(mlc, model_name: str, rounds: int = 5) -> list[str]:
-    """Set the registry's aliases to the ledger's latest entry, again while entries keep arriving (another writer's
-    older alias moves must not land last). Returns what differed."""
+def reconcile(mlc, model_name: str, rounds: int = 5) -> list[str]:
+    """Set the registry's aliases to the ledger's latest entry (after a crash between the two, or another
+    writer's older alias moves landing last), again while entries keep arriving. Returns what differed; raises
+    RegistryError when the ledger is damaged."""
     moved: list[str] = []
     for _ in range(rounds):
         chain = ledger.intact_chain(mlc, model_name)
@@ -91,12 +92,6 @@ def settle(mlc, model_name: str, rounds: int = 5) -> list[str]:
         moved += drift
         set_aliases(mlc, model_name, chain.last.aliases_after, TRACKED)
     return moved
-
-
-def reconcile(mlc, model_name: str) -> list[str]:
-    """Set the registry's aliases to the ledger's last entry (after a crash between the two); returns what moved.
-    Raises RegistryError when the ledger is damaged."""
-    return settle(mlc, model_name)
 
 
 def gate_entry(chain: ledger.Chain, version: str) -> ledger.Entry | None:

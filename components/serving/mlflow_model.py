@@ -12,7 +12,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from components.core.imports import closure, import_graph
+from components.core.imports import closure, import_graph, module_file
 from components.core.names import ARTIFACT_MODEL, ARTIFACT_WEIGHTS
 from components.core.paths import SOURCE_ROOT
 
@@ -25,8 +25,7 @@ def model_code_files(dest: Path) -> Path:
     """Copy the modules the loader needs (with their packages' __init__ files) under dest/components/."""
     graph = import_graph(SOURCE_ROOT, ("components",))
     for module in sorted(closure(graph, LOADER_MODULE)):
-        rel = Path(*module.split("."))
-        src = SOURCE_ROOT / rel / "__init__.py" if (SOURCE_ROOT / rel).is_dir() else (SOURCE_ROOT / rel).with_suffix(".py")
+        src = module_file(module, SOURCE_ROOT)
         target = dest / src.relative_to(SOURCE_ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)

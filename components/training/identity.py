@@ -12,7 +12,7 @@ import hashlib
 import json
 
 from components.config import RetrainConfig
-from components.core.imports import closure, import_graph
+from components.core.imports import closure, import_graph, module_file
 from components.core.paths import SOURCE_ROOT
 
 TRAINER_MODULE = "components.training.job"
@@ -28,9 +28,7 @@ def code_digest() -> str:
     graph = import_graph(SOURCE_ROOT, ("components",))
     digest = hashlib.sha256(f"torch {torch.__version__}\n".encode())
     for module in sorted(closure(graph, TRAINER_MODULE)):
-        rel = SOURCE_ROOT.joinpath(*module.split("."))
-        path = rel / "__init__.py" if rel.is_dir() else rel.with_suffix(".py")
-        digest.update(f"{module}\n".encode() + path.read_bytes() + b"\n")
+        digest.update(f"{module}\n".encode() + module_file(module, SOURCE_ROOT).read_bytes() + b"\n")
     return digest.hexdigest()
 
 
