@@ -77,6 +77,7 @@ def rollback(mlc, project_dir: Path, model_name: str, reason: str, to: str | Non
     """Champion back to the previous champion (or `to`, a version that was champion before), its export verified
     or rebuilt. Raises GanopsError naming what is missing."""
     reason = _reason(reason)
+    require_model(mlc, model_name)
     before = tracked_aliases(mlc, model_name)
     target = to or before.get(PREVIOUS_CHAMPION)
     if target is None:
