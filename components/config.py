@@ -14,9 +14,10 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.core.errors import ConfigError, GanopsError
-from components.core.names import FID, FID_DOMAIN, FID_INCEPTION, metric_name
+from components.core.names import FID, FID_DOMAIN, FID_DOMAIN_REAL_SPLIT, FID_INCEPTION, metric_name
 from components.core.paths import PRESETS_DIR, check_path_name, check_revision, state_dir
 from components.evaluation.extractors import EXTRACTORS
+from components.promotion.rules import resolve_rule
 from components.training.losses import LOSSES
 from components.training.networks import ARCHS
 from components.training.optimizers import OPTIMIZERS
@@ -136,11 +137,54 @@ class RegistryConfig(_Strict):
     check_model_name = _path_name("registry.model_name")
 
 
+# The gate's rules when a config names none: they work on any dataset (the ceiling is relative to the data's own
+# real-vs-real FID; on the digits preset 4 x 5.0 is about the absolute 20 used before).
+DEFAULT_RULES = {"validation_passed": {}, "relative_ceiling": {"factor": 4.0, "floor_metric": FID_DOMAIN_REAL_SPLIT},
+                 "beats_champion": {"min_improvement": 0.0}}
+APPROVAL_AUTO, APPROVAL_REQUIRED = "auto", "required"
+
+
 class GateConfig(_Strict):
-    metric: Literal[GATE_METRICS] = Field(FID_DOMAIN, description="fid_inception needs evaluate.inception.")  # type: ignore[valid-type]
-    fid_ceiling: float = Field(20.0, gt=0, description="A candidate must score below this to be promoted.")
-    min_improvement: float = Field(0.0, ge=0, description="A candidate must beat the champion's FID by more than this.")
-    require_significant: bool = Field(False, description="Also require the candidate's bootstrap upper bound below the champion's FID.")
+    metric: Literal[GATE_METRICS] = Field(FID_DOMAIN, description="The headline metric, and the metric of rules that name none; "  # type: ignore[valid-type]
+                                          "fid_inception needs evaluate.inception.")
+    rules: dict[str, dict[str, Any] | None] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_RULES.items()},
+        description="Named gate rules with their parameters, merged over the defaults; `name: null` drops one.")
+    approval: Literal[APPROVAL_AUTO, APPROVAL_REQUIRED] = Field(  # type: ignore[valid-type]
+        APPROVAL_AUTO, description="required: a version that passes waits as `candidate` for `ganops approve`.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_rules(cls, data: Any) -> Any:
+        """Merge `rules` over the defaults and check each against its rule function (the legacy keys fid_ceiling,
+        min_improvement and require_significant become the rules they meant)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        rules: dict[str, dict | None] = {k: dict(v) for k, v in DEFAULT_RULES.items()}
+        given = data.get("rules") or {}
+        if not isinstance(given, dict):
+            raise ValueError(f"gate.rules must be a mapping of rule names to parameters, got {given!r}")
+        for name, params in [*_legacy_gate_rules(data).items(), *given.items()]:
+            if params is not None and not isinstance(params, dict):
+                raise ValueError(f"gate.rules.{name} must be a mapping of parameters or null, got {params!r}")
+            rules[name] = None if params is None else {**(rules.get(name) or DEFAULT_RULES.get(name, {})), **params}
+        metric = data.get("metric", FID_DOMAIN)
+        data["rules"] = {name: None if p is None else resolve_rule(name, p, metric) for name, p in rules.items()}
+        return data
+
+
+def _legacy_gate_rules(data: dict) -> dict:
+    """The rules meant by the keys gate had before gate.rules (older configs and registered versions' configs);
+    removes those keys from `data`."""
+    out: dict[str, dict | None] = {}
+    if "fid_ceiling" in data:
+        out.update(ceiling={"value": data.pop("fid_ceiling")}, relative_ceiling=None)
+    if "min_improvement" in data:
+        out["beats_champion"] = {"min_improvement": data.pop("min_improvement")}
+    if data.pop("require_significant", False):
+        out["significant"] = {}
+    return out
 
 
 class ExportConfig(_Strict):
@@ -178,7 +222,8 @@ def _format_error(source: str, err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         key = ".".join(str(x) for x in e["loc"]) or "<root>"
-        parts.append(f"{key}: {e['msg']}")
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(msg if msg.startswith(f"{key}.") else f"{key}: {msg}")
     return f"invalid config {source}: " + "; ".join(parts)
 
 

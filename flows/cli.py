@@ -23,7 +23,7 @@ app.add_typer(data_app, name="data")
 
 ProjectOpt = typer.Option(Path("."), "--project-dir", "-C", help="Project folder holding data.dvc and .dvc/.", file_okay=False)
 ConfigOpt = typer.Option(None, "--config", "-c", help="Preset name (digits, smoke) or a YAML file. Default: digits.")
-SetOpt = typer.Option([], "--set", help="Override keys: --set train.steps=100 gate.fid_ceiling=20 (several pairs after one "
+SetOpt = typer.Option([], "--set", help="Override keys: --set train.steps=100 gate.rules.ceiling.value=20 (several pairs after one "
                                         "--set, or --set repeated).")
 OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 
@@ -135,13 +135,20 @@ def run(
     uri, metrics, metric = summary["tracking_uri"], summary["scores"]["metrics"], summary["gate_metric"]
     floor = f"; real-vs-real floor {metrics[FID_DOMAIN_REAL_SPLIT]:.3f}" if metric == FID_DOMAIN else ""
     typer.echo("")
-    verdict = "promoted to champion" if summary["decision"]["promote"] else "challenger (not promoted)"
+    verdict = {"promote": "promoted to champion", "reject": "challenger (not promoted)",
+               "await_approval": f"candidate, awaiting approval (ganops approve {summary['model_name']} {summary['version']} --reason ...)"
+               }[summary["decision"]["verdict"]]
     if summary["reused_version"]:
-        verdict = (f"registered before from the same data, settings and code ({'promoted' if summary['decision']['promote'] else 'rejected'}"
+        verdict = (f"registered before from the same data, settings and code ({summary['decision']['verdict']}"
                    f" then); nothing new was {'trained or ' if summary['reused_training'] else ''}registered")
     typer.echo(f"model     {summary['model_name']} version {summary['version']}: {verdict}")
     typer.echo(f"fid       {metrics[metric]:.3f} ({metric}{floor})")
     typer.echo(f"export    {summary['export'] or 'none (the gate did not promote this version)'}")
+    if summary["decision"]["rules"]:
+        from components.promotion.gate import format_rules
+        from components.promotion.rules import RuleResult
+
+        typer.echo("gate      " + format_rules([RuleResult(**r) for r in summary["decision"]["rules"]]).replace("\n", "\n          "))
     typer.echo(f"lineage   ganops lineage {summary['model_name']}@champion")
     typer.echo(f"mlflow ui mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"mlflow    {uri}")
     typer.echo(f"exports   {export_root(cfg, root)}")
@@ -256,23 +263,33 @@ def deploy(project_dir: Path = ProjectOpt) -> None:
 
 
 ReasonOpt = typer.Option(..., "--reason", help="Why: kept in the promotion ledger with who and when.")
+ModelArg = typer.Argument(..., help="Registered model name.")
+EntryJsonOpt = typer.Option(False, "--json", help="Print the ledger entry as JSON.")
 
 
 def _entry_out(entry, as_json: bool) -> None:
-    from dataclasses import asdict
+    """A ledger entry a command appended: as JSON, or as text with its rules as a table."""
+    from dataclasses import asdict, replace
 
+    from components.promotion.gate import format_rules
     from components.promotion.ledger import format_history
+    from components.promotion.rules import RuleResult
 
-    typer.echo(json.dumps(asdict(entry), indent=2) if as_json else format_history([entry]))
+    if as_json:
+        typer.echo(json.dumps(asdict(entry), indent=2))
+        return
+    typer.echo(format_history([replace(entry, rules=[])]))
+    if entry.rules:
+        typer.echo("\n" + format_rules([RuleResult(**r) for r in entry.rules]))
 
 
 @app.command()
 def promote(
-    model: str = typer.Argument(..., help="Registered model name."),
+    model: str = ModelArg,
     version: str = typer.Argument(..., help="The version to make champion."),
     reason: str = ReasonOpt,
     force: bool = typer.Option(False, "--force", help="Promote even when the gate's rules fail (recorded as an override)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the ledger entry as JSON."),
+    as_json: bool = EntryJsonOpt,
     project_dir: Path = ProjectOpt,
 ) -> None:
     """Make VERSION champion: the gate's rules on its recorded metrics against the champion's, its export verified
@@ -285,11 +302,44 @@ def promote(
 
 
 @app.command()
+def approve(
+    model: str = ModelArg,
+    version: str = typer.Argument(..., help="The candidate awaiting approval."),
+    reason: str = ReasonOpt,
+    as_json: bool = EntryJsonOpt,
+    project_dir: Path = ProjectOpt,
+) -> None:
+    """Make the candidate awaiting approval (gate.approval: required) champion: its rules checked again against
+    the champion now, its export written and verified, a ledger entry, then the aliases."""
+    root = _prepare_env(project_dir)
+    from components.promotion.commands import approve as approve_version
+    from components.registry.tracking import client
+
+    _entry_out(approve_version(client(root), root, model, version, reason), as_json)
+
+
+@app.command()
+def reject(
+    model: str = ModelArg,
+    version: str = typer.Argument(..., help="The candidate awaiting approval."),
+    reason: str = ReasonOpt,
+    as_json: bool = EntryJsonOpt,
+    project_dir: Path = ProjectOpt,
+) -> None:
+    """Turn down the candidate awaiting approval: it becomes the challenger, the champion stays."""
+    root = _prepare_env(project_dir)
+    from components.promotion.commands import reject as reject_version
+    from components.registry.tracking import client
+
+    _entry_out(reject_version(client(root), model, version, reason), as_json)
+
+
+@app.command()
 def rollback(
-    model: str = typer.Argument(..., help="Registered model name."),
+    model: str = ModelArg,
     reason: str = ReasonOpt,
     to: Optional[str] = typer.Option(None, "--to", help="A version that was champion before. Default: previous_champion."),
-    as_json: bool = typer.Option(False, "--json", help="Print the ledger entry as JSON."),
+    as_json: bool = EntryJsonOpt,
     project_dir: Path = ProjectOpt,
 ) -> None:
     """Champion back to the previous champion (or --to VERSION) in one step, its export verified or rebuilt."""
@@ -302,7 +352,7 @@ def rollback(
 
 @app.command()
 def history(
-    model: str = typer.Argument(..., help="Registered model name."),
+    model: str = ModelArg,
     verify: bool = typer.Option(False, "--verify", help="Recompute the hash chain and compare the registry's aliases "
                                 "with the last entry; exit 2 naming the first problem."),
     as_json: bool = typer.Option(False, "--json", help="Print the entries (newest first) as JSON."),
@@ -327,14 +377,21 @@ def history(
 
 
 @app.command()
-def reconcile(model: str = typer.Argument(..., help="Registered model name."), project_dir: Path = ProjectOpt) -> None:
+def reconcile(
+    model: str = ModelArg,
+    as_json: bool = typer.Option(False, "--json", help="Print what was repaired as JSON."),
+    project_dir: Path = ProjectOpt,
+) -> None:
     """Set MODEL's aliases to what the promotion ledger's last entry says (after a crash between the two)."""
     root = _prepare_env(project_dir)
     from components.promotion.moves import reconcile as reconcile_aliases
     from components.registry.tracking import client
 
     moved = reconcile_aliases(client(root), model)
-    typer.echo("\n".join(f"repaired {m}" for m in moved) if moved else f"{model}: aliases agree with the ledger")
+    if as_json:
+        typer.echo(json.dumps({"model": model, "repaired": moved}))
+    else:
+        typer.echo("\n".join(f"repaired {m}" for m in moved) if moved else f"{model}: aliases agree with the ledger")
 
 
 def expand_set_pairs(argv: list[str]) -> list[str]:

@@ -15,20 +15,24 @@ from prefect.runtime import flow_run
 
 from components.config import DEFAULT_PRESET, RetrainConfig, config_to_dict, export_root, load_config
 from components.core.errors import ValidationFailed
-from components.core.names import (ARTIFACT_CONFIG, ARTIFACT_DATA_DOCS, ARTIFACT_REFERENCE_STATS, ARTIFACT_SAMPLES,
-                                   ARTIFACT_SUMMARY, ARTIFACT_VALIDATION_REPORT, CHAMPION, TAG_FLOW,
-                                   TAG_FLOW_RUN_ID, TAG_REUSED_VERSION, TAG_TRAIN_KEY, TAG_WEIGHTS_SHA256, VALIDATION_IMAGES, VALIDATION_SUCCESS)
+from components.core.faults import AFTER_EXPORT, AFTER_REGISTER, fault_point
+from components.core.names import (ARTIFACT_CONFIG, ARTIFACT_DATA_DOCS, ARTIFACT_GATE, ARTIFACT_REFERENCE_STATS,
+                                   ARTIFACT_SAMPLES, ARTIFACT_SUMMARY, ARTIFACT_VALIDATION_REPORT, CHAMPION, TAG_FLOW,
+                                   TAG_FLOW_RUN_ID, TAG_PAIRED_WITH, TAG_REUSED_VERSION, TAG_TRAIN_KEY, TAG_WEIGHTS_SHA256,
+                                   VALIDATION_IMAGES, VALIDATION_SUCCESS)
 from components.core.paths import state_dir
 from components.data.versioning import DatasetVersion, resolve_dataset
 from components.evaluation.evaluate import Scores, evaluate_generator
-from components.lineage.report import run_link, summary_markdown, validation_table
+from components.lineage.report import approval_markdown, rules_table, run_link, summary_markdown, validation_table
 from components.lineage.tags import lineage_tags
 from components.orchestration.concurrency import one_retrain_per_model
 from components.orchestration.reaper import reap
 from components.orchestration.retries import retry_transient
 from components.promotion.champion import ChampionScores, check_champion_shape, score_champion
-from components.promotion.gate import Decision, ci_high_key, decide_promotion
-from components.promotion.moves import commit_decision, prior_decision, reconcile
+from components.promotion.gate import AWAIT_APPROVAL, Decision, decide
+from components.promotion.rules import Evidence
+from components.promotion import ledger
+from components.promotion.moves import StaleDecision, commit_decision, prior_decision, reconcile
 from components.registry.models import record_export
 from components.registry.tracking import RunTracker, open_run, owner_tags, tracking_uri
 from components.serving.export import export_generator
@@ -40,6 +44,7 @@ from components.validation.report import ValidationReport, format_failures
 from components.validation.validate import validate_folder
 
 TASK = {"cache_policy": NO_CACHE, "persist_result": False}
+GATE_ATTEMPTS = 3
 # Tasks that talk to MLflow, S3 or the Prefect API retry lost connections and timeouts, nothing else.
 SERVICE_TASK = {**TASK, "retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition_fn": retry_transient}
 
@@ -127,7 +132,7 @@ def prior_version_task(config: RetrainConfig, run: RunTracker, key: str, weights
     if version is not None:
         run.tags({TAG_REUSED_VERSION: version})
         get_run_logger().info("this training result is already %s version %s (gate: %s)", model, version,
-                              ("promoted" if decided.promote else "rejected") if decided else "not decided yet")
+                              decided.verdict if decided else "not decided yet")
     return version, decided
 
 
@@ -138,16 +143,23 @@ def evaluate_task(root: Path, config: RetrainConfig, weights: Path, dataset: Dat
 
 
 @task(name="evaluate-champion", **SERVICE_TASK)
-def evaluate_champion_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: DatasetVersion) -> ChampionScores | None:
-    """Re-score the current champion on this data with this extractor, so the gate compares like with like."""
-    return score_champion(run.mlc, config.registry.model_name, dataset.root, config.validation.labels, dataset.md5,
-                          config.evaluate, state_dir(root) / "cache", config.seed)
+def evaluate_champion_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: DatasetVersion,
+                           candidate: Path) -> ChampionScores | None:
+    """Re-score the current champion on this data with this extractor and the candidate's latents, so the gate
+    compares like with like; the paired difference is recorded on the run with the champion version it is against."""
+    champion = score_champion(run.mlc, config.registry.model_name, candidate, dataset.root, config.validation.labels,
+                              dataset.md5, config.evaluate, state_dir(root) / "cache", config.seed)
+    if champion is not None and champion.paired:
+        run.metrics(champion.paired)
+        run.tags({TAG_PAIRED_WITH: champion.version})
+    return champion
 
 
 @task(name="register", **TASK)  # not idempotent: a lost reply must not register twice
 def register_task(config: RetrainConfig, run: RunTracker, weights: Path, tags: dict, scores: Scores) -> str:
     metric = config.gate.metric
     version = register_generator(run.mlc, run.run_id, weights, config.registry.model_name, {**tags, metric: scores.metrics[metric]})
+    fault_point(AFTER_REGISTER)
     get_run_logger().info("registered %s version %s", config.registry.model_name, version)
     return version
 
@@ -161,19 +173,34 @@ def record_scores_task(run: RunTracker, tags: dict, scores: Scores) -> None:
 
 
 @task(name="gate", **SERVICE_TASK)
-def gate_task(config: RetrainConfig, run: RunTracker, version: str, decision: Decision, champion: str | None) -> str | None:
-    """Commit the decision: the ledger entry, then the aliases. Returns the champion it replaced, if any."""
-    entry = commit_decision(run.mlc, config.registry.model_name, version, decision, champion, run.run_id, str(flow_run.id or ""))
-    get_run_logger().info("gate %s version %s (ledger entry %d): %s", "PROMOTED" if decision.promote else "rejected", version,
-                          entry.seq, "; ".join(decision.reasons))
-    replaced = entry.aliases_before.get(CHAMPION)
-    return replaced if decision.promote and replaced != version else None
+def gate_task(config: RetrainConfig, run: RunTracker, version: str, decision: Decision, champion: ChampionScores | None,
+              candidate: Scores) -> ledger.Entry | None:
+    """Commit the decision: its evidence on the run, the ledger entry, then the aliases. None when the champion
+    moved since it was scored (another retrain's gate came first): judge again."""
+    model = config.registry.model_name
+    run.json(decision.as_dict(), ARTIFACT_GATE)
+    try:
+        entry = commit_decision(run.mlc, model, version, decision, champion.version if champion else None, run.run_id,
+                                str(flow_run.id or ""))
+    except StaleDecision as e:
+        get_run_logger().warning("%s", e)
+        return None
+    create_table_artifact(rules_table(decision.results), key="gate", description=f"Gate rules for {model} version {version}")
+    if decision.verdict == AWAIT_APPROVAL:
+        create_markdown_artifact(approval_markdown(model, version, decision, candidate.metrics,
+                                                   champion.scores.metrics if champion else None, config.gate.metric,
+                                                   run_link(run.uri, run.experiment_id, run.run_id)),
+                                 key="awaiting-approval", description=f"{model} version {version} awaits approval")
+    get_run_logger().info("gate %s version %s (ledger entry %d): %s", decision.verdict.upper(), version, entry.seq,
+                          "; ".join(decision.reasons))
+    return entry
 
 
 @task(name="export", **SERVICE_TASK)
 def export_task(root: Path, config: RetrainConfig, run: RunTracker, version: str, weights: Path, lineage: dict) -> Path:
     folder = export_generator(weights, export_root(config, root), config.registry.model_name, version, lineage)
     record_export(run.mlc, config.registry.model_name, version, folder)
+    fault_point(AFTER_EXPORT)
     get_run_logger().info("exported %s version %s to %s", config.registry.model_name, version, folder)
     return folder
 
@@ -199,18 +226,26 @@ def _train_to_export(root: Path, config: RetrainConfig, dataset: DatasetVersion,
     tags = {**lineage_tags(dataset, report, run.run_id, config.name), TAG_TRAIN_KEY: key, TAG_WEIGHTS_SHA256: trained.weights_sha256}
     record_scores_task(run, tags, scores)
     version, decision = prior_version_task(config, run, key, trained.weights_sha256)
-    metric, champion, previous, standing = config.gate.metric, None, None, decision is not None
-    if not standing:  # also a version registered by a run that died before its gate
-        champion = evaluate_champion_task(root, config, run, dataset)
+    metric, champion, previous, export, standing = config.gate.metric, None, None, None, decision is not None
+    lineage = {**tags, "model_name": config.registry.model_name, metric: scores.metrics[metric]}
+    if standing:  # a rerun of a decided result: its export again when it was promoted (a kill may have cut it short)
+        if decision.promote:
+            export = export_task(root, config, run, version, trained.weights, {**lineage, "model_version": version})
+    else:  # also a version registered by a run that died before its gate
         version = version or register_task(config, run, trained.weights, tags, scores)
-        decision = decide_promotion(scores.metrics[metric], champion.scores.metrics[metric] if champion else None, report.success,
-                                    config.gate, scores.metrics.get(ci_high_key(metric)))
-    export = None
-    if decision.promote:  # before the champion alias moves: the champion always has an export
-        export = export_task(root, config, run, version, trained.weights,
-                             {**tags, "model_name": config.registry.model_name, "model_version": version, metric: scores.metrics[metric]})
-    if not standing:
-        previous = gate_task(config, run, version, decision, champion.version if champion else None)
+        for _ in range(GATE_ATTEMPTS):  # judged against the champion at decision time (the ledger compares and sets)
+            champion = evaluate_champion_task(root, config, run, dataset, trained.weights)
+            decision = decide(Evidence(scores.metrics, champion.scores.metrics if champion else None, report.success,
+                                       champion.paired if champion else {}), config.gate)
+            if decision.promote:  # before the champion alias moves: the champion always has an export
+                export = export_task(root, config, run, version, trained.weights, {**lineage, "model_version": version})
+            entry = gate_task(config, run, version, decision, champion, scores)
+            if entry is not None:
+                break
+        else:
+            raise StaleDecision(f"{config.registry.model_name}: the champion kept moving during {GATE_ATTEMPTS} gate attempts")
+        replaced = entry.aliases_before.get(CHAMPION)
+        previous = replaced if decision.promote and replaced != version else None
     return {"run_id": run.run_id, "model_name": config.registry.model_name, "version": version, "scores": scores.to_dict(),
             "champion_before": ({"version": champion.version, **champion.scores.to_dict()} if champion else None),
             "decision": decision.as_dict(), "previous_champion": previous, "export": str(export) if export else None,
@@ -239,5 +274,6 @@ def retrain(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, pr
         finish_run_task(run, "FAILED", {"stage": stage, "error": f"{type(e).__name__}: {e}"})
         raise
     finish_run_task(run, "FINISHED", summary)
-    print(json.dumps({k: summary[k] for k in ("model_name", "version", "decision", "export")}, indent=2))
+    print(json.dumps({"model_name": summary["model_name"], "version": summary["version"],
+                      "verdict": summary["decision"]["verdict"], "export": summary["export"]}))
     return summary

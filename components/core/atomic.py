@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
+from components.core.processes import alive
+
 T = TypeVar("T")
 
 
@@ -27,11 +29,14 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
 def replace_folder(build: Callable[[Path], T], target: Path) -> T:
     """Build a new folder with `build(tmp_path)` and swap it in for `target` only if the build succeeds.
 
-    The existing folder is untouched when the build fails, and a reader never sees a half-built one.
+    The existing folder is untouched when the build fails, and a reader never sees a half-built one. The temporary
+    names carry the builder's pid: what a killed builder left (a half-built `.NAME.new-PID-*`, or the old folder
+    moved aside as `.NAME.old-PID-*` when the kill fell between the two renames) is removed by the next build.
     Returns what `build` returned.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    sweep_leftovers(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-{os.getpid()}-", dir=target.parent))
     try:
         result = build(tmp)
     except BaseException:
@@ -39,12 +44,23 @@ def replace_folder(build: Callable[[Path], T], target: Path) -> T:
         raise
     old = None
     if target.exists():
-        old = target.parent / f".{target.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
+        old = target.parent / f".{target.name}.old-{tmp.name.split('.new-', 1)[1]}"
         target.rename(old)
     tmp.rename(target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return result
+
+
+def sweep_leftovers(target: Path) -> list[Path]:
+    """Remove the temporary folders of `target` whose builder process is gone; returns them."""
+    gone = []
+    for path in [*target.parent.glob(f".{target.name}.new-*"), *target.parent.glob(f".{target.name}.old-*")]:
+        pid = path.name.rsplit(".", 1)[1].split("-")[1]
+        if not pid.isdigit() or not alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            gone.append(path)
+    return gone
 
 
 def replace_file(write: Callable[[Path], T], target: Path, durable: bool = False) -> T:

@@ -24,6 +24,9 @@ def interval_names(fid_metric: str) -> tuple[str, str]:
     return fid_metric.replace(FID, FID_CI_LOW, 1), fid_metric.replace(FID, FID_CI_HIGH, 1)
 
 
+# Candidate minus champion from a paired bootstrap (same latents, same real resamples): the `significant` gate rule.
+PAIRED_DIFF, PAIRED_DIFF_CI_LOW, PAIRED_DIFF_CI_HIGH = "fid_diff", "fid_diff_ci_low", "fid_diff_ci_high"
+
 FID_DOMAIN = metric_name(FID, DOMAIN)
 FID_INCEPTION = metric_name(FID, INCEPTION)
 FID_DOMAIN_REAL_SPLIT = metric_name(FID, DOMAIN, "real", "split")  # two halves of the real data: the noise floor
@@ -36,10 +39,13 @@ LOSS_D, LOSS_G, D_REAL, D_FAKE, GRAD_D, GRAD_G, IMAGES_PER_S = (
 
 # Registry aliases (never the deprecated stages).
 CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous_champion"
+CANDIDATE = "candidate"  # passed the gate's rules, waiting for `ganops approve` (gate.approval: required)
 
 # Tags on runs and model versions.
 TAG_FLOW = "ganops.flow"
 TAG_GATE, TAG_GATE_REASONS, TAG_REPLACED_BY = "ganops.gate", "ganops.gate_reasons", "ganops.replaced_by"
+TAG_GATE_RULES = "ganops.gate_rules"  # every rule's result, JSON
+TAG_PAIRED_WITH = "ganops.paired_with"  # the champion version a run's fid_diff_* metrics compare with
 TAG_EXPORT_DIR = "ganops.export_dir"
 TAG_DATASET_MD5 = "ganops.dataset_md5"
 TAG_DATASET_PATH = "ganops.dataset_path"
@@ -56,7 +62,7 @@ TAG_REAPED = "ganops.reaped"
 TAG_TRAIN_KEY = "ganops.train_key"  # training.identity: same data, settings and code
 TAG_WEIGHTS_SHA256 = "ganops.weights_sha256"  # the registered weights' bytes (a key may not pin them: GPU, DDP)
 TAG_REUSED_VERSION = "ganops.reused_version"  # a run whose training result was already registered
-GATE_PROMOTED, GATE_REJECTED = "promoted", "rejected"
+GATE_PROMOTED, GATE_REJECTED, GATE_AWAITING = "promoted", "rejected", "awaiting_approval"
 
 # Artifact paths inside an MLflow run.
 ARTIFACT_MODEL = "generator"  # the logged pyfunc model
@@ -67,4 +73,5 @@ ARTIFACT_DATA_DOCS = "validation/data_docs"
 ARTIFACT_SAMPLES = "samples"
 ARTIFACT_REFERENCE_STATS = "reference_stats"
 ARTIFACT_SUMMARY = "summary.json"
+ARTIFACT_GATE = "gate/decision.json"  # the gate's verdict and every rule's result
 ARTIFACT_TRAINING = "training"  # a training job's result on another work pool (orchestration.training_jobs)

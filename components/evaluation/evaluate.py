@@ -19,7 +19,7 @@ from components.core.names import DOMAIN, EXTRACTOR_ACCURACY, FID, FID_DOMAIN, F
 from components.core.pixels import to_uint8
 from components.data.images import load_images
 from components.evaluation.domain import features_of, real_split_fid
-from components.evaluation.extra import bootstrap_fid, kid, per_class_fid, precision_recall
+from components.evaluation.extra import bootstrap_fid, kid, paired_bootstrap_fid, per_class_fid, precision_recall
 from components.evaluation.extractors import EXTRACTORS, ExtractorInputs
 from components.evaluation.frechet import features_to_stats, stats_to_fid
 from components.evaluation.sources import compare, reference_stats_cached
@@ -48,18 +48,31 @@ def check_shape(spec: GeneratorSpec, image_shape: tuple[int, ...], what: str) ->
                           f"has {'x'.join(map(str, image_shape))}")
 
 
-def evaluate_generator(weights: Path, data_root: Path, labels: list[str], dataset_md5: str, cfg: EvaluateConfig,
-                       cache_dir: Path, seed: int) -> Scores:
-    """Score the generator stored at `weights` against the ImageFolder at `data_root` (version `dataset_md5`)."""
+def _domain(data_root: Path, labels: list[str], dataset_md5: str, cfg: EvaluateConfig, cache_dir: Path, seed: int):
+    """The real images, their labels and the dataset's own extractor (trained once per dataset version, cached)."""
     images, targets = load_images(Path(data_root), labels)
     real = torch.from_numpy(images)
     extractor = EXTRACTORS[DOMAIN](ExtractorInputs(cache_dir, cfg.batch_size, images=real, labels=torch.from_numpy(targets),
                                                    num_classes=len(labels), dataset_md5=dataset_md5,
                                                    epochs=cfg.extractor_epochs, seed=seed))
+    return real, targets, extractor
+
+
+def _generate(weights: Path, image_shape: tuple[int, ...], cfg: EvaluateConfig, seed: int):
+    """`cfg.num_samples` images of the generator at `weights` from the latents of `seed` (the same for every
+    generator), with their class labels (cycling through the classes of a conditional generator)."""
     generator, spec, _ = load_generator(Path(weights))
-    check_shape(spec, tuple(real.shape[1:]), f"generator {weights}")
+    check_shape(spec, image_shape, f"generator {weights}")
     fake_labels = torch.arange(cfg.num_samples) % max(spec.num_classes, 1)
     generated = to_uint8(sample(generator, cfg.num_samples, seed, cfg.batch_size, labels=fake_labels if spec.conditional else None))
+    return generated, spec, fake_labels
+
+
+def evaluate_generator(weights: Path, data_root: Path, labels: list[str], dataset_md5: str, cfg: EvaluateConfig,
+                       cache_dir: Path, seed: int) -> Scores:
+    """Score the generator stored at `weights` against the ImageFolder at `data_root` (version `dataset_md5`)."""
+    real, targets, extractor = _domain(data_root, labels, dataset_md5, cfg, cache_dir, seed)
+    generated, spec, fake_labels = _generate(weights, tuple(real.shape[1:]), cfg, seed)
     real_f, fake_f = features_of(extractor, real), features_of(extractor, generated)
     metrics = {FID_DOMAIN: stats_to_fid(features_to_stats(fake_f), features_to_stats(real_f)),
                FID_DOMAIN_REAL_SPLIT: real_split_fid(extractor, real, seed), EXTRACTOR_ACCURACY: extractor.accuracy}
@@ -75,6 +88,19 @@ def evaluate_generator(weights: Path, data_root: Path, labels: list[str], datase
         inception, reference = _inception_metrics(generated, data_root, dataset_md5, cfg, cache_dir)
         metrics.update(inception)
     return Scores(metrics=metrics, extractor=extractor.key, num_samples=cfg.num_samples, reference_stats=reference)
+
+
+def paired_difference(candidate: Path, champion: Path, data_root: Path, labels: list[str], dataset_md5: str,
+                      cfg: EvaluateConfig, cache_dir: Path, seed: int) -> dict[str, float]:
+    """fid_diff_domain (candidate minus champion) and its paired bootstrap interval, both generators sampled from
+    the same latents; empty when evaluate.bootstrap_rounds is 0."""
+    if not cfg.bootstrap_rounds:
+        return {}
+    real, _, extractor = _domain(data_root, labels, dataset_md5, cfg, cache_dir, seed)
+    shape = tuple(real.shape[1:])
+    fakes = [features_of(extractor, _generate(w, shape, cfg, seed)[0]) for w in (candidate, champion)]
+    paired = paired_bootstrap_fid(features_of(extractor, real), *fakes, rounds=cfg.bootstrap_rounds, seed=seed)
+    return {metric_name(k, DOMAIN): v for k, v in paired.items()}
 
 
 def _inception_metrics(generated: torch.Tensor, data_root: Path, dataset_md5: str, cfg: EvaluateConfig,

@@ -3,8 +3,11 @@ the MLflow run link) and the validation rules as a table. Pure functions of the 
 
 from __future__ import annotations
 
-from components.core.names import interval_names
+from components.core.names import ARTIFACT_SAMPLES, interval_names
+from components.promotion.rules import RuleResult
 from components.validation.report import ValidationReport
+
+VERDICT_TITLES = {"promote": "promoted to champion", "reject": "not promoted", "await_approval": "awaiting approval"}
 
 
 def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
@@ -21,7 +24,7 @@ def summary_markdown(summary: dict, link: str) -> str:
     interval = f" (95% interval {metrics[low]:.3f} to {metrics[high]:.3f})" if low in metrics and high in metrics else ""
     champion = summary.get("champion_before")
     lines = [
-        f"# {summary['model_name']} version {summary['version']}: {'promoted to champion' if decision['promote'] else 'not promoted'}",
+        f"# {summary['model_name']} version {summary['version']}: {VERDICT_TITLES[decision['verdict']]}",
         "",
         f"**{metric}** {metrics[metric]:.4f}{interval}"
         + (f"; the champion (version {champion['version']}) re-scored on the same data: {champion['metrics'][metric]:.4f}" if champion else ""),
@@ -52,3 +55,25 @@ def validation_table(report: ValidationReport) -> list[dict]:
             for f in report.failures]
 
 
+
+
+def rules_table(results: list[RuleResult]) -> list[dict]:
+    """One row per gate rule, for a Prefect table artifact."""
+    return [{"rule": r.name, "result": "passed" if r.passed else "FAILED", "value": r.value, "threshold": r.threshold,
+             "message": r.message} for r in results]
+
+
+def approval_markdown(model: str, version: str, decision, metrics: dict, champion: dict | None, metric: str, link: str) -> str:
+    """What an approver reads: the rules, the candidate's metrics against the champion's, the samples and the commands."""
+    keys = sorted(k for k in metrics if champion is None or k in champion)
+    lines = [f"# {model} version {version} awaits approval", "",
+             "It passed every gate rule; `gate.approval: required` keeps the champion until a person decides.", "",
+             "## Rules", *[f"- {'passed' if r.passed else 'FAILED'} **{r.name}**: {r.message}" for r in decision.results], "",
+             "## Metrics", "| metric | candidate | champion |", "| --- | --- | --- |",
+             *[f"| {k} | {metrics[k]:.4f} | {champion[k]:.4f} |" if champion else f"| {k} | {metrics[k]:.4f} | - |" for k in keys],
+             "", f"Sample grids: artifact folder `{ARTIFACT_SAMPLES}/` of the MLflow run: {link}", "",
+             f"Approve: `ganops approve {model} {version} --reason TEXT`  ", f"Reject: `ganops reject {model} {version} --reason TEXT`"]
+    if metric in metrics:
+        lines.insert(4, f"**{metric}** {metrics[metric]:.4f}" + (f" against the champion's {champion[metric]:.4f}" if champion and metric in champion else ""))
+        lines.insert(5, "")
+    return "\n".join(lines)

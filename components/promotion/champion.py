@@ -3,13 +3,13 @@ with like; and the check that a new config can compete with it at all."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.config import EvaluateConfig
 from components.core.errors import ConfigError
 from components.core.names import CHAMPION
-from components.evaluation.evaluate import Scores, evaluate_generator
+from components.evaluation.evaluate import Scores, evaluate_generator, paired_difference
 from components.registry.models import download_weights, version_by_alias
 from components.training.weights import read_metadata
 
@@ -18,16 +18,19 @@ from components.training.weights import read_metadata
 class ChampionScores:
     version: str
     scores: Scores
+    paired: dict[str, float] = field(default_factory=dict)  # candidate minus champion (fid_diff_domain, interval)
 
 
-def score_champion(mlc, model_name: str, data_root: Path, labels: list[str], dataset_md5: str, cfg: EvaluateConfig,
-                   cache_dir: Path, seed: int) -> ChampionScores | None:
-    """The champion's scores on this dataset, or None when the model has no champion yet."""
+def score_champion(mlc, model_name: str, candidate: Path, data_root: Path, labels: list[str], dataset_md5: str,
+                   cfg: EvaluateConfig, cache_dir: Path, seed: int) -> ChampionScores | None:
+    """The champion's scores on this dataset and the paired bootstrap of the `candidate` weights against it, or
+    None when the model has no champion yet."""
     champion = version_by_alias(mlc, model_name, CHAMPION)
     if champion is None:
         return None
     weights = download_weights(model_name, str(champion.version))
-    return ChampionScores(str(champion.version), evaluate_generator(weights, data_root, labels, dataset_md5, cfg, cache_dir, seed))
+    return ChampionScores(str(champion.version), evaluate_generator(weights, data_root, labels, dataset_md5, cfg, cache_dir, seed),
+                          paired_difference(candidate, weights, data_root, labels, dataset_md5, cfg, cache_dir, seed))
 
 
 def check_champion_shape(mlc, model_name: str, image_shape: tuple[int, int, int] | None) -> None:

@@ -1,4 +1,4 @@
-"""What `ganops promote`, `rollback`, `history` and `reconcile` do to a project's registry: each a move through the
+"""What `ganops promote`, `approve`, `reject`, `rollback`, `history` and `reconcile` do to a project's registry: each a move through the
 ledger (promotion.moves), with the champion-to-be's export verified, or rebuilt from the registry, first."""
 
 from __future__ import annotations
@@ -8,10 +8,12 @@ from pathlib import Path
 
 from components.config import RetrainConfig, config_from_dict, export_root
 from components.core.errors import GanopsError, RegistryError
-from components.core.names import ARTIFACT_CONFIG, CHAMPION, GATE_PROMOTED, PREVIOUS_CHAMPION, TAG_GATE, TAG_VALIDATION
+from components.core.names import (ARTIFACT_CONFIG, CANDIDATE, CHAMPION, GATE_PROMOTED, PAIRED_DIFF, PREVIOUS_CHAMPION,
+                                   TAG_GATE, TAG_PAIRED_WITH, TAG_VALIDATION)
 from components.promotion import ledger
-from components.promotion.gate import ci_high_key, decide_promotion
-from components.promotion.moves import TRACKED, after_promote, after_rollback, move, tracked_aliases
+from components.promotion.gate import PROMOTE, REJECT, Decision, decide
+from components.promotion.moves import TRACKED, after_promote, after_reject, after_rollback, move, tag_decision, tracked_aliases
+from components.promotion.rules import Evidence
 from components.registry.models import download_weights, record_export, require_model, resolve_version
 from components.serving.export import MANIFEST, export_dir_for, export_generator, verify_export
 
@@ -43,30 +45,74 @@ def ensure_export(mlc, project_dir: Path, model_name: str, version: str) -> Path
     return folder
 
 
-def promote(mlc, project_dir: Path, model_name: str, version: str, reason: str, force: bool = False) -> ledger.Entry:
-    """Make `version` champion if the gate's rules pass on its recorded metrics against the champion's (with
-    `force`, despite them: the override is recorded). Raises GanopsError naming the failing rules."""
-    reason = _reason(reason)
+def recorded_evidence(mlc, model_name: str, version: str, champion: str | None) -> Evidence:
+    """The evidence recorded for `version` against `champion`: both runs' logged metrics, the data validation
+    result, and the paired bootstrap when the candidate's run was paired with that same champion."""
     mv = resolve_version(mlc, model_name, version)
-    version = str(mv.version)
+    run = mlc.get_run(mv.run_id)
+    metrics = dict(run.data.metrics)
+    champion_metrics = dict(mlc.get_run(resolve_version(mlc, model_name, champion).run_id).data.metrics) if champion else None
+    paired = {k: v for k, v in metrics.items() if k.startswith(PAIRED_DIFF)} if run.data.tags.get(TAG_PAIRED_WITH) == champion else {}
+    return Evidence(metrics, champion_metrics, mv.tags.get(TAG_VALIDATION) == "True", paired)
+
+
+def judge_recorded(mlc, model_name: str, version: str) -> tuple[str, dict[str, str], Decision]:
+    """`version` (as the registry spells it), the aliases now, and the version's own gate rules applied to its
+    recorded evidence against the current champion."""
+    version = str(resolve_version(mlc, model_name, version).version)
     before = tracked_aliases(mlc, model_name)
     if before.get(CHAMPION) == version:
         raise GanopsError(f"{model_name} version {version} is the champion already")
     policy = version_config(mlc, model_name, version).gate
-    metrics = mlc.get_run(mv.run_id).data.metrics
-    if policy.metric not in metrics:
-        raise RegistryError(f"{model_name} version {version} has no recorded {policy.metric} (gate.metric) to judge")
-    champion = resolve_version(mlc, model_name, before[CHAMPION]) if CHAMPION in before else None
-    champion_value = mlc.get_run(champion.run_id).data.metrics.get(policy.metric) if champion else None
-    decision = decide_promotion(metrics[policy.metric], champion_value, mv.tags.get(TAG_VALIDATION) == "True", policy,
-                                metrics.get(ci_high_key(policy.metric)))
-    if not decision.promote and not force:
+    return version, before, decide(recorded_evidence(mlc, model_name, version, before.get(CHAMPION)), policy)
+
+
+def promote(mlc, project_dir: Path, model_name: str, version: str, reason: str, force: bool = False) -> ledger.Entry:
+    """Make `version` champion if the gate's rules pass on its recorded metrics against the champion's (with
+    `force`, despite them: the override is recorded). Raises GanopsError naming the failing rules."""
+    reason = _reason(reason)
+    version, before, decision = judge_recorded(mlc, model_name, version)
+    if not decision.passed and not force:
         raise GanopsError(f"{model_name} version {version} fails the gate: {'; '.join(decision.reasons)} "
                           "(on the recorded metrics; --force overrides, and the ledger records it)")
     ensure_export(mlc, project_dir, model_name, version)
-    rules = [{"name": "gate", "passed": decision.promote, "reasons": decision.reasons, "forced": force and not decision.promote}]
-    note = reason if decision.promote else f"{reason} (forced over: {'; '.join(decision.reasons)})"
-    return move(mlc, model_name, ledger.PROMOTE, version, note, after_promote, expected_champion=before.get(CHAMPION), rules=rules)
+    note = reason if decision.passed else f"{reason} (forced over: {'; '.join(decision.reasons)})"
+    return move(mlc, model_name, ledger.PROMOTE, version, note, after_promote, expected_champion=before.get(CHAMPION),
+                rules=[r.as_dict() for r in decision.results])
+
+
+def _candidate(mlc, model_name: str, version: str) -> str:
+    version = str(resolve_version(mlc, model_name, version).version)
+    waiting = tracked_aliases(mlc, model_name).get(CANDIDATE)
+    if waiting != version:
+        raise GanopsError(f"{model_name} version {version} is not awaiting approval (the candidate is "
+                          f"{'version ' + waiting if waiting else 'none'})")
+    return version
+
+
+def approve(mlc, project_dir: Path, model_name: str, version: str, reason: str) -> ledger.Entry:
+    """The candidate awaiting approval becomes champion, if its rules still pass against the champion now (it may
+    have changed since the gate); its export is written and verified first."""
+    reason = _reason(reason)
+    version = _candidate(mlc, model_name, version)
+    version, before, decision = judge_recorded(mlc, model_name, version)
+    if not decision.passed:
+        raise GanopsError(f"{model_name} version {version} no longer passes the gate against the champion now: "
+                          f"{'; '.join(decision.reasons)} (`ganops reject` it, or `ganops promote --force`)")
+    ensure_export(mlc, project_dir, model_name, version)
+    entry = move(mlc, model_name, ledger.APPROVE, version, reason, after_promote, expected_champion=before.get(CHAMPION),
+                 rules=[r.as_dict() for r in decision.results])
+    tag_decision(mlc, model_name, entry, Decision(PROMOTE, decision.results))
+    return entry
+
+
+def reject(mlc, model_name: str, version: str, reason: str) -> ledger.Entry:
+    """The candidate awaiting approval becomes the challenger; the champion stays."""
+    reason = _reason(reason)
+    version = _candidate(mlc, model_name, version)
+    entry = move(mlc, model_name, ledger.REJECT, version, reason, after_reject)
+    tag_decision(mlc, model_name, entry, Decision(REJECT, []))
+    return entry
 
 
 def was_champion(chain: ledger.Chain, mv) -> bool:

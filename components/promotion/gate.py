@@ -1,60 +1,59 @@
-"""Promotion gate: a pure decision over plain values. Side effects (aliases, tags) live in registry/models.py."""
+"""Promotion gate: a pure decision over plain values, from the configured rules (promotion.rules). Side effects
+(the ledger entry, aliases, tags) live in promotion.moves."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from components.config import GateConfig
-from components.core.names import interval_names
+from components.config import APPROVAL_REQUIRED, GateConfig
+from components.promotion.rules import Evidence, RuleResult, judge, rule_specs
+
+PROMOTE, REJECT, AWAIT_APPROVAL = "promote", "reject", "await_approval"
 
 
 @dataclass(frozen=True)
 class Decision:
-    promote: bool
-    reasons: list[str] = field(default_factory=list)
+    """The verdict and every rule's result; `note` says where a decision that was not judged now came from."""
+
+    verdict: str
+    results: list[RuleResult] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def promote(self) -> bool:
+        return self.verdict == PROMOTE
+
+    @property
+    def passed(self) -> bool:
+        """Every rule passed (the verdict may still wait for approval)."""
+        return all(r.passed for r in self.results)
+
+    @property
+    def reasons(self) -> list[str]:
+        """The failed rules' messages, or every message when all passed."""
+        failed = [f"{r.name}: {r.message}" for r in self.results if not r.passed]
+        return ([self.note] if self.note else []) + (failed or [f"{r.name}: {r.message}" for r in self.results])
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {"verdict": self.verdict, "promote": self.promote, "reasons": self.reasons,
+                "rules": [r.as_dict() for r in self.results]}
 
 
-def ci_high_key(metric: str) -> str:
-    """The name of the bootstrap upper bound that goes with a FID metric: fid_domain -> fid_ci_high_domain."""
-    return interval_names(metric)[1]
+def decide(evidence: Evidence, policy: GateConfig) -> Decision:
+    """Judge `evidence` by `policy.rules`: all pass -> promote (or await approval when `policy.approval` is
+    required); any fails -> reject. Lower FID is better; a tie keeps the champion (beats_champion is strict)."""
+    results = judge(evidence, rule_specs(policy.rules))
+    if not all(r.passed for r in results):
+        return Decision(REJECT, results)
+    return Decision(AWAIT_APPROVAL if policy.approval == APPROVAL_REQUIRED else PROMOTE, results)
 
 
-def decide_promotion(candidate_fid: float, champion_fid: float | None, validation_passed: bool, policy: GateConfig,
-                     candidate_ci_high: float | None = None) -> Decision:
-    """Promote when data validation passed, FID is under the ceiling, and (if a champion exists) the candidate
-    beats the champion's FID by more than `policy.min_improvement` (strictly lower when it is 0).
-    Lower FID is better; a tie keeps the champion. With `policy.require_significant`, the upper bound of the
-    candidate's bootstrap interval must also lie below the champion's FID, so noise is not taken for progress.
+def format_rules(results: list[RuleResult]) -> str:
+    """The rule results as an aligned text table (the CLI prints it)."""
+    def num(x: float | None) -> str:
+        return "" if x is None else f"{x:.4g}"
 
-    Returns a Decision whose reasons say why, pass or fail.
-    """
-    failed, passed = [], []
-    if validation_passed:
-        passed.append("data validation passed")
-    else:
-        failed.append("data validation failed")
-    if not math.isfinite(candidate_fid):
-        failed.append(f"{policy.metric} is not finite ({candidate_fid})")
-    elif candidate_fid < policy.fid_ceiling:
-        passed.append(f"{policy.metric} {candidate_fid:.4f} < ceiling {policy.fid_ceiling:g}")
-    else:
-        failed.append(f"{policy.metric} {candidate_fid:.4f} is not below the ceiling {policy.fid_ceiling:g}")
-    if champion_fid is None:
-        passed.append("no champion yet: the ceiling alone decides")
-    elif math.isfinite(candidate_fid) and candidate_fid < champion_fid - policy.min_improvement:
-        passed.append(f"{policy.metric} {candidate_fid:.4f} beats the champion's {champion_fid:.4f} by more than {policy.min_improvement:g}")
-    else:
-        failed.append(f"{policy.metric} {candidate_fid:.4f} does not beat the champion's {champion_fid:.4f} by more than {policy.min_improvement:g}")
-    if policy.require_significant and champion_fid is not None:
-        if candidate_ci_high is None:
-            failed.append("require_significant is set but there is no bootstrap interval (evaluate.bootstrap_rounds is 0)")
-        elif candidate_ci_high < champion_fid:
-            passed.append(f"the interval's upper bound {candidate_ci_high:.4f} is below the champion's {champion_fid:.4f}")
-        else:
-            failed.append(f"the interval's upper bound {candidate_ci_high:.4f} is not below the champion's {champion_fid:.4f}: "
-                          "the improvement is within sampling noise")
-    return Decision(promote=not failed, reasons=failed or passed)
+    rows = [("rule", "result", "value", "threshold", "message")] + [
+        (r.name, "pass" if r.passed else "FAIL", num(r.value), num(r.threshold), r.message) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(row[:4], widths)), row[4]]).rstrip() for row in rows)

@@ -28,7 +28,9 @@ LEDGER_PREFIX = "ganops-ledger."
 ACTOR_ENV = "GANOPS_ACTOR"
 ENTRY_TAG = "ganops.ledger_entry"
 # Actions an entry records.
-GATE_PROMOTE, GATE_REJECT, PROMOTE, ROLLBACK = "gate_promote", "gate_reject", "promote", "rollback"
+GATE_PROMOTE, GATE_REJECT, AWAITING_APPROVAL = "gate_promote", "gate_reject", "awaiting_approval"  # the gate's
+PROMOTE, ROLLBACK, APPROVE, REJECT = "promote", "rollback", "approve", "reject"  # commands'
+GATE_ACTIONS = (GATE_PROMOTE, GATE_REJECT, AWAITING_APPROVAL)
 APPEND_ATTEMPTS = 20
 
 
@@ -208,6 +210,8 @@ def format_history(entries: list[Entry]) -> str:
         moved = ", ".join(f"{alias} {e.aliases_before.get(alias, '-')} -> {e.aliases_after.get(alias, '-')}"
                           for alias in sorted(set(e.aliases_before) | set(e.aliases_after))
                           if e.aliases_before.get(alias) != e.aliases_after.get(alias)) or "no alias moved"
-        blocks.append(f"#{e.seq}  {e.time}  {e.action:<13} version {e.version:<4} by {e.actor}\n"
-                      f"     {moved}\n     reason: {e.reason}" + (f"\n     run {e.run_id}" if e.run_id else ""))
+        rules = "".join(f"\n       {'pass' if r.get('passed') else 'FAIL'} {r.get('name')}: {r.get('message', '')}" for r in e.rules)
+        blocks.append(f"#{e.seq}  {e.time}  {e.action:<17} version {e.version:<4} by {e.actor}\n"
+                      f"     {moved}\n     reason: {e.reason}" + (f"\n     run {e.run_id}" if e.run_id else "")
+                      + (f"\n     rules:{rules}" if rules else ""))
     return "\n".join(blocks)

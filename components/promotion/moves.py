@@ -13,13 +13,15 @@ import json
 from collections.abc import Callable
 
 from components.core.errors import RegistryError
-from components.core.names import (CHALLENGER, CHAMPION, GATE_PROMOTED, GATE_REJECTED, PREVIOUS_CHAMPION, TAG_GATE,
-                                   TAG_GATE_REASONS, TAG_REPLACED_BY)
+from components.core.faults import AFTER_ALIASES, AFTER_LEDGER, fault_point
+from components.core.names import (CANDIDATE, CHALLENGER, CHAMPION, GATE_AWAITING, GATE_PROMOTED, GATE_REJECTED,
+                                   PREVIOUS_CHAMPION, TAG_GATE, TAG_GATE_REASONS, TAG_GATE_RULES, TAG_REPLACED_BY)
 from components.promotion import ledger
-from components.promotion.gate import Decision
+from components.promotion.gate import AWAIT_APPROVAL, PROMOTE, REJECT, Decision
+from components.promotion.rules import RuleResult
 from components.registry.models import current_aliases, prior_version, set_aliases
 
-TRACKED = (CHAMPION, PREVIOUS_CHAMPION, CHALLENGER)
+TRACKED = (CHAMPION, PREVIOUS_CHAMPION, CHALLENGER, CANDIDATE)
 ANY_CHAMPION = object()  # a move that does not depend on who is champion now
 
 
@@ -27,21 +29,28 @@ class StaleDecision(RegistryError):
     """The champion moved between the decision and its commit: decide again against the new one."""
 
 
+def _without(aliases: dict[str, str], version: str, *names: str) -> dict[str, str]:
+    return {k: v for k, v in aliases.items() if not (k in names and v == version)}
+
+
 def after_promote(before: dict[str, str], version: str) -> dict[str, str]:
     """`version` becomes champion; the champion it replaces becomes previous_champion."""
-    after = dict(before)
+    after = _without(before, version, CHALLENGER, CANDIDATE)
     old = before.get(CHAMPION)
     if old and old != version:
         after[PREVIOUS_CHAMPION] = old
     after[CHAMPION] = version
-    if after.get(CHALLENGER) == version:
-        del after[CHALLENGER]
     return after
 
 
 def after_reject(before: dict[str, str], version: str) -> dict[str, str]:
-    """`version` becomes the challenger; the champion stays."""
-    return {**before, CHALLENGER: version}
+    """`version` becomes the challenger (no longer a candidate); the champion stays."""
+    return {**_without(before, version, CANDIDATE), CHALLENGER: version}
+
+
+def after_await(before: dict[str, str], version: str) -> dict[str, str]:
+    """`version` becomes the candidate awaiting approval; the champion stays."""
+    return {**before, CANDIDATE: version}
 
 
 def after_rollback(before: dict[str, str], target: str) -> dict[str, str]:
@@ -73,6 +82,7 @@ def move(mlc, model_name: str, action: str, version: str, reason: str, after: Ca
                                  rules=rules or [], run_id=run_id, flow_run_id=flow_run_id)
 
     entry = ledger.append(mlc, model_name, make)
+    fault_point(AFTER_LEDGER)
     reconcile(mlc, model_name)
     return entry
 
@@ -94,14 +104,21 @@ def reconcile(mlc, model_name: str, rounds: int = 5) -> list[str]:
     return moved
 
 
+# The gate's verdicts as ledger actions, alias moves and version tags.
+GATE_MOVES = {PROMOTE: (ledger.GATE_PROMOTE, after_promote, GATE_PROMOTED), REJECT: (ledger.GATE_REJECT, after_reject, GATE_REJECTED),
+              AWAIT_APPROVAL: (ledger.AWAITING_APPROVAL, after_await, GATE_AWAITING)}
+VERDICT_OF = {action: verdict for verdict, (action, _, _) in GATE_MOVES.items()}
+
+
 def gate_entry(chain: ledger.Chain, version: str) -> ledger.Entry | None:
     """The newest gate entry for `version` (None when the run that registered it died before its gate)."""
-    return next((e for e in reversed(chain.entries)
-                 if e.version == version and e.action in (ledger.GATE_PROMOTE, ledger.GATE_REJECT)), None)
+    return next((e for e in reversed(chain.entries) if e.version == version and e.action in ledger.GATE_ACTIONS), None)
 
 
-def _decision_of(entry: ledger.Entry) -> Decision:
-    return Decision(entry.action == ledger.GATE_PROMOTE, [r for rule in entry.rules for r in rule.get("reasons", [])])
+def decision_of(entry: ledger.Entry, note: str = "") -> Decision:
+    """The gate decision a ledger entry committed, with its rule results."""
+    return Decision(VERDICT_OF.get(entry.action, PROMOTE if entry.action in (ledger.PROMOTE, ledger.APPROVE) else REJECT),
+                    [RuleResult(**r) for r in entry.rules if set(r) == set(RuleResult.__dataclass_fields__)], note)
 
 
 def standing_decision(chain: ledger.Chain, version: str) -> Decision | None:
@@ -110,10 +127,9 @@ def standing_decision(chain: ledger.Chain, version: str) -> Decision | None:
     entry = gate_entry(chain, version)
     if entry is None:
         return None
-    verdict = "promoted" if entry.action == ledger.GATE_PROMOTE else "rejected"
-    return Decision(entry.action == ledger.GATE_PROMOTE, [f"version {version} holds this training result; its gate "
-                                                          f"decision stands ({verdict}, ledger entry {entry.seq})",
-                                                          *_decision_of(entry).reasons])
+    decided = decision_of(entry)
+    return decision_of(entry, f"version {version} holds this training result; its gate decision stands "
+                              f"({GATE_MOVES[decided.verdict][2]}, ledger entry {entry.seq})")
 
 
 def prior_decision(mlc, model_name: str, train_key: str, weights_sha256: str) -> tuple[str | None, Decision | None]:
@@ -125,7 +141,7 @@ def prior_decision(mlc, model_name: str, train_key: str, weights_sha256: str) ->
     chain = ledger.load_chain(mlc, model_name)
     entry = gate_entry(chain, version)
     if entry is not None and TAG_GATE not in (mlc.get_model_version(model_name, version).tags or {}):
-        tag_decision(mlc, model_name, entry, _decision_of(entry))
+        tag_decision(mlc, model_name, entry, decision_of(entry))
     return version, standing_decision(chain, version)
 
 
@@ -134,10 +150,10 @@ def commit_decision(mlc, model_name: str, version: str, decision: Decision, cham
     """The gate's decision on `version`, judged against `champion` (None: there was none): the ledger entry (the
     commit point: `standing_decision` reads it back), the aliases, then tags on the versions for people browsing
     MLflow. Raises StaleDecision when the champion moved in between."""
-    rules = [{"name": "gate", "passed": decision.promote, "reasons": decision.reasons}]
-    entry = move(mlc, model_name, ledger.GATE_PROMOTE if decision.promote else ledger.GATE_REJECT, version,
-                 "; ".join(decision.reasons), after_promote if decision.promote else after_reject, expected_champion=champion,
-                 rules=rules, run_id=run_id, flow_run_id=flow_run_id)
+    action, after, _ = GATE_MOVES[decision.verdict]
+    entry = move(mlc, model_name, action, version, "; ".join(decision.reasons), after, expected_champion=champion,
+                 rules=[r.as_dict() for r in decision.results], run_id=run_id, flow_run_id=flow_run_id)
+    fault_point(AFTER_ALIASES)
     tag_decision(mlc, model_name, entry, decision)
     return entry
 
@@ -145,8 +161,9 @@ def commit_decision(mlc, model_name: str, version: str, decision: Decision, cham
 def tag_decision(mlc, model_name: str, entry: ledger.Entry, decision: Decision) -> None:
     """The decision as tags on the versions, for people browsing MLflow (idempotent; the ledger is the record)."""
     version = entry.version
+    mlc.set_model_version_tag(model_name, version, TAG_GATE_RULES, json.dumps([r.as_dict() for r in decision.results]))
     mlc.set_model_version_tag(model_name, version, TAG_GATE_REASONS, json.dumps(decision.reasons))
-    mlc.set_model_version_tag(model_name, version, TAG_GATE, GATE_PROMOTED if decision.promote else GATE_REJECTED)
+    mlc.set_model_version_tag(model_name, version, TAG_GATE, GATE_MOVES[decision.verdict][2])
     replaced = entry.aliases_before.get(CHAMPION)
     if decision.promote and replaced and replaced != version:
         mlc.set_model_version_tag(model_name, replaced, TAG_REPLACED_BY, version)

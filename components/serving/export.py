@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from components.core.atomic import file_digest, replace_folder
+from components.core.faults import DURING_EXPORT, fault_point
 from components.training.weights import load_generator
 
 MANIFEST = "manifest.json"
@@ -40,6 +41,7 @@ def export_generator(weights: Path, root: Path, model_name: str, version: str, l
             warnings.simplefilter("ignore", DeprecationWarning)
             scripted = torch.jit.trace(generator, example)
         scripted.save(str(tmp / TORCHSCRIPT))
+        fault_point(DURING_EXPORT)
         shutil.copyfile(weights, tmp / WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps({"generator": spec.to_dict(), "config": config}, indent=2, sort_keys=True))
         files = {name: {"sha256": sha256_of(tmp / name), "bytes": (tmp / name).stat().st_size} for name in (TORCHSCRIPT, WEIGHTS, CONFIG)}

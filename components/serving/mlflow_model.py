@@ -37,13 +37,18 @@ def register_generator(mlc, run_id: str, weights_path: Path, model_name: str, ta
     the registry stores in the same call that creates the version (so a version never exists without its
     training key). Returns the version."""
     import mlflow
+    from mlflow.models import Model
 
-    with tempfile.TemporaryDirectory(prefix="ganops-model-code-") as tmp, mlflow.start_run(run_id=run_id), \
-            warnings.catch_warnings():
+    # Model.log with run_id, not inside mlflow.start_run(run_id): leaving that block would mark the training run
+    # FINISHED here, before the flow has decided, exported and finished it.
+    with tempfile.TemporaryDirectory(prefix="ganops-model-code-") as tmp, warnings.catch_warnings():
         # The generator takes a latent array, not typed records: MLflow's type-hint advice does not apply.
         warnings.filterwarnings("ignore", message=".*type hints.*")
-        info = mlflow.pyfunc.log_model(
+        info = Model.log(
+            artifact_path=None,
             name=ARTIFACT_MODEL,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
             python_model=str(MODEL_CODE),
             artifacts={ARTIFACT_WEIGHTS: str(weights_path)},
             code_paths=[str(model_code_files(Path(tmp)))],

@@ -1,5 +1,6 @@
 """A `ganops run` killed with SIGKILL mid-training leaves nothing running: its temporary Prefect server and its
-training process die with it, and `ganops doctor` marks its MLflow run FAILED and its flow run Crashed."""
+training process die with it, and `ganops doctor` marks its MLflow run FAILED and its flow run Crashed. Killed at
+each step of the promotion sequence, the next run (or `ganops reconcile`) converges."""
 
 import json
 import os
@@ -43,10 +44,10 @@ def alive(pids: set[int]) -> set[int]:
     return out
 
 
-def ganops(project, *args, **kw):
+def ganops(project, *args, env_extra=None, **kw):
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GANOPS_HOME")}
     return subprocess.run([sys.executable, "-m", "flows.cli", *args, "-C", str(project)], cwd=REPO, capture_output=True,
-                          text=True, env={**env, "OMP_NUM_THREADS": "1"}, **kw)
+                          text=True, env={**env, "OMP_NUM_THREADS": "1", **(env_extra or {})}, **kw)
 
 
 def test_sigkill_leaves_nothing_running_and_doctor_marks_the_run(tmp_path):
@@ -124,3 +125,57 @@ def test_a_rerun_after_a_kill_resumes_training_and_registers_the_result_once(tmp
     assert versions[0].tags["ganops.train_key"] == folder.name
     runs = mlc.search_runs([mlc.get_experiment_by_name("ganops-retrain").experiment_id], order_by=["attributes.start_time DESC"])
     assert runs[0].data.tags["ganops.reused_version"] == "1" and runs[0].info.status == "FINISHED"
+
+
+def test_a_kill_at_each_promotion_step_converges(tmp_path):
+    """SIGKILL (GANOPS_FAULT) at each step of register -> export -> ledger entry -> aliases -> tags -> finish; after
+    each, the champion only ever points at a verified export, and the next `ganops run` (or `ganops reconcile`)
+    leaves no version undecided, no partial export, aliases and ledger agreeing, previous_champion right."""
+    from mlflow import MlflowClient
+
+    from components.serving.export import verify_export
+
+    project = new_project(tmp_path)
+    assert ganops(project, "data", "import", "digits").returncode == 0
+    sh(project, "git", "add", "data.dvc", ".gitignore")
+    sh(project, "git", "commit", "-qm", "digits")
+    uri = f"sqlite:///{project / '.ganops' / 'mlflow.db'}"
+    mlc, exports = MlflowClient(uri, uri), project / ".ganops" / "exports" / "ganops-smoke"
+
+    def run(seed, fault=""):  # every new seed passes the gate: beats_champion is dropped
+        env = {"GANOPS_FAULT": fault} if fault else {}
+        return ganops(project, "run", "-c", "smoke", "--set", f"seed={seed}", "gate.rules.beats_champion=null",
+                      env_extra=env, timeout=600)
+
+    def aliases():
+        return {k: str(v) for k, v in mlc.get_registered_model("ganops-smoke").aliases.items()}
+
+    def champion_is_exported():
+        return verify_export(exports / f"v{aliases()['champion']}")["ok"]
+
+    assert run(0).returncode == 0 and aliases() == {"champion": "1"}
+    killed_runs = []
+    # after_export (between the export and the ledger entry) repairs as during_export does, minus the partial folder.
+    for seed, fault, repair in [(1, "after_register", "run"), (2, "during_export", "run"), (3, "after_ledger", "reconcile"),
+                                (4, "after_aliases", "run")]:
+        champion = aliases()["champion"]
+        killed = run(seed, fault)
+        assert killed.returncode == -signal.SIGKILL, (fault, killed.stderr[-2000:])
+        assert champion_is_exported(), fault
+        newest = max(mlc.search_runs([mlc.get_experiment_by_name("ganops-retrain").experiment_id]), key=lambda r: r.info.start_time)
+        assert newest.info.status == "RUNNING", fault  # not marked FINISHED before the flow ends
+        killed_runs.append(newest.info.run_id)
+        done = run(seed) if repair == "run" else ganops(project, "reconcile", "ganops-smoke")
+        assert done.returncode == 0, (fault, done.stderr[-2000:])
+        version = str(seed + 1)
+        assert aliases() == {"champion": version, "previous_champion": champion}, fault
+        assert champion_is_exported() and not list(exports.glob(".v*")), fault  # no partial export left behind
+        verify = ganops(project, "history", "ganops-smoke", "--verify")
+        assert verify.returncode == 0, (fault, verify.stdout[-2000:], verify.stderr)
+
+    versions = mlc.search_model_versions("name='ganops-smoke'")
+    assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4, 5]  # each training result registered once
+    gate_tags = {str(v.version): v.tags.get("ganops.gate") for v in versions}
+    assert gate_tags == {"1": "promoted", "2": "promoted", "3": "promoted", "4": None, "5": "promoted"}, gate_tags
+    # (version 4's tags, left out by the kill after its ledger entry, come back when that result is run again)
+    assert {mlc.get_run(r).info.status for r in killed_runs} == {"FAILED"}  # reaped by the reruns

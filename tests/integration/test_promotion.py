@@ -1,8 +1,10 @@
 """Promotion through the ledger on a real registry (MLflow on SQLite): the gate's entries, promote with and without
 --force, rollback in one command with its export rebuilt and verified, history --verify catching an alias moved in
-MLflow and an entry edited by hand, reconcile, concurrent appends, and bad input as one line with exit 2."""
+MLflow and an entry edited by hand, reconcile, approval from a second process, concurrent appends, and bad input as
+one line with exit 2."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,7 +35,7 @@ def project(tmp_path_factory, prefect_server):
     sh(project, "git", "add", "data.dvc", ".gitignore")
     sh(project, "git", "commit", "-qm", "digits")
     first = retrain(config=load_config("smoke"), project_dir=str(project))
-    second = retrain(config=load_config("smoke", ["seed=1", "gate.min_improvement=1000"]), project_dir=str(project))
+    second = retrain(config=load_config("smoke", ["seed=1", "gate.rules.beats_champion.min_improvement=1000"]), project_dir=str(project))
     assert (first["version"], second["version"]) == ("1", "2") and not second["decision"]["promote"]
     return project
 
@@ -82,8 +84,11 @@ def test_promote_refuses_what_fails_the_gate_unless_forced_and_records_the_overr
     result = runner.invoke(app, ["promote", MODEL, "2", "--reason", "sharper samples", "--force", "-C", str(project)])
     assert result.exit_code == 0, result.output
     assert aliases(project) == {"champion": "2", "previous_champion": "1"}
+    assert re.search(r"beats_champion +FAIL", result.output)  # the rules, as a table
     last = ledger.load_chain(registry.client(project), MODEL).last
-    assert last.action == "promote" and last.rules[0]["forced"] and "forced over" in last.reason
+    assert last.action == "promote" and "forced over" in last.reason
+    assert [(r["name"], r["passed"]) for r in last.rules] == [("validation_passed", True), ("relative_ceiling", True),
+                                                              ("beats_champion", False)]
     folder = project / ".ganops" / "exports" / MODEL / "v2"
     assert verify_export(folder)["ok"]  # exported before the alias moved
 
@@ -105,6 +110,59 @@ def test_an_alias_moved_in_mlflow_is_caught_and_reconciled(project):
     done = ganops(project, "reconcile", MODEL)
     assert done.returncode == 0 and "repaired alias champion" in done.stdout, done.stderr
     assert aliases(project)["champion"] == "1"
+
+
+def test_approval_required_waits_as_candidate_until_approved_from_another_process(project):
+    from flows.retrain import retrain
+
+    model, mlc = "ganops-approval", registry.client(project)
+    sets = [f"registry.model_name={model}", "gate.approval=required"]
+    first = retrain(config=load_config("smoke", sets), project_dir=str(project))
+    assert first["decision"]["verdict"] == "await_approval" and first["export"] is None
+    assert {k: str(v) for k, v in mlc.get_registered_model(model).aliases.items()} == {"candidate": "1"}
+    assert mlc.get_model_version(model, "1").tags["ganops.gate"] == "awaiting_approval"
+    done = ganops(project, "approve", model, "1", "--reason", "looked at the samples")  # another process, later
+    assert done.returncode == 0, done.stderr
+    assert "relative_ceiling" in done.stdout and "pass" in done.stdout
+    assert {k: str(v) for k, v in mlc.get_registered_model(model).aliases.items()} == {"champion": "1"}
+    assert verify_export(project / ".ganops" / "exports" / model / "v1")["ok"]
+
+    second = retrain(config=load_config("smoke", sets + ["seed=1", "gate.rules.beats_champion=null"]), project_dir=str(project))
+    assert second["decision"]["verdict"] == "await_approval"
+    assert "is not awaiting approval (the candidate is version 2)" in one_line_error(ganops(project, "approve", model, "1", "--reason", "x"))
+    done = ganops(project, "reject", model, "2", "--reason", "the 7s look like 1s")
+    assert done.returncode == 0, done.stderr
+    assert {k: str(v) for k, v in mlc.get_registered_model(model).aliases.items()} == {"champion": "1", "challenger": "2"}
+    chain = ledger.load_chain(mlc, model)
+    assert [e.action for e in chain.entries] == ["awaiting_approval", "approve", "awaiting_approval", "reject"]
+    assert chain.entries[1].actor and chain.entries[3].reason == "the 7s look like 1s"
+    assert ganops(project, "history", model, "--verify").returncode == 0
+
+
+def test_a_gate_judges_again_when_another_retrain_moved_the_champion_meanwhile(project, monkeypatch):
+    """Two retrains on one registry (another project or machine, so no shared lock): the other one's gate commits
+    right after this one scored the champion. The ledger's compare-and-set refuses the stale decision and this gate
+    judges again against the champion at decision time."""
+    from components.promotion.commands import promote
+    from flows import retrain as flow
+    from flows.retrain import retrain
+
+    real, scored = flow.score_champion, []
+
+    def racing(mlc, model, *args, **kwargs):
+        champion = real(mlc, model, *args, **kwargs)
+        if not scored:  # the concurrent retrain's gate lands now
+            promote(mlc, project, model, "2", "the other retrain's gate", force=True)
+        scored.append(champion.version)
+        return champion
+
+    monkeypatch.setattr(flow, "score_champion", racing)
+    before = aliases(project)["champion"]
+    third = retrain(config=load_config("smoke", ["seed=2"]), project_dir=str(project))
+    assert before == "1" and scored == ["1", "2"]  # judged again, against the new champion
+    assert third["champion_before"]["version"] == "2"
+    last = ledger.load_chain(registry.client(project), MODEL).last
+    assert last.version == third["version"] and last.action.startswith("gate_") and last.aliases_before["champion"] == "2"
 
 
 def test_concurrent_appends_lose_no_entry_and_never_fork(project):

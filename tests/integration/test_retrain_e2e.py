@@ -149,7 +149,7 @@ def test_same_data_settings_and_code_again_reuse_the_result_and_register_nothing
 def test_a_candidate_that_does_not_beat_the_champion_is_a_challenger(project, first_run):
     from flows.retrain import retrain
 
-    second = retrain(config=load_config("smoke", ["seed=1", "gate.min_improvement=1000"]), project_dir=str(project))
+    second = retrain(config=load_config("smoke", ["seed=1", "gate.rules.beats_champion.min_improvement=1000"]), project_dir=str(project))
     mlc = registry.client(project)
     assert second["version"] == "2" and not second["decision"]["promote"] and second["export"] is None
     assert not second["reused_training"] and second["train_key"] != first_run["train_key"]
@@ -157,6 +157,12 @@ def test_a_candidate_that_does_not_beat_the_champion_is_a_challenger(project, fi
     assert str(mlc.get_model_version_by_alias(MODEL, "champion").version) == "1"
     challenger = mlc.get_model_version_by_alias(MODEL, "challenger")
     assert str(challenger.version) == "2" and "does not beat" in challenger.tags["ganops.gate_reasons"]
+    rules = json.loads(challenger.tags["ganops.gate_rules"])
+    assert [(r["name"], r["passed"]) for r in rules] == [("validation_passed", True), ("relative_ceiling", True), ("beats_champion", False)]
+    run = mlc.get_run(second["run_id"])  # the paired bootstrap against the champion, and the decision as a file
+    assert run.data.tags["ganops.paired_with"] == "1" and "fid_diff_ci_high_domain" in run.data.metrics
+    decision = json.loads(Path(mlc.download_artifacts(second["run_id"], "gate/decision.json")).read_text())
+    assert decision["verdict"] == "reject" and decision["rules"] == rules
 
 
 def test_promotion_moves_champion_and_keeps_the_old_one_for_rollback(project, first_run):

@@ -17,6 +17,7 @@ LAYERS = {
     "components": 0,
     "components.core": 0,
     "components.training.networks": 1,
+    "components.promotion.rules": 1,
     "components.training.losses": 1,
     "components.training.optimizers": 1,
     "components.evaluation.frechet": 1,

@@ -16,8 +16,8 @@ def test_default_is_digits_and_matches_model_defaults():
 
 
 def test_overrides_apply_and_validate():
-    cfg = load_config("smoke", ["train.steps=7", "gate.fid_ceiling=3.5"])
-    assert cfg.train.steps == 7 and cfg.gate.fid_ceiling == 3.5
+    cfg = load_config("smoke", ["train.steps=7", "gate.rules.ceiling.value=3.5"])
+    assert cfg.train.steps == 7 and cfg.gate.rules["ceiling"] == {"rule": "ceiling", "metric": "fid_domain", "value": 3.5}
 
 
 @pytest.mark.parametrize(
@@ -82,8 +82,8 @@ def test_strict_types_and_path_names(override, key, rule):
 
 
 def test_numbers_still_widen_and_lists_still_read_as_tuples():
-    cfg = load_config("smoke", ["gate.fid_ceiling=20", "validation.pixel_mean_range=[10, 200]"])
-    assert cfg.gate.fid_ceiling == 20.0 and cfg.validation.pixel_mean_range == (10.0, 200.0)
+    cfg = load_config("smoke", ["gate.rules.ceiling.value=20", "validation.pixel_mean_range=[10, 200]"])
+    assert cfg.gate.rules["ceiling"]["value"] == 20 and cfg.validation.pixel_mean_range == (10.0, 200.0)
     # The resolved config round-trips through JSON (result files, Prefect parameters, checkpoints).
     from components.config import config_from_dict, config_to_dict
 

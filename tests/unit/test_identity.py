@@ -20,7 +20,7 @@ def key(overrides=(), md5=MD5, code="c0de"):
 def test_the_key_follows_data_settings_and_code_but_not_how_training_is_run_or_reported():
     same = key()
     for overrides in (["train.launcher=subprocess"], ["train.work_pool=ganops-gpu"], ["train.log_every=7"],
-                      ["train.sample_every=3"], ["train.checkpoint_every=9"], ["gate.fid_ceiling=3"], ["evaluate.num_samples=64"]):
+                      ["train.sample_every=3"], ["train.checkpoint_every=9"], ["gate.rules.beats_champion.min_improvement=3"], ["evaluate.num_samples=64"]):
         assert key(overrides) == same, overrides
     changed = [key(["seed=1"]), key(["train.steps=41"]), key(["train.lr=0.001"]), key(["validation.labels=[a, b]"]),
                key(["train.nproc=2"]), key(md5="0" * 32), key(code="other")]

@@ -92,9 +92,10 @@ def test_the_standing_decision_is_the_ledgers_newest_gate_entry_for_the_version(
     chain = Chain([], [])
     for version, action in (("1", "gate_promote"), ("2", "gate_reject"), ("1", "rollback")):
         entry = next_entry(chain, actor="ci", action=action, model="m", version=version, aliases_before={},
-                           aliases_after={}, reason="r", rules=[{"name": "gate", "reasons": [f"why {version}"]}])
+                           aliases_after={}, reason="r", rules=[{"name": "ceiling", "passed": True, "value": 1.0, "threshold": 2.0,
+                                                                "message": f"why {version}"}])
         chain = Chain(chain.entries + [entry], [])
     one, two = standing_decision(chain, "1"), standing_decision(chain, "2")
-    assert one.promote and "stands (promoted, ledger entry 1)" in one.reasons[0] and one.reasons[1] == "why 1"
+    assert one.promote and "stands (promoted, ledger entry 1)" in one.reasons[0] and one.reasons[1] == "ceiling: why 1"
     assert not two.promote and "rejected" in two.reasons[0]
     assert standing_decision(chain, "3") is None
