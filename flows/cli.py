@@ -143,7 +143,8 @@ def run(
                    f" then); nothing new was {'trained or ' if summary['reused_training'] else ''}registered")
     typer.echo(f"model     {summary['model_name']} version {summary['version']}: {verdict}")
     typer.echo(f"fid       {metrics[metric]:.3f} ({metric}{floor})")
-    typer.echo(f"export    {summary['export'] or 'none (the gate did not promote this version)'}")
+    waiting = summary["decision"]["verdict"] == "await_approval"
+    typer.echo(f"export    {summary['export'] or ('none yet: written when approved' if waiting else 'none (the gate did not promote this version)')}")
     if summary["decision"]["rules"]:
         from components.promotion.gate import format_rules
         from components.promotion.rules import RuleResult

@@ -18,7 +18,7 @@ from components.core.errors import ValidationFailed
 from components.core.faults import AFTER_EXPORT, AFTER_REGISTER, fault_point
 from components.core.names import (ARTIFACT_CONFIG, ARTIFACT_DATA_DOCS, ARTIFACT_GATE, ARTIFACT_REFERENCE_STATS,
                                    ARTIFACT_SAMPLES, ARTIFACT_SUMMARY, ARTIFACT_VALIDATION_REPORT, CHAMPION, TAG_FLOW,
-                                   TAG_FLOW_RUN_ID, TAG_PAIRED_WITH, TAG_REUSED_VERSION, TAG_TRAIN_KEY, TAG_WEIGHTS_SHA256,
+                                   TAG_FLOW_RUN_ID, TAG_PAIRED_WITH, champion_metric, TAG_REUSED_VERSION, TAG_TRAIN_KEY, TAG_WEIGHTS_SHA256,
                                    VALIDATION_IMAGES, VALIDATION_SUCCESS)
 from components.core.paths import state_dir
 from components.data.versioning import DatasetVersion, resolve_dataset
@@ -149,8 +149,8 @@ def evaluate_champion_task(root: Path, config: RetrainConfig, run: RunTracker, d
     compares like with like; the paired difference is recorded on the run with the champion version it is against."""
     champion = score_champion(run.mlc, config.registry.model_name, candidate, dataset.root, config.validation.labels,
                               dataset.md5, config.evaluate, state_dir(root) / "cache", config.seed)
-    if champion is not None and champion.paired:
-        run.metrics(champion.paired)
+    if champion is not None:  # for `ganops approve` and `promote` later: the comparison made here
+        run.metrics({**champion.paired, **{champion_metric(k): v for k, v in champion.scores.metrics.items()}})
         run.tags({TAG_PAIRED_WITH: champion.version})
     return champion
 

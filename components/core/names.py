@@ -45,7 +45,13 @@ CANDIDATE = "candidate"  # passed the gate's rules, waiting for `ganops approve`
 TAG_FLOW = "ganops.flow"
 TAG_GATE, TAG_GATE_REASONS, TAG_REPLACED_BY = "ganops.gate", "ganops.gate_reasons", "ganops.replaced_by"
 TAG_GATE_RULES = "ganops.gate_rules"  # every rule's result, JSON
-TAG_PAIRED_WITH = "ganops.paired_with"  # the champion version a run's fid_diff_* metrics compare with
+TAG_PAIRED_WITH = "ganops.paired_with"  # the champion a run re-scored (champion.* metrics) and paired with (fid_diff_*)
+CHAMPION_METRIC_PREFIX = "champion."
+
+
+def champion_metric(name: str) -> str:
+    """The champion's metric as re-scored in a candidate's run: fid_domain -> champion.fid_domain."""
+    return CHAMPION_METRIC_PREFIX + name
 TAG_EXPORT_DIR = "ganops.export_dir"
 TAG_DATASET_MD5 = "ganops.dataset_md5"
 TAG_DATASET_PATH = "ganops.dataset_path"

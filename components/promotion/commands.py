@@ -8,7 +8,7 @@ from pathlib import Path
 
 from components.config import RetrainConfig, config_from_dict, export_root
 from components.core.errors import GanopsError, RegistryError
-from components.core.names import (ARTIFACT_CONFIG, CANDIDATE, CHAMPION, GATE_PROMOTED, PAIRED_DIFF, PREVIOUS_CHAMPION,
+from components.core.names import (ARTIFACT_CONFIG, CANDIDATE, CHAMPION, CHAMPION_METRIC_PREFIX, GATE_PROMOTED, PAIRED_DIFF, PREVIOUS_CHAMPION,
                                    TAG_GATE, TAG_PAIRED_WITH, TAG_VALIDATION)
 from components.promotion import ledger
 from components.promotion.gate import PROMOTE, REJECT, Decision, decide
@@ -46,14 +46,22 @@ def ensure_export(mlc, project_dir: Path, model_name: str, version: str) -> Path
 
 
 def recorded_evidence(mlc, model_name: str, version: str, champion: str | None) -> Evidence:
-    """The evidence recorded for `version` against `champion`: both runs' logged metrics, the data validation
-    result, and the paired bootstrap when the candidate's run was paired with that same champion."""
+    """The evidence recorded for `version` against `champion`: the candidate's logged metrics, the data validation
+    result, and the champion's metrics as re-scored in the candidate's run with the paired bootstrap, when that run
+    was judged against this same champion; else the champion's own run's metrics (another extractor seed may have
+    scored them)."""
     mv = resolve_version(mlc, model_name, version)
     run = mlc.get_run(mv.run_id)
-    metrics = dict(run.data.metrics)
-    champion_metrics = dict(mlc.get_run(resolve_version(mlc, model_name, champion).run_id).data.metrics) if champion else None
-    paired = {k: v for k, v in metrics.items() if k.startswith(PAIRED_DIFF)} if run.data.tags.get(TAG_PAIRED_WITH) == champion else {}
-    return Evidence(metrics, champion_metrics, mv.tags.get(TAG_VALIDATION) == "True", paired)
+    metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith(CHAMPION_METRIC_PREFIX)}
+    if champion is None:
+        return Evidence(metrics, None, mv.tags.get(TAG_VALIDATION) == "True")
+    if run.data.tags.get(TAG_PAIRED_WITH) == champion:
+        rescored = {k.removeprefix(CHAMPION_METRIC_PREFIX): v for k, v in run.data.metrics.items() if k.startswith(CHAMPION_METRIC_PREFIX)}
+        paired = {k: v for k, v in metrics.items() if k.startswith(PAIRED_DIFF)}
+        return Evidence(metrics, rescored, mv.tags.get(TAG_VALIDATION) == "True", paired)
+    theirs = dict(mlc.get_run(resolve_version(mlc, model_name, champion).run_id).data.metrics)
+    return Evidence(metrics, {k: v for k, v in theirs.items() if not k.startswith(CHAMPION_METRIC_PREFIX)},
+                    mv.tags.get(TAG_VALIDATION) == "True")
 
 
 def judge_recorded(mlc, model_name: str, version: str) -> tuple[str, dict[str, str], Decision]:

@@ -34,6 +34,11 @@ class Decision:
         failed = [f"{r.name}: {r.message}" for r in self.results if not r.passed]
         return ([self.note] if self.note else []) + (failed or [f"{r.name}: {r.message}" for r in self.results])
 
+    def summary(self) -> str:
+        """One line: how many rules passed, or which failed."""
+        failed = [r.name for r in self.results if not r.passed]
+        return f"failed: {', '.join(failed)}" if failed else f"all {len(self.results)} rules passed"
+
     def as_dict(self) -> dict:
         return {"verdict": self.verdict, "promote": self.promote, "reasons": self.reasons,
                 "rules": [r.as_dict() for r in self.results]}

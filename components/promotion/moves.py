@@ -151,7 +151,7 @@ def commit_decision(mlc, model_name: str, version: str, decision: Decision, cham
     commit point: `standing_decision` reads it back), the aliases, then tags on the versions for people browsing
     MLflow. Raises StaleDecision when the champion moved in between."""
     action, after, _ = GATE_MOVES[decision.verdict]
-    entry = move(mlc, model_name, action, version, "; ".join(decision.reasons), after, expected_champion=champion,
+    entry = move(mlc, model_name, action, version, f"gate: {decision.summary()}", after, expected_champion=champion,
                  rules=[r.as_dict() for r in decision.results], run_id=run_id, flow_run_id=flow_run_id)
     fault_point(AFTER_ALIASES)
     tag_decision(mlc, model_name, entry, decision)
