@@ -79,7 +79,7 @@ def resolve_source(text: str, project_dir: Path) -> tuple[str, object]:
     if text.startswith("models:/") or "@" in text:
         name, ref = parse_model_ref(text)
         mv = resolve_version(client(project_dir), name, ref)
-        return "model", download_weights(name, str(mv.version))
+        return "model", download_weights(mv)
     raise GanopsError(f"{text!r} is not a folder, an .npz of statistics, or a registered model (NAME@ALIAS, models:/NAME/VERSION)")
 
 

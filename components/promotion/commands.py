@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from components.config import RetrainConfig, config_from_dict, export_root
-from components.core.errors import GanopsError, RegistryError
+from components.core.errors import GanopsError
 from components.core.names import (ARTIFACT_CONFIG, CANDIDATE, CHAMPION, CHAMPION_METRIC_PREFIX, GATE_PROMOTED, PAIRED_DIFF, PREVIOUS_CHAMPION,
                                    TAG_GATE, TAG_PAIRED_WITH, TAG_VALIDATION)
 from components.promotion import ledger
@@ -40,7 +40,7 @@ def ensure_export(mlc, project_dir: Path, model_name: str, version: str) -> Path
     if (folder / MANIFEST).is_file() and verify_export(folder)["ok"]:
         return folder
     lineage = {**dict(mv.tags), "model_name": model_name, "model_version": version}
-    folder = export_generator(download_weights(model_name, version), root, model_name, version, lineage)
+    folder = export_generator(download_weights(mv), root, model_name, version, lineage)
     record_export(mlc, model_name, version, folder)
     return folder
 

@@ -3,15 +3,13 @@ deprecated stages), the registered weights, and the tags the gate and export lea
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
+from components.core.atomic import file_digest
 from components.core.errors import RegistryError
 from components.core.paths import check_path_name
-from components.core.names import (CHALLENGER, CHAMPION, GATE_PROMOTED, GATE_REJECTED, PREVIOUS_CHAMPION, TAG_EXPORT_DIR,
-                                   TAG_GATE, TAG_GATE_REASONS, TAG_REPLACED_BY, TAG_TRAIN_KEY,
-                                   TAG_WEIGHTS_SHA256)
+from components.core.names import CHAMPION, TAG_EXPORT_DIR, TAG_TRAIN_KEY, TAG_WEIGHTS_SHA256
 
 
 def parse_model_ref(text: str) -> tuple[str, str | None]:
@@ -79,36 +77,26 @@ def resolve_version(mlc, model_name: str, ref: str | None):
         raise RegistryError(f"model {model_name!r} has no version or alias {ref!r} in the registry") from None
 
 
-def download_weights(model_name: str, version: str) -> Path:
-    """The safetensors file of a registered version, downloaded to a temporary folder."""
+def download_weights(mv) -> Path:
+    """The safetensors file of a registered version (an MLflow ModelVersion), downloaded to a temporary folder and
+    checked against the sha256 recorded at registration (tag ganops.weights_sha256). Raises RegistryError naming
+    the file when the bytes differ: a changed or damaged file is never loaded. Versions registered before the tag
+    existed have nothing to check against."""
     import mlflow
 
+    name, version = mv.name, str(mv.version)
     dest = Path(tempfile.mkdtemp(prefix="ganops-weights-"))
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=str(dest))
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest))
     found = sorted(Path(local).rglob("*.safetensors"))
     if not found:
-        raise RegistryError(f"model {model_name} version {version} has no safetensors weights in its artifacts")
+        raise RegistryError(f"model {name} version {version} has no safetensors weights in its artifacts")
+    expected = (mv.tags or {}).get(TAG_WEIGHTS_SHA256)
+    if expected:
+        got = file_digest(found[0])
+        if got != expected:
+            raise RegistryError(f"{name} version {version}: its weights {found[0].name} (artifact of {mv.source}) have sha256 "
+                                f"{got[:16]}..., not the {expected[:16]}... recorded at registration; refusing to load them")
     return found[0]
-
-
-def apply_decision(mlc, model_name: str, version: str, promote: bool, reasons: list[str]) -> str | None:
-    """Move aliases per the gate's decision. Returns the version the champion alias left, if any."""
-    mlc.set_model_version_tag(model_name, version, TAG_GATE_REASONS, json.dumps(reasons))
-    if not promote:
-        mlc.set_model_version_tag(model_name, version, TAG_GATE, GATE_REJECTED)
-        mlc.set_registered_model_alias(model_name, CHALLENGER, version)
-        return None
-    found = version_by_alias(mlc, model_name, CHAMPION)
-    previous = str(found.version) if found is not None and str(found.version) != version else None
-    mlc.set_model_version_tag(model_name, version, TAG_GATE, GATE_PROMOTED)
-    if previous is not None:
-        mlc.set_registered_model_alias(model_name, PREVIOUS_CHAMPION, previous)
-        mlc.set_model_version_tag(model_name, previous, TAG_REPLACED_BY, version)
-    mlc.set_registered_model_alias(model_name, CHAMPION, version)
-    challenger = version_by_alias(mlc, model_name, CHALLENGER)
-    if challenger is not None and str(challenger.version) == version:
-        mlc.delete_registered_model_alias(model_name, CHALLENGER)
-    return previous
 
 
 def prior_version(mlc, model_name: str, train_key: str, weights_sha256: str) -> str | None:

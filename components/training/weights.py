@@ -50,10 +50,15 @@ def read_metadata(path: Path) -> tuple[GeneratorSpec, dict]:
 
 
 def load_generator(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, GeneratorSpec, dict]:
-    """Rebuild the generator stored at `path` in eval mode. Returns (generator, spec, config)."""
+    """Rebuild the generator stored at `path` in eval mode. Returns (generator, spec, config). Raises GanopsError
+    naming the file and tensor when a weight is NaN or infinite (it would turn every sample into NaN)."""
     spec, config = read_metadata(path)
     generator = build_generator(spec)
-    generator.load_state_dict(load_file(str(path), device=device))
+    state = load_file(str(path), device=device)
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise GanopsError(f"{path}: tensor {name} holds NaN or infinite values; refusing to load the generator")
+    generator.load_state_dict(state)
     return generator.to(device).eval(), spec, config
 
 

@@ -68,10 +68,33 @@ def test_old_versions_load_with_todays_weights_loader(tmp_path, fixtures, name):
     from components.registry.models import download_weights
     from components.training.weights import load_generator
 
-    register_fixture(tmp_path, fixtures, name)
-    generator, spec, _ = load_generator(download_weights(name, "1"))
+    uri, version = register_fixture(tmp_path, fixtures, name)
+    from mlflow import MlflowClient
+
+    generator, spec, _ = load_generator(download_weights(MlflowClient(uri, uri).get_model_version(name, version)))
     expected = np.load(fixtures / f"{name}_expected.npz")
     x = torch.from_numpy(expected["input"])
     z, y = (x[:, :-1], x[:, -1].long()) if spec.conditional else (x, None)
     with torch.no_grad():
         np.testing.assert_allclose(generator(z, y).numpy(), expected["output"], atol=1e-6)
+
+
+def test_registered_weights_with_a_flipped_byte_are_refused_naming_the_file(tmp_path, fixtures):
+    """The sha256 recorded at registration is checked at every download: the gate's re-scoring of the champion,
+    export, rollback and `ganops fid` all load through it."""
+    from mlflow import MlflowClient
+
+    from components.core.atomic import file_digest
+    from components.core.errors import RegistryError
+    from components.registry.models import download_weights
+
+    uri, version = register_fixture(tmp_path, fixtures, "dcgan")
+    mlc = MlflowClient(uri, uri)
+    stored = next((tmp_path / "artifacts").rglob("*.safetensors"))
+    mlc.set_model_version_tag("dcgan", version, "ganops.weights_sha256", file_digest(stored))
+    assert download_weights(mlc.get_model_version("dcgan", version)).is_file()  # untouched: loads
+    data = bytearray(stored.read_bytes())
+    data[-5] ^= 0x01  # one bit of one weight
+    stored.write_bytes(bytes(data))
+    with pytest.raises(RegistryError, match=rf"dcgan version {version}: its weights {stored.name} .* not the .* recorded at registration"):
+        download_weights(mlc.get_model_version("dcgan", version))

@@ -32,3 +32,31 @@ def test_export_round_trip_and_tamper_detection(tmp_path, arch):
     (folder / WEIGHTS).write_bytes(b"tampered")
     checked = verify_export(folder)
     assert not checked["ok"] and checked["files"][WEIGHTS] == "mismatch"
+
+
+def test_a_non_finite_weight_is_refused_naming_the_file_and_tensor(tmp_path):
+    from components.core.errors import GanopsError
+
+    spec = model_spec(TrainConfig(arch="dcgan", z_dim=8, base_channels=16), 1, 8, 10)
+    g = build_generator(spec).eval()
+    name, tensor = next((k, v) for k, v in g.state_dict().items() if v.is_floating_point())
+    with torch.no_grad():
+        tensor.view(-1)[0] = float("nan")
+    weights = save_generator(tmp_path / "g.safetensors", g, spec, {})
+    with pytest.raises(GanopsError, match=rf"g.safetensors: tensor {name} holds NaN or infinite values"):
+        load_generator(weights)
+
+
+def test_a_killed_export_leaves_no_partial_folder_after_the_next(tmp_path):
+    """The temporary folders of a builder that died (its pid is gone) are swept by the next export of that folder;
+    a live builder's are left alone."""
+    import os
+
+    spec = model_spec(TrainConfig(arch="dcgan", z_dim=8, base_channels=16), 1, 8, 10)
+    weights = save_generator(tmp_path / "g.safetensors", build_generator(spec).eval(), spec, {})
+    root = tmp_path / "exports" / "m"
+    dead, moved_aside, live = root / ".v3.new-999999999-abc", root / ".v3.old-999999999-abc", root / f".v3.new-{os.getpid()}-xyz"
+    for folder in (dead, moved_aside, live):
+        folder.mkdir(parents=True)
+    export_generator(weights, tmp_path / "exports", "m", "3", {})
+    assert not dead.exists() and not moved_aside.exists() and live.exists() and verify_export(root / "v3")["ok"]
