@@ -140,7 +140,7 @@ class RegistryConfig(_Strict):
 # The gate's rules when a config names none: they work on any dataset (the ceiling is relative to the data's own
 # real-vs-real FID; on the digits preset 4 x 5.0 is about the absolute 20 used before).
 DEFAULT_RULES = {"validation_passed": {}, "relative_ceiling": {"factor": 4.0, "floor_metric": FID_DOMAIN_REAL_SPLIT},
-                 "beats_champion": {"min_improvement": 0.0}}
+                 "beats_champion": {"min_improvement": 0.0}, "infra_valid": {"tolerance": 1e-4}}
 APPROVAL_AUTO, APPROVAL_REQUIRED = "auto", "required"
 
 

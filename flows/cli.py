@@ -139,7 +139,8 @@ def run(
                "await_approval": f"candidate, awaiting approval (ganops approve {summary['model_name']} {summary['version']} --reason ...)"
                }[summary["decision"]["verdict"]]
     if summary["reused_version"]:
-        verdict = (f"registered before from the same data, settings and code ({summary['decision']['verdict']}"
+        then = {"promote": "promoted", "reject": "rejected", "await_approval": "awaiting approval"}[summary["decision"]["verdict"]]
+        verdict = (f"registered before from the same data, settings and code ({then}"
                    f" then); nothing new was {'trained or ' if summary['reused_training'] else ''}registered")
     typer.echo(f"model     {summary['model_name']} version {summary['version']}: {verdict}")
     typer.echo(f"fid       {metrics[metric]:.3f} ({metric}{floor})")

@@ -35,7 +35,7 @@ from components.promotion import ledger
 from components.promotion.moves import StaleDecision, commit_decision, prior_decision, reconcile
 from components.registry.models import record_export
 from components.registry.tracking import RunTracker, open_run, owner_tags, tracking_uri
-from components.serving.export import export_generator
+from components.serving.export import export_generator, infra_check
 from components.serving.mlflow_model import register_generator
 from components.orchestration.training_jobs import job_result_folder, submit_training, train_folder
 from components.training.identity import training_key
@@ -155,6 +155,19 @@ def evaluate_champion_task(root: Path, config: RetrainConfig, run: RunTracker, d
     return champion
 
 
+@task(name="infra-validate", **TASK)
+def infra_task(run: RunTracker, weights: Path) -> dict[str, float]:
+    """The export of these weights, loaded in a fresh process with torch alone, against PyTorch's golden images."""
+    report = infra_check(weights)
+    run.metrics(report.metrics())
+    if report.error:
+        get_run_logger().warning("infra validation failed: %s", report.error)
+    else:
+        get_run_logger().info("infra validation: TorchScript max |diff| from PyTorch %.2e, batch 1 %.2f ms, batch 64 %.2f ms "
+                              "(torch %s, fresh process)", report.max_abs_diff, report.ms_batch1, report.ms_batch64, report.torch_version)
+    return report.metrics()
+
+
 @task(name="register", **TASK)  # not idempotent: a lost reply must not register twice
 def register_task(config: RetrainConfig, run: RunTracker, weights: Path, tags: dict, scores: Scores) -> str:
     metric = config.gate.metric
@@ -233,9 +246,10 @@ def _train_to_export(root: Path, config: RetrainConfig, dataset: DatasetVersion,
             export = export_task(root, config, run, version, trained.weights, {**lineage, "model_version": version})
     else:  # also a version registered by a run that died before its gate
         version = version or register_task(config, run, trained.weights, tags, scores)
+        infra = infra_task(run, trained.weights)
         for _ in range(GATE_ATTEMPTS):  # judged against the champion at decision time (the ledger compares and sets)
             champion = evaluate_champion_task(root, config, run, dataset, trained.weights)
-            decision = decide(Evidence(scores.metrics, champion.scores.metrics if champion else None, report.success,
+            decision = decide(Evidence({**scores.metrics, **infra}, champion.scores.metrics if champion else None, report.success,
                                        champion.paired if champion else {}), config.gate)
             if decision.promote:  # before the champion alias moves: the champion always has an export
                 export = export_task(root, config, run, version, trained.weights, {**lineage, "model_version": version})

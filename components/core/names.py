@@ -24,6 +24,10 @@ def interval_names(fid_metric: str) -> tuple[str, str]:
     return fid_metric.replace(FID, FID_CI_LOW, 1), fid_metric.replace(FID, FID_CI_HIGH, 1)
 
 
+# Infra validation of an export in a fresh process (serving.infra), suffixed with the runtime.
+INFRA_MAX_ABS_DIFF, INFRA_MS_BATCH1, INFRA_MS_BATCH64 = "infra_max_abs_diff", "infra_ms_batch1", "infra_ms_batch64"
+TORCHSCRIPT_RUNTIME = "torchscript"
+
 # Candidate minus champion from a paired bootstrap (same latents, same real resamples): the `significant` gate rule.
 PAIRED_DIFF, PAIRED_DIFF_CI_LOW, PAIRED_DIFF_CI_HIGH = "fid_diff", "fid_diff_ci_low", "fid_diff_ci_high"
 

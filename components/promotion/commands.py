@@ -4,6 +4,7 @@ ledger (promotion.moves), with the champion-to-be's export verified, or rebuilt 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from components.config import RetrainConfig, config_from_dict, export_root
@@ -15,7 +16,8 @@ from components.promotion.gate import PROMOTE, REJECT, Decision, decide
 from components.promotion.moves import TRACKED, after_promote, after_reject, after_rollback, move, tag_decision, tracked_aliases
 from components.promotion.rules import Evidence
 from components.registry.models import download_weights, record_export, require_model, resolve_version
-from components.serving.export import MANIFEST, export_dir_for, export_generator, verify_export
+from components.serving.export import MANIFEST, TORCHSCRIPT, export_dir_for, export_generator, verify_export
+from components.serving.infra import infra_validate
 
 
 def _reason(reason: str) -> str:
@@ -64,26 +66,28 @@ def recorded_evidence(mlc, model_name: str, version: str, champion: str | None) 
                     mv.tags.get(TAG_VALIDATION) == "True")
 
 
-def judge_recorded(mlc, model_name: str, version: str) -> tuple[str, dict[str, str], Decision]:
+def judge_recorded(mlc, project_dir: Path, model_name: str, version: str) -> tuple[str, dict[str, str], Decision]:
     """`version` (as the registry spells it), the aliases now, and the version's own gate rules applied to its
-    recorded evidence against the current champion."""
+    recorded evidence against the current champion, with its export written or verified and proven again in a
+    fresh process (infra_valid judges this export, not a record)."""
     version = str(resolve_version(mlc, model_name, version).version)
     before = tracked_aliases(mlc, model_name)
     if before.get(CHAMPION) == version:
         raise GanopsError(f"{model_name} version {version} is the champion already")
     policy = version_config(mlc, model_name, version).gate
-    return version, before, decide(recorded_evidence(mlc, model_name, version, before.get(CHAMPION)), policy)
+    infra = infra_validate(ensure_export(mlc, project_dir, model_name, version), TORCHSCRIPT).metrics()
+    evidence = recorded_evidence(mlc, model_name, version, before.get(CHAMPION))
+    return version, before, decide(replace(evidence, candidate={**evidence.candidate, **infra}), policy)
 
 
 def promote(mlc, project_dir: Path, model_name: str, version: str, reason: str, force: bool = False) -> ledger.Entry:
     """Make `version` champion if the gate's rules pass on its recorded metrics against the champion's (with
     `force`, despite them: the override is recorded). Raises GanopsError naming the failing rules."""
     reason = _reason(reason)
-    version, before, decision = judge_recorded(mlc, model_name, version)
+    version, before, decision = judge_recorded(mlc, project_dir, model_name, version)
     if not decision.passed and not force:
         raise GanopsError(f"{model_name} version {version} fails the gate: {'; '.join(decision.reasons)} "
                           "(on the recorded metrics; --force overrides, and the ledger records it)")
-    ensure_export(mlc, project_dir, model_name, version)
     note = reason if decision.passed else f"{reason} (forced over: {'; '.join(decision.reasons)})"
     return move(mlc, model_name, ledger.PROMOTE, version, note, after_promote, expected_champion=before.get(CHAMPION),
                 rules=[r.as_dict() for r in decision.results])
@@ -103,11 +107,10 @@ def approve(mlc, project_dir: Path, model_name: str, version: str, reason: str) 
     have changed since the gate); its export is written and verified first."""
     reason = _reason(reason)
     version = _candidate(mlc, model_name, version)
-    version, before, decision = judge_recorded(mlc, model_name, version)
+    version, before, decision = judge_recorded(mlc, project_dir, model_name, version)
     if not decision.passed:
         raise GanopsError(f"{model_name} version {version} no longer passes the gate against the champion now: "
                           f"{'; '.join(decision.reasons)} (`ganops reject` it, or `ganops promote --force`)")
-    ensure_export(mlc, project_dir, model_name, version)
     entry = move(mlc, model_name, ledger.APPROVE, version, reason, after_promote, expected_champion=before.get(CHAMPION),
                  rules=[r.as_dict() for r in decision.results])
     tag_decision(mlc, model_name, entry, Decision(PROMOTE, decision.results))

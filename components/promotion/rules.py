@@ -13,7 +13,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
-from components.core.names import DOMAIN, FID_DOMAIN_REAL_SPLIT, PAIRED_DIFF, PAIRED_DIFF_CI_HIGH, metric_name
+from components.core.names import (DOMAIN, FID_DOMAIN_REAL_SPLIT, INFRA_MAX_ABS_DIFF, INFRA_MS_BATCH1, INFRA_MS_BATCH64,
+                                   PAIRED_DIFF, PAIRED_DIFF_CI_HIGH, TORCHSCRIPT_RUNTIME, metric_name)
 from components.core.plugins import Registry
 
 
@@ -159,6 +160,21 @@ def significant(evidence: Evidence) -> RuleResult:
     return RuleResult("significant", ok, high, 0.0,
                       f"candidate - champion fid_domain {diff:+.4f}, 95% upper bound {high:+.4f} "
                       + ("< 0" if ok else "is not below 0: the improvement is within sampling noise"))
+
+
+@RULES.register("infra_valid")
+def infra_valid(evidence: Evidence, tolerance: float = 1e-4) -> RuleResult:
+    """The export, loaded with torch alone in a fresh process, reproduces PyTorch's golden images within
+    `tolerance` (max abs difference, fp32); its timings go along in the message."""
+    name = lambda base: metric_name(base, TORCHSCRIPT_RUNTIME)  # noqa: E731
+    diff = evidence.candidate.get(name(INFRA_MAX_ABS_DIFF))
+    if diff is None:
+        return RuleResult("infra_valid", False, None, tolerance, "no infra validation recorded for this version")
+    ok = math.isfinite(diff) and diff <= tolerance
+    timing = (f" (batch 1 {evidence.candidate.get(name(INFRA_MS_BATCH1), math.nan):.2f} ms, "
+              f"batch 64 {evidence.candidate.get(name(INFRA_MS_BATCH64), math.nan):.2f} ms)")
+    return RuleResult("infra_valid", ok, diff, tolerance, f"TorchScript in a fresh process: max |diff| from PyTorch {diff:.2e} "
+                      + ("<=" if ok else "is not within") + f" {tolerance:g}" + timing)
 
 
 @RULES.register("per_class_ceiling")

@@ -1,4 +1,5 @@
-"""Export for serving: TorchScript generator, safetensors weights, config, and a manifest of sha256 hashes.
+"""Export for serving: TorchScript generator, safetensors weights, config, golden samples (serving.infra), and a
+manifest of sha256 hashes.
 
 Only a promoted generator is exported (the flow calls this after the gate). The folder is built under a
 temporary name and renamed into place, so a reader never sees a half-written export.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import torch
 
 from components.core.atomic import file_digest, replace_folder
 from components.core.faults import DURING_EXPORT, fault_point
+from components.serving.infra import GOLDEN, GOLDEN_TOLERANCE, InfraReport, infra_validate, write_golden
 from components.training.weights import load_generator
 
 MANIFEST = "manifest.json"
@@ -44,7 +47,9 @@ def export_generator(weights: Path, root: Path, model_name: str, version: str, l
         fault_point(DURING_EXPORT)
         shutil.copyfile(weights, tmp / WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps({"generator": spec.to_dict(), "config": config}, indent=2, sort_keys=True))
-        files = {name: {"sha256": sha256_of(tmp / name), "bytes": (tmp / name).stat().st_size} for name in (TORCHSCRIPT, WEIGHTS, CONFIG)}
+        write_golden(generator, tmp / GOLDEN)
+        files = {name: {"sha256": sha256_of(tmp / name), "bytes": (tmp / name).stat().st_size}
+                 for name in (TORCHSCRIPT, WEIGHTS, CONFIG, GOLDEN)}
         manifest = {
             "model_name": model_name,
             "model_version": version,
@@ -53,6 +58,7 @@ def export_generator(weights: Path, root: Path, model_name: str, version: str, l
                       **({"labels": [None], "labels_dtype": "int64", "num_classes": spec.num_classes} if conditional else {})},
             "output": {"images": [None, *spec.image_shape], "range": [-1, 1]},
             "files": files,
+            "golden": {"file": GOLDEN, "max_abs_diff": GOLDEN_TOLERANCE, "note": "z (and labels) in, PyTorch's images out"},
             "lineage": lineage,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -70,3 +76,11 @@ def verify_export(folder: Path) -> dict:
         path = folder / name
         status[name] = "missing" if not path.is_file() else ("ok" if sha256_of(path) == entry["sha256"] else "mismatch")
     return {"ok": all(v == "ok" for v in status.values()), "files": status, "manifest": manifest}
+
+
+def infra_check(weights: Path) -> InfraReport:
+    """Export the generator at `weights` to a temporary folder and prove it there in a fresh process (before the
+    gate decides: the real export is written only for a version that becomes champion)."""
+    with tempfile.TemporaryDirectory(prefix="ganops-infra-") as tmp:
+        folder = export_generator(weights, Path(tmp), "candidate", "0", {})
+        return infra_validate(folder, TORCHSCRIPT)

@@ -44,11 +44,15 @@ def register_generator(mlc, run_id: str, weights_path: Path, model_name: str, ta
     with tempfile.TemporaryDirectory(prefix="ganops-model-code-") as tmp, warnings.catch_warnings():
         # The generator takes a latent array, not typed records: MLflow's type-hint advice does not apply.
         warnings.filterwarnings("ignore", message=".*type hints.*")
+        # The logged model goes in the run's experiment (Model.log alone would use the active one: Default, whose
+        # artifacts land in ./mlruns of the current folder).
+        logged = mlc.create_logged_model(mlc.get_run(run_id).info.experiment_id, name=ARTIFACT_MODEL, source_run_id=run_id)
         info = Model.log(
             artifact_path=None,
             name=ARTIFACT_MODEL,
             flavor=mlflow.pyfunc,
             run_id=run_id,
+            model_id=logged.model_id,
             python_model=str(MODEL_CODE),
             artifacts={ARTIFACT_WEIGHTS: str(weights_path)},
             code_paths=[str(model_code_files(Path(tmp)))],

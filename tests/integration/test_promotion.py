@@ -88,7 +88,7 @@ def test_promote_refuses_what_fails_the_gate_unless_forced_and_records_the_overr
     last = ledger.load_chain(registry.client(project), MODEL).last
     assert last.action == "promote" and "forced over" in last.reason
     assert [(r["name"], r["passed"]) for r in last.rules] == [("validation_passed", True), ("relative_ceiling", True),
-                                                              ("beats_champion", False)]
+                                                              ("beats_champion", False), ("infra_valid", True)]
     folder = project / ".ganops" / "exports" / MODEL / "v2"
     assert verify_export(folder)["ok"]  # exported before the alias moved
 

@@ -68,7 +68,7 @@ def test_export_files_match_their_manifest(first_run):
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["model_name"] == MODEL and manifest["model_version"] == "1"
     assert manifest["lineage"][TAG_DATASET_MD5] == first_run["dataset"]["md5"]
-    assert set(manifest["files"]) == {"generator.torchscript.pt", "generator.safetensors", "config.json"}
+    assert set(manifest["files"]) == {"generator.torchscript.pt", "generator.safetensors", "config.json", "golden.safetensors"}
     for name, entry in manifest["files"].items():
         assert sha256_of(folder / name) == entry["sha256"], name
 
@@ -158,7 +158,9 @@ def test_a_candidate_that_does_not_beat_the_champion_is_a_challenger(project, fi
     challenger = mlc.get_model_version_by_alias(MODEL, "challenger")
     assert str(challenger.version) == "2" and "does not beat" in challenger.tags["ganops.gate_reasons"]
     rules = json.loads(challenger.tags["ganops.gate_rules"])
-    assert [(r["name"], r["passed"]) for r in rules] == [("validation_passed", True), ("relative_ceiling", True), ("beats_champion", False)]
+    assert [(r["name"], r["passed"]) for r in rules] == [("validation_passed", True), ("relative_ceiling", True), ("beats_champion", False),
+                                                         ("infra_valid", True)]
+    assert rules[3]["value"] < 1e-5 and "fresh process" in rules[3]["message"]
     run = mlc.get_run(second["run_id"])  # the paired bootstrap against the champion, and the decision as a file
     assert run.data.tags["ganops.paired_with"] == "1" and "fid_diff_ci_high_domain" in run.data.metrics
     decision = json.loads(Path(mlc.download_artifacts(second["run_id"], "gate/decision.json")).read_text())

@@ -5,6 +5,7 @@ import torch
 
 from components.config import TrainConfig
 from components.serving.export import MANIFEST, TORCHSCRIPT, WEIGHTS, export_generator, verify_export
+from components.serving.infra import GOLDEN, infra_validate
 from components.training.networks import build_generator
 from components.training.engine import model_spec
 from components.training.weights import load_generator, save_generator
@@ -60,3 +61,18 @@ def test_a_killed_export_leaves_no_partial_folder_after_the_next(tmp_path):
         folder.mkdir(parents=True)
     export_generator(weights, tmp_path / "exports", "m", "3", {})
     assert not dead.exists() and not moved_aside.exists() and live.exists() and verify_export(root / "v3")["ok"]
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "cdcgan"])
+def test_an_export_proves_itself_in_a_fresh_process(tmp_path, arch):
+    """Golden samples in the manifest; torch alone, in an isolated process, reproduces them; a TorchScript file
+    that does not load fails the check with the file named, instead of passing or crashing the caller."""
+    spec = model_spec(TrainConfig(arch=arch, z_dim=8, base_channels=16), 1, 8, 10)
+    weights = save_generator(tmp_path / "g.safetensors", build_generator(spec).eval(), spec, {})
+    folder = export_generator(weights, tmp_path / "exports", "m", "1", {})
+    assert GOLDEN in json.loads((folder / MANIFEST).read_text())["files"]
+    report = infra_validate(folder, TORCHSCRIPT)
+    assert not report.error and report.max_abs_diff <= 1e-5 and report.ms_batch1 > 0 and report.ms_batch64 > 0
+    (folder / TORCHSCRIPT).write_bytes(b"not a model")
+    broken = infra_validate(folder, TORCHSCRIPT)
+    assert broken.max_abs_diff == float("inf") and str(folder / TORCHSCRIPT) in broken.error

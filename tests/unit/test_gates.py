@@ -14,7 +14,7 @@ POLICY = GateConfig(fid_ceiling=20.0, min_improvement=0.5)
 
 
 def evidence(candidate, champion=None, valid=True, floor=5.0):
-    return Evidence({"fid_domain": candidate, "fid_domain_real_split": floor},
+    return Evidence({"fid_domain": candidate, "fid_domain_real_split": floor, "infra_max_abs_diff_torchscript": 1e-7},
                     None if champion is None else {"fid_domain": champion}, valid)
 
 
@@ -37,7 +37,7 @@ def test_decision_table(candidate, champion, valid, promote, reason):
     decision = decide(evidence(candidate, champion, valid), POLICY)
     assert decision.promote is promote
     assert any(reason in r for r in decision.reasons), decision.reasons
-    assert [r.name for r in decision.results] == ["validation_passed", "beats_champion", "ceiling"]
+    assert [r.name for r in decision.results] == ["validation_passed", "beats_champion", "infra_valid", "ceiling"]
 
 
 def test_default_rules_are_relative_to_the_datas_own_floor():
@@ -58,11 +58,13 @@ def test_approval_required_waits_only_when_every_rule_passes():
 
 def test_rules_merge_over_the_defaults_and_null_drops_one():
     gate = load_config("smoke", ["gate.rules.beats_champion=null", "gate.rules.kid={rule: ceiling, metric: kid_domain, value: 0.1}"]).gate
-    assert list(gate.rules) == ["validation_passed", "relative_ceiling", "beats_champion", "kid"] and gate.rules["beats_champion"] is None
+    assert list(gate.rules) == ["validation_passed", "relative_ceiling", "beats_champion", "infra_valid", "kid"]
+    assert gate.rules["beats_champion"] is None
     assert gate.rules["kid"] == {"rule": "ceiling", "metric": "kid_domain", "value": 0.1}
     assert gate.rules["relative_ceiling"]["metric"] == "fid_domain"  # the rule's metric defaults to gate.metric
     result = decide(Evidence({"fid_domain": 3.0, "fid_domain_real_split": 5.0, "kid_domain": 0.2}, {"fid_domain": 1.0}, True), gate)
-    assert [(r.name, r.passed) for r in result.results] == [("validation_passed", True), ("relative_ceiling", True), ("kid", False)]
+    assert [(r.name, r.passed) for r in result.results] == [("validation_passed", True), ("relative_ceiling", True),
+                                                            ("infra_valid", False), ("kid", False)]  # no infra numbers
     assert GateConfig.model_validate(gate.model_dump()) == gate  # a stored resolved config reads back the same
 
 
