@@ -139,7 +139,7 @@ class RegistryConfig(_Strict):
 
 # The gate's rules when a config names none: they work on any dataset (the ceiling is relative to the data's own
 # real-vs-real FID; on the digits preset 4 x 5.0 is about the absolute 20 used before).
-DEFAULT_RULES = {"validation_passed": {}, "relative_ceiling": {"factor": 4.0, "floor_metric": FID_DOMAIN_REAL_SPLIT},
+DEFAULT_RULES = {"validation_passed": {}, "relative_ceiling": {"factor": 4.0, "metric": FID_DOMAIN, "floor_metric": FID_DOMAIN_REAL_SPLIT},
                  "beats_champion": {"min_improvement": 0.0}, "infra_valid": {"tolerance": 1e-4}}
 APPROVAL_AUTO, APPROVAL_REQUIRED = "auto", "required"
 
@@ -168,6 +168,8 @@ class GateConfig(_Strict):
         for name, params in [*_legacy_gate_rules(data).items(), *given.items()]:
             if params is not None and not isinstance(params, dict):
                 raise ValueError(f"gate.rules.{name} must be a mapping of parameters or null, got {params!r}")
+            if params is None and name not in rules:
+                raise ValueError(f"gate.rules.{name}: null drops a rule, but there is no rule {name!r} to drop")
             rules[name] = None if params is None else {**(rules.get(name) or DEFAULT_RULES.get(name, {})), **params}
         metric = data.get("metric", FID_DOMAIN)
         data["rules"] = {name: None if p is None else resolve_rule(name, p, metric) for name, p in rules.items()}

@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -52,15 +53,25 @@ def replace_folder(build: Callable[[Path], T], target: Path) -> T:
     return result
 
 
+LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>new|old)-(?P<pid>\d+)-[^.]*$")
+
+
 def sweep_leftovers(target: Path) -> list[Path]:
-    """Remove the temporary folders of `target` whose builder process is gone; returns them."""
-    gone = []
-    for path in [*target.parent.glob(f".{target.name}.new-*"), *target.parent.glob(f".{target.name}.old-*")]:
-        pid = path.name.rsplit(".", 1)[1].split("-")[1]
-        if not pid.isdigit() or not alive(int(pid)):
+    """Tidy what builders that are gone left next to `target` (for every folder there, not only `target`): a
+    folder moved aside (`.NAME.old-*`) goes back when NAME is missing (the kill fell between the two renames), else
+    it and every half-built `.NAME.new-*` are removed. Returns the paths removed or restored."""
+    touched = []
+    for path in sorted(target.parent.glob(".*.*-*")):
+        found = LEFTOVER.match(path.name)
+        if not found or alive(int(found["pid"])):
+            continue
+        home = path.parent / found["name"]
+        if found["kind"] == "old" and not home.exists():
+            path.rename(home)
+        else:
             shutil.rmtree(path, ignore_errors=True)
-            gone.append(path)
-    return gone
+        touched.append(path)
+    return touched
 
 
 def replace_file(write: Callable[[Path], T], target: Path, durable: bool = False) -> T:

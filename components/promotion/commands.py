@@ -13,11 +13,12 @@ from components.core.names import (ARTIFACT_CONFIG, CANDIDATE, CHAMPION, CHAMPIO
                                    TAG_GATE, TAG_PAIRED_WITH, TAG_VALIDATION)
 from components.promotion import ledger
 from components.promotion.gate import PROMOTE, REJECT, Decision, decide
-from components.promotion.moves import TRACKED, after_promote, after_reject, after_rollback, move, tag_decision, tracked_aliases
+from components.promotion.moves import (TRACKED, after_promote, after_reject, after_rollback, move, reconcile, tag_decision,
+                                        tracked_aliases)
 from components.promotion.rules import Evidence
 from components.registry.models import download_weights, record_export, require_model, resolve_version
 from components.serving.export import MANIFEST, TORCHSCRIPT, export_dir_for, export_generator, verify_export
-from components.serving.infra import infra_validate
+from components.serving.infra import GOLDEN, infra_validate
 
 
 def _reason(reason: str) -> str:
@@ -39,19 +40,26 @@ def ensure_export(mlc, project_dir: Path, model_name: str, version: str) -> Path
     mv = resolve_version(mlc, model_name, version)
     root = export_root(version_config(mlc, model_name, version), project_dir)
     folder = export_dir_for(root, model_name, version)
-    if (folder / MANIFEST).is_file() and verify_export(folder)["ok"]:
-        return folder
+    if (folder / MANIFEST).is_file():
+        check = verify_export(folder)
+        if check["ok"] and GOLDEN in check["manifest"]["files"]:  # older exports have no golden samples: rebuilt
+            return folder
     lineage = {**dict(mv.tags), "model_name": model_name, "model_version": version}
     folder = export_generator(download_weights(mv), root, model_name, version, lineage)
     record_export(mlc, model_name, version, folder)
     return folder
 
 
+# Run params that make two runs' metrics comparable: the dataset, and the seed and evaluation settings behind the
+# extractor and the latents.
+COMPARABLE_PARAMS = ("dataset_md5", "seed", "evaluate.num_samples", "evaluate.extractor_epochs", "evaluate.batch_size")
+
+
 def recorded_evidence(mlc, model_name: str, version: str, champion: str | None) -> Evidence:
     """The evidence recorded for `version` against `champion`: the candidate's logged metrics, the data validation
     result, and the champion's metrics as re-scored in the candidate's run with the paired bootstrap, when that run
-    was judged against this same champion; else the champion's own run's metrics (another extractor seed may have
-    scored them)."""
+    was judged against this same champion; else the champion's own run's metrics when both runs scored alike (the
+    same dataset, seed and evaluation settings), else none: the rules comparing with the champion fail and say so."""
     mv = resolve_version(mlc, model_name, version)
     run = mlc.get_run(mv.run_id)
     metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith(CHAMPION_METRIC_PREFIX)}
@@ -61,9 +69,10 @@ def recorded_evidence(mlc, model_name: str, version: str, champion: str | None) 
         rescored = {k.removeprefix(CHAMPION_METRIC_PREFIX): v for k, v in run.data.metrics.items() if k.startswith(CHAMPION_METRIC_PREFIX)}
         paired = {k: v for k, v in metrics.items() if k.startswith(PAIRED_DIFF)}
         return Evidence(metrics, rescored, mv.tags.get(TAG_VALIDATION) == "True", paired)
-    theirs = dict(mlc.get_run(resolve_version(mlc, model_name, champion).run_id).data.metrics)
-    return Evidence(metrics, {k: v for k, v in theirs.items() if not k.startswith(CHAMPION_METRIC_PREFIX)},
-                    mv.tags.get(TAG_VALIDATION) == "True")
+    theirs = mlc.get_run(resolve_version(mlc, model_name, champion).run_id).data
+    alike = all(theirs.params.get(k) == run.data.params.get(k) for k in COMPARABLE_PARAMS)  # same data, extractor, latents
+    champion_metrics = {k: v for k, v in theirs.metrics.items() if not k.startswith(CHAMPION_METRIC_PREFIX)} if alike else {}
+    return Evidence(metrics, champion_metrics, mv.tags.get(TAG_VALIDATION) == "True")
 
 
 def judge_recorded(mlc, project_dir: Path, model_name: str, version: str) -> tuple[str, dict[str, str], Decision]:
@@ -71,6 +80,7 @@ def judge_recorded(mlc, project_dir: Path, model_name: str, version: str) -> tup
     recorded evidence against the current champion, with its export written or verified and proven again in a
     fresh process (infra_valid judges this export, not a record)."""
     version = str(resolve_version(mlc, model_name, version).version)
+    reconcile(mlc, model_name)  # the aliases as the ledger says (a crash or an edit in the MLflow UI may differ)
     before = tracked_aliases(mlc, model_name)
     if before.get(CHAMPION) == version:
         raise GanopsError(f"{model_name} version {version} is the champion already")
@@ -95,6 +105,7 @@ def promote(mlc, project_dir: Path, model_name: str, version: str, reason: str, 
 
 def _candidate(mlc, model_name: str, version: str) -> str:
     version = str(resolve_version(mlc, model_name, version).version)
+    reconcile(mlc, model_name)
     waiting = tracked_aliases(mlc, model_name).get(CANDIDATE)
     if waiting != version:
         raise GanopsError(f"{model_name} version {version} is not awaiting approval (the candidate is "
@@ -135,6 +146,7 @@ def rollback(mlc, project_dir: Path, model_name: str, reason: str, to: str | Non
     or rebuilt. Raises GanopsError naming what is missing."""
     reason = _reason(reason)
     require_model(mlc, model_name)
+    reconcile(mlc, model_name)
     before = tracked_aliases(mlc, model_name)
     target = to or before.get(PREVIOUS_CHAMPION)
     if target is None:

@@ -49,8 +49,10 @@ def after_reject(before: dict[str, str], version: str) -> dict[str, str]:
 
 
 def after_await(before: dict[str, str], version: str) -> dict[str, str]:
-    """`version` becomes the candidate awaiting approval; the champion stays."""
-    return {**before, CANDIDATE: version}
+    """`version` becomes the candidate awaiting approval (a candidate it supersedes becomes the challenger); the
+    champion stays."""
+    superseded = before.get(CANDIDATE)
+    return {**before, **({CHALLENGER: superseded} if superseded and superseded != version else {}), CANDIDATE: version}
 
 
 def after_rollback(before: dict[str, str], target: str) -> dict[str, str]:

@@ -13,8 +13,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
-from components.core.names import (DOMAIN, FID_DOMAIN_REAL_SPLIT, INFRA_MAX_ABS_DIFF, INFRA_MS_BATCH1, INFRA_MS_BATCH64,
-                                   PAIRED_DIFF, PAIRED_DIFF_CI_HIGH, TORCHSCRIPT_RUNTIME, metric_name)
+from components.core.names import (DOMAIN, FID_DOMAIN_REAL_SPLIT, INCEPTION, INFRA_MAX_ABS_DIFF, INFRA_MS_BATCH1,
+                                   INFRA_MS_BATCH64, PAIRED_DIFF, PAIRED_DIFF_CI_HIGH, TORCHSCRIPT_RUNTIME, metric_name)
 from components.core.plugins import Registry
 
 
@@ -114,7 +114,8 @@ def _against_champion(evidence: Evidence, metric: str, name: str) -> tuple[float
         return got, None
     theirs = evidence.champion.get(metric)
     if theirs is None or not math.isfinite(theirs):
-        return RuleResult(name, False, got, None, f"the champion has no finite {metric} to compare with ({theirs})")
+        return RuleResult(name, False, got, None, f"the champion has no {metric} comparable with this version's ({theirs}): "
+                          "re-score both on one dataset with `ganops run`")
     return got, theirs
 
 
@@ -196,13 +197,14 @@ def judge(evidence: Evidence, specs: list[RuleSpec]) -> list[RuleResult]:
 
 
 _TYPES = {"float": (int, float), "str": (str,)}
+EXTRACTOR_NAMES = (DOMAIN, INCEPTION)
 
 
 def resolve_rule(name: str, params: dict, default_metric: str) -> dict:
     """`gate.rules.<name>` checked against its rule function: `rule` (default: the entry's name) and `metric`
     (default: gate.metric) filled in. Raises ValueError naming the entry and what is wrong with it."""
     kind = params.get("rule", name)
-    if kind not in RULES:
+    if not isinstance(kind, str) or kind not in RULES:
         raise ValueError(f"gate.rules.{name}: unknown rule {kind!r}; choose one of {', '.join(RULES)} (or set rule: to one)")
     signature = inspect.signature(RULES[kind])
     args = {k: v for k, v in params.items() if k != "rule"}
@@ -214,10 +216,21 @@ def resolve_rule(name: str, params: dict, default_metric: str) -> dict:
     except TypeError as e:
         raise ValueError(f"gate.rules.{name} ({kind}): {e}; its parameters: {accepted}") from None
     for key, value in args.items():
-        types = _TYPES.get(str(signature.parameters[key].annotation), ())
+        annotation = str(signature.parameters[key].annotation)
+        types = _TYPES.get(annotation, ())
         if types and (isinstance(value, bool) or not isinstance(value, types)):
-            raise ValueError(f"gate.rules.{name}.{key} must be a {signature.parameters[key].annotation}, got {value!r}")
+            raise ValueError(f"gate.rules.{name}.{key} must be a {annotation}, got {value!r}")
+        if annotation == "float" and not (math.isfinite(value) and value >= 0):  # thresholds, margins, factors
+            raise ValueError(f"gate.rules.{name}.{key} must be a finite number >= 0, got {value!r}")
+    if kind == "relative_ceiling" and _extractor(args["metric"]) != _extractor(args.get("floor_metric", FID_DOMAIN_REAL_SPLIT)):
+        raise ValueError(f"gate.rules.{name}: {args['metric']} and the floor {args.get('floor_metric', FID_DOMAIN_REAL_SPLIT)} "
+                         "come from different feature extractors and are not on one scale")
     return {"rule": kind, **args}
+
+
+def _extractor(metric: str) -> str:
+    """The feature extractor a metric name carries (fid_domain_real_split -> domain); '' when it names none."""
+    return next((part for part in metric.split("_") if part in EXTRACTOR_NAMES), "")
 
 
 def rule_specs(rules: dict[str, dict | None]) -> list[RuleSpec]:

@@ -91,6 +91,9 @@ def download_weights(mv) -> Path:
     if not found:
         raise RegistryError(f"model {name} version {version} has no safetensors weights in its artifacts")
     expected = (mv.tags or {}).get(TAG_WEIGHTS_SHA256)
+    if not expected and TAG_TRAIN_KEY in (mv.tags or {}):  # registered with a digest, which has been removed
+        raise RegistryError(f"{name} version {version}: its tag {TAG_WEIGHTS_SHA256} is missing, so its weights cannot be "
+                            "checked; refusing to load them")
     if expected:
         got = file_digest(found[0])
         if got != expected:

@@ -99,7 +99,10 @@ def infra_validate(folder: Path, torchscript: str, golden: str = GOLDEN) -> Infr
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return InfraReport(math.inf, math.nan, math.nan, error=f"{folder / torchscript} does not run on its own: {last}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if result["ganops_imported"]:
+    try:
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return InfraReport(math.inf, math.nan, math.nan, error=f"checking {folder} printed no result: {done.stdout[-200:]!r}")
+    if result["ganops_imported"]:  # a guard: -I keeps the project off sys.path
         return InfraReport(math.inf, math.nan, math.nan, error=f"checking {folder} imported ganops code")
     return InfraReport(result["max_abs_diff"], result["ms_batch1"], result["ms_batch64"], result["torch"])

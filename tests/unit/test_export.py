@@ -57,10 +57,24 @@ def test_a_killed_export_leaves_no_partial_folder_after_the_next(tmp_path):
     weights = save_generator(tmp_path / "g.safetensors", build_generator(spec).eval(), spec, {})
     root = tmp_path / "exports" / "m"
     dead, moved_aside, live = root / ".v3.new-999999999-abc", root / ".v3.old-999999999-abc", root / f".v3.new-{os.getpid()}-xyz"
-    for folder in (dead, moved_aside, live):
+    other = root / ".v1.new-999999999-def"  # another version's, never exported again
+    for folder in (dead, moved_aside, live, other):
         folder.mkdir(parents=True)
     export_generator(weights, tmp_path / "exports", "m", "3", {})
-    assert not dead.exists() and not moved_aside.exists() and live.exists() and verify_export(root / "v3")["ok"]
+    assert not dead.exists() and not moved_aside.exists() and not other.exists() and live.exists()
+    assert verify_export(root / "v3")["ok"]
+
+
+def test_a_folder_moved_aside_by_a_killed_swap_comes_back(tmp_path):
+    """Killed between `target -> .old` and `.new -> target`: the old folder is whole, and it returns."""
+    from components.core.atomic import sweep_leftovers
+
+    root = tmp_path / "exports" / "m"
+    (root / ".v2.old-999999999-abc").mkdir(parents=True)
+    (root / ".v2.old-999999999-abc" / "manifest.json").write_text("{}")
+    (root / ".v2.new-999999999-abc").mkdir()
+    sweep_leftovers(root / "v9")
+    assert (root / "v2" / "manifest.json").is_file() and not list(root.glob(".v2.*"))
 
 
 @pytest.mark.parametrize("arch", ["dcgan", "cdcgan"])

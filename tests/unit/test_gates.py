@@ -75,6 +75,11 @@ def test_rules_merge_over_the_defaults_and_null_drops_one():
     ("gate.rules.beats_champion.tolerance=1", "unexpected keyword argument 'tolerance'; its parameters: metric, min_improvement"),
     ("gate.rules=[ceiling]", "gate.rules must be a mapping"),
     ("gate.approval=maybe", "gate.approval"),
+    ("gate.rules.typo=null", "gate.rules.typo: null drops a rule, but there is no rule 'typo' to drop"),
+    ("gate.rules.x={rule: [ceiling]}", "gate.rules.x: unknown rule ['ceiling']"),
+    ("gate.rules.beats_champion.min_improvement=-1", "gate.rules.beats_champion.min_improvement must be a finite number >= 0"),
+    ("gate.rules.ceiling={value: .nan}", "gate.rules.ceiling.value must be a finite number >= 0"),
+    ("gate.rules.relative_ceiling.metric=fid_inception", "fid_inception and the floor fid_domain_real_split come from different"),
 ])
 def test_bad_rules_name_the_key(override, message):
     with pytest.raises(ConfigError, match=None) as err:
