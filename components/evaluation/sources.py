@@ -7,6 +7,7 @@ Images go to the extractor's device before the resize, so on a GPU the resize ru
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterator
 
@@ -67,8 +68,9 @@ def accumulate(extractor, batches, keep: int) -> StatsAccumulator:
     return acc
 
 
-def resolve_source(text: str, project_dir: Path) -> tuple[str, object]:
-    """('npz', path) | ('folder', path) | ('model', weights path) for a command-line source."""
+def resolve_source(text: str, project_dir: Path, stack: ExitStack) -> tuple[str, object]:
+    """('npz', path) | ('folder', path) | ('model', weights path) for a command-line source; a model's weights
+    are downloaded into a folder that lives as long as `stack`."""
     path = Path(text)
     if path.suffix == ".npz":
         if not path.is_file():
@@ -79,7 +81,7 @@ def resolve_source(text: str, project_dir: Path) -> tuple[str, object]:
     if text.startswith("models:/") or "@" in text:
         name, ref = parse_model_ref(text)
         mv = resolve_version(client(project_dir), name, ref)
-        return "model", download_weights(mv)
+        return "model", stack.enter_context(download_weights(mv))
     raise GanopsError(f"{text!r} is not a folder, an .npz of statistics, or a registered model (NAME@ALIAS, models:/NAME/VERSION)")
 
 
@@ -131,8 +133,9 @@ def fid_between(a: str, b: str, project_dir: Path, cache_dir: Path, num_samples:
     an interval) between two sources, each a folder, an .npz of statistics or a registered model."""
     extractor = EXTRACTORS[INCEPTION](ExtractorInputs(cache_dir, batch_size, weights=weights))
     keep_n = keep if (extra or bootstrap) else 0
-    sa, fa = source_stats(*resolve_source(a, project_dir), extractor, num_samples, seed, keep_n)
-    sb, fb = source_stats(*resolve_source(b, project_dir), extractor, num_samples, seed + 1, keep_n)
+    with ExitStack() as stack:
+        sa, fa = source_stats(*resolve_source(a, project_dir, stack), extractor, num_samples, seed, keep_n)
+        sb, fb = source_stats(*resolve_source(b, project_dir, stack), extractor, num_samples, seed + 1, keep_n)
     if save_a is not None:
         save_stats(save_a, *sa, source=a, extractor=extractor.name)
     return compare(sa, fa, sb, fb, extra, bootstrap)

@@ -28,9 +28,9 @@ def score_champion(mlc, model_name: str, candidate: Path, data_root: Path, label
     champion = version_by_alias(mlc, model_name, CHAMPION)
     if champion is None:
         return None
-    weights = download_weights(champion)
-    return ChampionScores(str(champion.version), evaluate_generator(weights, data_root, labels, dataset_md5, cfg, cache_dir, seed),
-                          paired_difference(candidate, weights, data_root, labels, dataset_md5, cfg, cache_dir, seed))
+    with download_weights(champion) as weights:
+        return ChampionScores(str(champion.version), evaluate_generator(weights, data_root, labels, dataset_md5, cfg, cache_dir, seed),
+                              paired_difference(candidate, weights, data_root, labels, dataset_md5, cfg, cache_dir, seed))
 
 
 def check_champion_shape(mlc, model_name: str, image_shape: tuple[int, int, int] | None) -> None:
@@ -39,7 +39,8 @@ def check_champion_shape(mlc, model_name: str, image_shape: tuple[int, int, int]
     champion = version_by_alias(mlc, model_name, CHAMPION)
     if champion is None or image_shape is None:
         return
-    spec, _ = read_metadata(download_weights(champion))
+    with download_weights(champion) as weights:
+        spec, _ = read_metadata(weights)
     if spec.image_shape != tuple(image_shape):
         raise ConfigError(f"registry.model_name {model_name!r}: its champion (version {champion.version}) makes "
                           f"{'x'.join(map(str, spec.image_shape))} images but this dataset has "

@@ -45,7 +45,8 @@ def ensure_export(mlc, project_dir: Path, model_name: str, version: str) -> Path
         if check["ok"] and GOLDEN in check["manifest"]["files"]:  # older exports have no golden samples: rebuilt
             return folder
     lineage = {**dict(mv.tags), "model_name": model_name, "model_version": version}
-    folder = export_generator(download_weights(mv), root, model_name, version, lineage)
+    with download_weights(mv) as weights:
+        folder = export_generator(weights, root, model_name, version, lineage)
     record_export(mlc, model_name, version, folder)
     return folder
 

@@ -4,7 +4,9 @@ deprecated stages), the registered weights, and the tags the gate and export lea
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from components.core.atomic import file_digest
 from components.core.errors import RegistryError
@@ -77,29 +79,30 @@ def resolve_version(mlc, model_name: str, ref: str | None):
         raise RegistryError(f"model {model_name!r} has no version or alias {ref!r} in the registry") from None
 
 
-def download_weights(mv) -> Path:
-    """The safetensors file of a registered version (an MLflow ModelVersion), downloaded to a temporary folder and
-    checked against the sha256 recorded at registration (tag ganops.weights_sha256). Raises RegistryError naming
-    the file when the bytes differ: a changed or damaged file is never loaded. Versions registered before the tag
-    existed have nothing to check against."""
+@contextmanager
+def download_weights(mv) -> Iterator[Path]:
+    """The safetensors file of a registered version (an MLflow ModelVersion), downloaded to a temporary folder
+    (removed on exit) and checked against the sha256 recorded at registration (tag ganops.weights_sha256). Raises
+    RegistryError naming the file when the bytes differ: a changed or damaged file is never loaded. Versions
+    registered before the tag existed have nothing to check against."""
     import mlflow
 
     name, version = mv.name, str(mv.version)
-    dest = Path(tempfile.mkdtemp(prefix="ganops-weights-"))
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dest))
-    found = sorted(Path(local).rglob("*.safetensors"))
-    if not found:
-        raise RegistryError(f"model {name} version {version} has no safetensors weights in its artifacts")
-    expected = (mv.tags or {}).get(TAG_WEIGHTS_SHA256)
-    if not expected and TAG_TRAIN_KEY in (mv.tags or {}):  # registered with a digest, which has been removed
-        raise RegistryError(f"{name} version {version}: its tag {TAG_WEIGHTS_SHA256} is missing, so its weights cannot be "
-                            "checked; refusing to load them")
-    if expected:
-        got = file_digest(found[0])
-        if got != expected:
-            raise RegistryError(f"{name} version {version}: its weights {found[0].name} (artifact of {mv.source}) have sha256 "
-                                f"{got[:16]}..., not the {expected[:16]}... recorded at registration; refusing to load them")
-    return found[0]
+    with tempfile.TemporaryDirectory(prefix="ganops-weights-") as dest:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=dest)
+        found = sorted(Path(local).rglob("*.safetensors"))
+        if not found:
+            raise RegistryError(f"model {name} version {version} has no safetensors weights in its artifacts")
+        expected = (mv.tags or {}).get(TAG_WEIGHTS_SHA256)
+        if not expected and TAG_TRAIN_KEY in (mv.tags or {}):  # registered with a digest, which has been removed
+            raise RegistryError(f"{name} version {version}: its tag {TAG_WEIGHTS_SHA256} is missing, so its weights cannot be "
+                                "checked; refusing to load them")
+        if expected:
+            got = file_digest(found[0])
+            if got != expected:
+                raise RegistryError(f"{name} version {version}: its weights {found[0].name} (artifact of {mv.source}) have sha256 "
+                                    f"{got[:16]}..., not the {expected[:16]}... recorded at registration; refusing to load them")
+        yield found[0]
 
 
 def prior_version(mlc, model_name: str, train_key: str, weights_sha256: str) -> str | None:

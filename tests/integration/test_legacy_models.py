@@ -71,7 +71,8 @@ def test_old_versions_load_with_todays_weights_loader(tmp_path, fixtures, name):
     uri, version = register_fixture(tmp_path, fixtures, name)
     from mlflow import MlflowClient
 
-    generator, spec, _ = load_generator(download_weights(MlflowClient(uri, uri).get_model_version(name, version)))
+    with download_weights(MlflowClient(uri, uri).get_model_version(name, version)) as weights:
+        generator, spec, _ = load_generator(weights)
     expected = np.load(fixtures / f"{name}_expected.npz")
     x = torch.from_numpy(expected["input"])
     z, y = (x[:, :-1], x[:, -1].long()) if spec.conditional else (x, None)
@@ -92,9 +93,12 @@ def test_registered_weights_with_a_flipped_byte_are_refused_naming_the_file(tmp_
     mlc = MlflowClient(uri, uri)
     stored = next((tmp_path / "artifacts").rglob("*.safetensors"))
     mlc.set_model_version_tag("dcgan", version, "ganops.weights_sha256", file_digest(stored))
-    assert download_weights(mlc.get_model_version("dcgan", version)).is_file()  # untouched: loads
+    with download_weights(mlc.get_model_version("dcgan", version)) as weights:
+        assert weights.is_file()  # untouched: loads
+    assert not weights.exists()  # the download is removed after use
     data = bytearray(stored.read_bytes())
     data[-5] ^= 0x01  # one bit of one weight
     stored.write_bytes(bytes(data))
     with pytest.raises(RegistryError, match=rf"dcgan version {version}: its weights {stored.name} .* not the .* recorded at registration"):
-        download_weights(mlc.get_model_version("dcgan", version))
+        with download_weights(mlc.get_model_version("dcgan", version)):
+            pass
