@@ -396,6 +396,35 @@ def reconcile(
         typer.echo("\n".join(f"repaired {m}" for m in moved) if moved else f"{model}: aliases agree with the ledger")
 
 
+@app.command()
+def serve(
+    source: str = typer.Argument(..., help="MODEL@ALIAS, MODEL@VERSION, or an export folder."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    runtime: str = typer.Option("torchscript", "--runtime", help="torchscript or onnx: the export file to load."),
+    follow: bool = typer.Option(False, "--follow", help="Swap in the export the alias points at when it moves (verified first)."),
+    poll_s: float = typer.Option(5.0, "--poll-s", min=0.1, help="How often --follow looks at the alias (seconds)."),
+    max_n: int = typer.Option(256, "--max-n", min=1, help="Most images one request may ask for."),
+    max_body_bytes: int = typer.Option(65536, "--max-body-bytes", min=64, help="Largest request body accepted."),
+    batch_wait_ms: float = typer.Option(2.0, "--batch-wait-ms", min=0.0, help="How long a request waits for others to share its forward pass."),
+    project_dir: Path = ProjectOpt,
+) -> None:
+    """Serve a verified export over HTTP: POST /v1/generate, GET /v1/model, /healthz, /readyz, /metrics."""
+    root = _prepare_env(project_dir)
+    import logging
+
+    import uvicorn
+
+    from components.registry.tracking import client
+    from components.serving.app import ServeSettings
+    from components.serving.service import build_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = ServeSettings(max_n=max_n, max_body_bytes=max_body_bytes, batch_wait_ms=batch_wait_ms)
+    api = build_app(source, lambda: client(root), runtime, follow, settings, poll_s)
+    uvicorn.run(api, host=host, port=port, log_level="info")
+
+
 def expand_set_pairs(argv: list[str]) -> list[str]:
     """`--set a=1 b=2` -> `--set a=1 --set b=2`: every key=value after a --set belongs to it."""
     out, in_set, taken = [], False, 0

@@ -35,7 +35,7 @@ from components.promotion import ledger
 from components.promotion.moves import StaleDecision, commit_decision, prior_decision, reconcile
 from components.registry.models import record_export
 from components.registry.tracking import RunTracker, open_run, owner_tags, tracking_uri
-from components.serving.export import export_generator, infra_check
+from components.serving.export import export_generator, infra_check, manifest_digest
 from components.serving.mlflow_model import register_generator
 from components.orchestration.training_jobs import job_result_folder, submit_training, train_folder
 from components.training.identity import training_key
@@ -157,14 +157,13 @@ def evaluate_champion_task(root: Path, config: RetrainConfig, run: RunTracker, d
 
 @task(name="infra-validate", **TASK)
 def infra_task(run: RunTracker, weights: Path) -> dict[str, float]:
-    """The export of these weights, loaded in a fresh process with torch alone, against PyTorch's golden images."""
+    """The export of these weights (TorchScript and ONNX), each loaded in a fresh process without ganops, against
+    PyTorch's golden images."""
     report = infra_check(weights)
     run.metrics(report.metrics())
-    if report.error:
-        get_run_logger().warning("infra validation failed: %s", report.error)
-    else:
-        get_run_logger().info("infra validation: TorchScript max |diff| from PyTorch %.2e, batch 1 %.2f ms, batch 64 %.2f ms "
-                              "(torch %s, fresh process)", report.max_abs_diff, report.ms_batch1, report.ms_batch64, report.torch_version)
+    for runtime in report.runtimes:
+        log = get_run_logger().warning if runtime.error else get_run_logger().info
+        log("infra validation (fresh process) %s", runtime.summary())
     return report.metrics()
 
 
@@ -210,9 +209,11 @@ def gate_task(config: RetrainConfig, run: RunTracker, version: str, decision: De
 
 
 @task(name="export", **SERVICE_TASK)
-def export_task(root: Path, config: RetrainConfig, run: RunTracker, version: str, weights: Path, lineage: dict) -> Path:
-    folder = export_generator(weights, export_root(config, root), config.registry.model_name, version, lineage)
-    record_export(run.mlc, config.registry.model_name, version, folder)
+def export_task(root: Path, config: RetrainConfig, run: RunTracker, version: str, weights: Path, lineage: dict,
+                scores: Scores, decision: Decision) -> Path:
+    folder = export_generator(weights, export_root(config, root), config.registry.model_name, version, lineage,
+                              scores.metrics, decision.as_dict())
+    record_export(run.mlc, config.registry.model_name, version, folder, manifest_digest(folder))
     fault_point(AFTER_EXPORT)
     get_run_logger().info("exported %s version %s to %s", config.registry.model_name, version, folder)
     return folder
@@ -243,7 +244,7 @@ def _train_to_export(root: Path, config: RetrainConfig, dataset: DatasetVersion,
     lineage = {**tags, "model_name": config.registry.model_name, metric: scores.metrics[metric]}
     if standing:  # a rerun of a decided result: its export again when it was promoted (a kill may have cut it short)
         if decision.promote:
-            export = export_task(root, config, run, version, trained.weights, {**lineage, "model_version": version})
+            export = export_task(root, config, run, version, trained.weights, {**lineage, "model_version": version}, scores, decision)
     else:  # also a version registered by a run that died before its gate
         version = version or register_task(config, run, trained.weights, tags, scores)
         infra = infra_task(run, trained.weights)
@@ -252,7 +253,7 @@ def _train_to_export(root: Path, config: RetrainConfig, dataset: DatasetVersion,
             decision = decide(Evidence({**scores.metrics, **infra}, champion.scores.metrics if champion else None, report.success,
                                        champion.paired if champion else {}), config.gate)
             if decision.promote:  # before the champion alias moves: the champion always has an export
-                export = export_task(root, config, run, version, trained.weights, {**lineage, "model_version": version})
+                export = export_task(root, config, run, version, trained.weights, {**lineage, "model_version": version}, scores, decision)
             entry = gate_task(config, run, version, decision, champion, scores)
             if entry is not None:
                 break

@@ -26,7 +26,8 @@ def interval_names(fid_metric: str) -> tuple[str, str]:
 
 # Infra validation of an export in a fresh process (serving.infra), suffixed with the runtime.
 INFRA_MAX_ABS_DIFF, INFRA_MS_BATCH1, INFRA_MS_BATCH64 = "infra_max_abs_diff", "infra_ms_batch1", "infra_ms_batch64"
-TORCHSCRIPT_RUNTIME = "torchscript"
+TORCHSCRIPT_RUNTIME, ONNX_RUNTIME = "torchscript", "onnx"
+SERVING_RUNTIMES = (TORCHSCRIPT_RUNTIME, ONNX_RUNTIME)  # every export carries both; infra_valid checks both
 
 # Candidate minus champion from a paired bootstrap (same latents, same real resamples): the `significant` gate rule.
 PAIRED_DIFF, PAIRED_DIFF_CI_LOW, PAIRED_DIFF_CI_HIGH = "fid_diff", "fid_diff_ci_low", "fid_diff_ci_high"
@@ -57,6 +58,7 @@ def champion_metric(name: str) -> str:
     """The champion's metric as re-scored in a candidate's run: fid_domain -> champion.fid_domain."""
     return CHAMPION_METRIC_PREFIX + name
 TAG_EXPORT_DIR = "ganops.export_dir"
+TAG_EXPORT_MANIFEST = "ganops.export_manifest_sha256"  # the export's manifest as written: a changed manifest is refused
 TAG_DATASET_MD5 = "ganops.dataset_md5"
 TAG_DATASET_PATH = "ganops.dataset_path"
 TAG_DATA_GIT_REV = "ganops.data_git_rev"

@@ -12,7 +12,8 @@ from components.core.names import (ARTIFACT_DATA_DOCS, ARTIFACT_VALIDATION_REPOR
                                    TAG_GATE, TAG_GATE_REASONS, TAG_VALIDATION, TAG_VALIDATION_IMAGES)
 from components.registry.models import parse_model_ref, resolve_version
 from components.registry.tracking import client
-from components.serving.export import MANIFEST, verify_export
+from components.serving.export import verify_export
+from components.serving.formats import MANIFEST
 
 
 def lineage_of(project_dir: Path, model: str) -> dict:

@@ -10,15 +10,15 @@ from pathlib import Path
 from components.config import RetrainConfig, config_from_dict, export_root
 from components.core.errors import GanopsError
 from components.core.names import (ARTIFACT_CONFIG, CANDIDATE, CHAMPION, CHAMPION_METRIC_PREFIX, GATE_PROMOTED, PAIRED_DIFF, PREVIOUS_CHAMPION,
-                                   TAG_GATE, TAG_PAIRED_WITH, TAG_VALIDATION)
+                                   TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_GATE, TAG_GATE_RULES, TAG_PAIRED_WITH, TAG_VALIDATION)
 from components.promotion import ledger
 from components.promotion.gate import PROMOTE, REJECT, Decision, decide
 from components.promotion.moves import (TRACKED, after_promote, after_reject, after_rollback, move, reconcile, tag_decision,
                                         tracked_aliases)
 from components.promotion.rules import Evidence
 from components.registry.models import download_weights, record_export, require_model, resolve_version
-from components.serving.export import MANIFEST, TORCHSCRIPT, export_dir_for, export_generator, verify_export
-from components.serving.infra import GOLDEN, infra_validate
+from components.serving.export import export_dir_for, export_generator, export_is_whole, manifest_digest
+from components.serving.infra import infra_validate
 
 
 def _reason(reason: str) -> str:
@@ -34,20 +34,25 @@ def version_config(mlc, model_name: str, version: str) -> RetrainConfig:
     return config_from_dict(json.loads(Path(local).read_text()), source=f"{model_name} version {version} ({ARTIFACT_CONFIG})")
 
 
+EXPORT_TAGS = (TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST)  # about the export itself: not its lineage
+
+
 def ensure_export(mlc, project_dir: Path, model_name: str, version: str) -> Path:
-    """The version's export folder, verified against its manifest; rebuilt from the registered weights when it is
-    missing or a file does not match."""
+    """The version's export folder, verified against its manifest (and the manifest against the sha256 recorded on
+    the version); rebuilt from the registered weights when it is missing, of an older format, or a file differs."""
     mv = resolve_version(mlc, model_name, version)
     root = export_root(version_config(mlc, model_name, version), project_dir)
     folder = export_dir_for(root, model_name, version)
-    if (folder / MANIFEST).is_file():
-        check = verify_export(folder)
-        if check["ok"] and GOLDEN in check["manifest"]["files"]:  # older exports have no golden samples: rebuilt
-            return folder
-    lineage = {**dict(mv.tags), "model_name": model_name, "model_version": version}
+    if export_is_whole(folder, mv.tags.get(TAG_EXPORT_MANIFEST)):
+        return folder
+    lineage = {**{k: v for k, v in mv.tags.items() if k not in EXPORT_TAGS}, "model_name": model_name, "model_version": version}
+    run = mlc.get_run(mv.run_id).data
+    metrics = {k: v for k, v in run.metrics.items() if not k.startswith(CHAMPION_METRIC_PREFIX)}
+    decision = {"verdict": mv.tags.get(TAG_GATE, "not judged"), "promote": mv.tags.get(TAG_GATE) == GATE_PROMOTED,
+                "reasons": [], "rules": json.loads(mv.tags.get(TAG_GATE_RULES, "[]"))}
     with download_weights(mv) as weights:
-        folder = export_generator(weights, root, model_name, version, lineage)
-    record_export(mlc, model_name, version, folder)
+        folder = export_generator(weights, root, model_name, version, lineage, metrics, decision)
+    record_export(mlc, model_name, version, folder, manifest_digest(folder))
     return folder
 
 
@@ -86,7 +91,7 @@ def judge_recorded(mlc, project_dir: Path, model_name: str, version: str) -> tup
     if before.get(CHAMPION) == version:
         raise GanopsError(f"{model_name} version {version} is the champion already")
     policy = version_config(mlc, model_name, version).gate
-    infra = infra_validate(ensure_export(mlc, project_dir, model_name, version), TORCHSCRIPT).metrics()
+    infra = infra_validate(ensure_export(mlc, project_dir, model_name, version)).metrics()
     evidence = recorded_evidence(mlc, model_name, version, before.get(CHAMPION))
     return version, before, decide(replace(evidence, candidate={**evidence.candidate, **infra}), policy)
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from components.core.names import (DOMAIN, FID_DOMAIN_REAL_SPLIT, INCEPTION, INFRA_MAX_ABS_DIFF, INFRA_MS_BATCH1,
-                                   INFRA_MS_BATCH64, PAIRED_DIFF, PAIRED_DIFF_CI_HIGH, TORCHSCRIPT_RUNTIME, metric_name)
+                                   INFRA_MS_BATCH64, PAIRED_DIFF, PAIRED_DIFF_CI_HIGH, SERVING_RUNTIMES, metric_name)
 from components.core.plugins import Registry
 
 
@@ -165,17 +165,18 @@ def significant(evidence: Evidence) -> RuleResult:
 
 @RULES.register("infra_valid")
 def infra_valid(evidence: Evidence, tolerance: float = 1e-4) -> RuleResult:
-    """The export, loaded with torch alone in a fresh process, reproduces PyTorch's golden images within
-    `tolerance` (max abs difference, fp32); its timings go along in the message."""
-    name = lambda base: metric_name(base, TORCHSCRIPT_RUNTIME)  # noqa: E731
-    diff = evidence.candidate.get(name(INFRA_MAX_ABS_DIFF))
-    if diff is None:
-        return RuleResult("infra_valid", False, None, tolerance, "no infra validation recorded for this version")
-    ok = math.isfinite(diff) and diff <= tolerance
-    timing = (f" (batch 1 {evidence.candidate.get(name(INFRA_MS_BATCH1), math.nan):.2f} ms, "
-              f"batch 64 {evidence.candidate.get(name(INFRA_MS_BATCH64), math.nan):.2f} ms)")
-    return RuleResult("infra_valid", ok, diff, tolerance, f"TorchScript in a fresh process: max |diff| from PyTorch {diff:.2e} "
-                      + ("<=" if ok else "is not within") + f" {tolerance:g}" + timing)
+    """Every serving runtime (TorchScript, ONNX), loaded from the export in a fresh process without ganops,
+    reproduces PyTorch's golden images within `tolerance` (max abs difference, fp32); timings go in the message."""
+    diffs = {r: evidence.candidate.get(metric_name(INFRA_MAX_ABS_DIFF, r)) for r in SERVING_RUNTIMES}
+    missing = [r for r, d in diffs.items() if d is None]
+    if missing:
+        return RuleResult("infra_valid", False, None, tolerance, f"no infra validation of {', '.join(missing)} recorded for this version")
+    worst = max(diffs.values(), key=lambda d: d if math.isfinite(d) else math.inf)
+    ok = all(math.isfinite(d) and d <= tolerance for d in diffs.values())
+    parts = [f"{r} {d:.2e} (batch 1 {evidence.candidate.get(metric_name(INFRA_MS_BATCH1, r), math.nan):.2f} ms, "
+             f"batch 64 {evidence.candidate.get(metric_name(INFRA_MS_BATCH64, r), math.nan):.2f} ms)" for r, d in diffs.items()]
+    return RuleResult("infra_valid", ok, worst, tolerance, "max |diff| from PyTorch in a fresh process: " + ", ".join(parts)
+                      + (" <= " if ok else " not all within ") + f"{tolerance:g}")
 
 
 @RULES.register("per_class_ceiling")

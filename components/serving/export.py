@@ -1,5 +1,5 @@
-"""Export for serving: TorchScript generator, safetensors weights, config, golden samples (serving.infra), and a
-manifest of sha256 hashes.
+"""Export for serving: the generator as TorchScript and as ONNX, its safetensors weights, config, golden samples
+(serving.infra), and a manifest of sha256 hashes and sizes.
 
 Only a promoted generator is exported (the flow calls this after the gate). The folder is built under a
 temporary name and renamed into place, so a reader never sees a half-written export.
@@ -14,14 +14,17 @@ import warnings
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from components.core.atomic import file_digest, replace_folder
 from components.core.faults import DURING_EXPORT, fault_point
-from components.serving.infra import GOLDEN, GOLDEN_TOLERANCE, InfraReport, infra_validate, write_golden
+from components.serving.card import model_card
+from components.serving.formats import CONFIG, GOLDEN, MANIFEST, MODEL_CARD, ONNX, SAMPLES, TORCHSCRIPT, WEIGHTS
+from components.serving.infra import GOLDEN_TOLERANCE, InfraReport, infra_validate, write_golden
+from components.training.pictures import save_grid
 from components.training.weights import load_generator
 
-MANIFEST = "manifest.json"
-TORCHSCRIPT, WEIGHTS, CONFIG = "generator.torchscript.pt", "generator.safetensors", "config.json"
+ONNX_OPSET = 18
 
 
 def sha256_of(path: Path) -> str:
@@ -32,8 +35,29 @@ def export_dir_for(root: Path, model_name: str, version: str) -> Path:
     return root / model_name / f"v{version}"
 
 
-def export_generator(weights: Path, root: Path, model_name: str, version: str, lineage: dict) -> Path:
-    """Write the export folder for one model version and return it."""
+def class_names(config: dict, num_classes: int) -> list[str]:
+    """The dataset's label names in index order (validation.labels of the training config), else the indices."""
+    names = (config.get("validation") or {}).get("labels") or []
+    return [str(x) for x in names] if len(names) == num_classes else [str(i) for i in range(num_classes)]
+
+
+def write_onnx(generator: torch.nn.Module, example: tuple, path: Path) -> Path:
+    """The generator as an ONNX graph with a dynamic batch axis: inputs `z` (and `labels`), output `images`.
+    TorchScript-based exporter (dynamo=False): on torch 2.13 it takes 0.1-0.7 s where the dynamo exporter takes
+    2-9 s for the same graph, and both reproduce PyTorch within 2e-8 (measured on the dcgan, cdcgan and mlp presets)."""
+    names = ["z", "labels"][: len(example)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notices; the result is checked by onnxruntime
+        torch.onnx.export(generator, example, str(path), input_names=names, output_names=["images"], dynamo=False,
+                          opset_version=ONNX_OPSET, dynamic_axes={n: {0: "batch"} for n in [*names, "images"]})
+    return path
+
+
+def export_generator(weights: Path, root: Path, model_name: str, version: str, lineage: dict,
+                     metrics: dict[str, float] | None = None, decision: dict | None = None) -> Path:
+    """Write the export folder for one model version and return it: the generator in each runtime's format, its
+    weights and config, golden samples, a model card (lineage, `metrics`, the gate's `decision`, a sample grid), and
+    last the manifest hashing them all."""
     generator, spec, config = load_generator(weights)
 
     def build(tmp: Path) -> None:
@@ -44,12 +68,12 @@ def export_generator(weights: Path, root: Path, model_name: str, version: str, l
             warnings.simplefilter("ignore", DeprecationWarning)
             scripted = torch.jit.trace(generator, example)
         scripted.save(str(tmp / TORCHSCRIPT))
+        write_onnx(generator, example, tmp / ONNX)
         fault_point(DURING_EXPORT)
         shutil.copyfile(weights, tmp / WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps({"generator": spec.to_dict(), "config": config}, indent=2, sort_keys=True))
         write_golden(generator, tmp / GOLDEN)
-        files = {name: {"sha256": sha256_of(tmp / name), "bytes": (tmp / name).stat().st_size}
-                 for name in (TORCHSCRIPT, WEIGHTS, CONFIG, GOLDEN)}
+        save_grid(load_file(str(tmp / GOLDEN))["images"], tmp / SAMPLES)
         manifest = {
             "model_name": model_name,
             "model_version": version,
@@ -57,10 +81,13 @@ def export_generator(weights: Path, root: Path, model_name: str, version: str, l
             "input": {"z": [None, spec.z_dim], "dtype": "float32", "distribution": "standard normal",
                       **({"labels": [None], "labels_dtype": "int64", "num_classes": spec.num_classes} if conditional else {})},
             "output": {"images": [None, *spec.image_shape], "range": [-1, 1]},
-            "files": files,
+            **({"labels": class_names(config, spec.num_classes)} if conditional else {}),
             "golden": {"file": GOLDEN, "max_abs_diff": GOLDEN_TOLERANCE, "note": "z (and labels) in, PyTorch's images out"},
             "lineage": lineage,
         }
+        (tmp / MODEL_CARD).write_text(model_card(manifest, metrics or {}, decision, SAMPLES))
+        manifest["files"] = {name: {"sha256": sha256_of(tmp / name), "bytes": (tmp / name).stat().st_size}
+                             for name in (TORCHSCRIPT, ONNX, WEIGHTS, CONFIG, GOLDEN, SAMPLES, MODEL_CARD)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
     target = export_dir_for(root, model_name, version)
@@ -78,9 +105,23 @@ def verify_export(folder: Path) -> dict:
     return {"ok": all(v == "ok" for v in status.values()), "files": status, "manifest": manifest}
 
 
+def manifest_digest(folder: Path) -> str:
+    """The sha256 of the export's manifest, recorded on the version (tag ganops.export_manifest_sha256)."""
+    return sha256_of(folder / MANIFEST)
+
+
+def export_is_whole(folder: Path, manifest_sha256: str | None = None) -> bool:
+    """Every file of a current-format export matches its manifest, and the manifest the recorded one (when given)."""
+    try:
+        check = verify_export(folder)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    current = {GOLDEN, ONNX, TORCHSCRIPT, MODEL_CARD} <= set(check["manifest"]["files"])  # older exports lack some: rebuilt
+    return check["ok"] and current and manifest_sha256 in (None, manifest_digest(folder))
+
+
 def infra_check(weights: Path) -> InfraReport:
-    """Export the generator at `weights` to a temporary folder and prove it there in a fresh process (before the
-    gate decides: the real export is written only for a version that becomes champion)."""
+    """Export the generator at `weights` to a temporary folder and prove every runtime there in a fresh process
+    (before the gate decides: the real export is written only for a version that becomes champion)."""
     with tempfile.TemporaryDirectory(prefix="ganops-infra-") as tmp:
-        folder = export_generator(weights, Path(tmp), "candidate", "0", {})
-        return infra_validate(folder, TORCHSCRIPT)
+        return infra_validate(export_generator(weights, Path(tmp), "candidate", "0", {}))

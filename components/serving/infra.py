@@ -2,9 +2,10 @@
 
 Every export carries golden samples (`golden.safetensors`: fixed latents, labels for a conditional generator, and
 the images PyTorch made from them). `infra_validate` starts a fresh, isolated Python (`-I`: no PYTHONPATH, no
-current folder, so neither ganops' training code nor the project can be imported), which loads the TorchScript
-file with torch alone, runs the golden latents, compares with the stored images and times batch 1 and batch 64.
-The numbers become run metrics and the gate rule `infra_valid` judges them.
+current folder, so neither ganops' training code nor the project can be imported), which loads each runtime's file
+(the TorchScript with torch alone, the ONNX model with onnxruntime and numpy alone), runs the golden latents,
+compares with the stored images and times batch 1 and batch 64. The numbers become run metrics, suffixed with
+the runtime, and the gate rule `infra_valid` judges them.
 """
 
 from __future__ import annotations
@@ -19,43 +20,72 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from components.core.names import INFRA_MAX_ABS_DIFF, INFRA_MS_BATCH1, INFRA_MS_BATCH64, TORCHSCRIPT_RUNTIME, metric_name
+from components.core.names import INFRA_MAX_ABS_DIFF, INFRA_MS_BATCH1, INFRA_MS_BATCH64, metric_name
+from components.serving.formats import GOLDEN, RUNTIME_FILES
 
-GOLDEN = "golden.safetensors"
 GOLDEN_COUNT, GOLDEN_SEED = 16, 20240229
 GOLDEN_TOLERANCE = 1e-4  # max abs difference in fp32 between a runtime's images and PyTorch's
 CHECK_TIMEOUT_S = 300
 
-# Runs in the isolated process: torch and the standard library only.
+# Runs in the isolated process: the standard library, numpy, safetensors and the runtime under test only. Each
+# runtime is checked on its own, so one that fails to load still leaves the other's numbers.
 CHECK = r"""
 import json, statistics, sys, time
 from pathlib import Path
-import torch
-from safetensors.torch import load_file
+import numpy as np
+from safetensors.numpy import load_file
 
-folder = Path(sys.argv[1])
-model = torch.jit.load(str(folder / sys.argv[2]), map_location="cpu").eval()
-golden = load_file(str(folder / sys.argv[3]))
-args = (golden["z"],) + ((golden["labels"],) if "labels" in golden else ())
-with torch.no_grad():
-    out = model(*args)
-    diff = float((out - golden["images"]).abs().max()) if out.shape == golden["images"].shape else float("inf")
+folder, golden_file, wanted = Path(sys.argv[1]), sys.argv[2], [a.split("=", 1) for a in sys.argv[3:]]
+golden = load_file(str(folder / golden_file))
+conditional = "labels" in golden
 
-    def ms(batch):
-        z = torch.randn(batch, golden["z"].shape[1], generator=torch.Generator().manual_seed(0))
-        extra = (torch.arange(batch) % int(golden["num_classes"].item()),) if "labels" in golden else ()
-        for _ in range(3):
-            model(z, *extra)
-        times = []
-        for _ in range(15):
-            start = time.perf_counter()
-            model(z, *extra)
-            times.append((time.perf_counter() - start) * 1000)
-        return statistics.median(times)
 
-    timing = {"ms_batch1": ms(1), "ms_batch64": ms(64)}
-print(json.dumps({"max_abs_diff": diff, **timing, "torch": torch.__version__,
-                  "ganops_imported": any(m == "components" or m.startswith("components.") for m in sys.modules)}))
+def torchscript(path):
+    import torch
+    torch.set_num_threads(1)
+    model = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run(z, labels):
+        with torch.no_grad():
+            return model(torch.from_numpy(z), *((torch.from_numpy(labels),) if conditional else ())).numpy()
+    return run, torch.__version__
+
+
+def onnx(path):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(z, labels):
+        return session.run(None, {"z": z, **({"labels": labels} if conditional else {})})[0]
+    return run, "onnxruntime " + ort.__version__
+
+
+def ms(run, batch):
+    z = np.random.default_rng(0).standard_normal((batch, golden["z"].shape[1]), dtype=np.float32)
+    labels = np.arange(batch, dtype=np.int64) % int(golden["num_classes"]) if conditional else None
+    for _ in range(3):
+        run(z, labels)
+    times = []
+    for _ in range(15):
+        start = time.perf_counter()
+        run(z, labels)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+report = {}
+for runtime, name in wanted:
+    try:
+        run, version = {"torchscript": torchscript, "onnx": onnx}[runtime](folder / name)
+        out = run(golden["z"], golden.get("labels"))
+        diff = float(np.abs(out - golden["images"]).max()) if out.shape == golden["images"].shape else float("inf")
+        report[runtime] = {"max_abs_diff": diff, "ms_batch1": ms(run, 1), "ms_batch64": ms(run, 64), "version": version}
+    except Exception as e:
+        report[runtime] = {"error": f"{folder / name} does not run on its own: {type(e).__name__}: {str(e)[:300]}"}
+report["ganops_imported"] = any(m == "components" or m.startswith("components.") for m in sys.modules)
+print(json.dumps(report))
 """
 
 
@@ -73,36 +103,62 @@ def write_golden(generator: torch.nn.Module, path: Path) -> Path:
 
 
 @dataclass(frozen=True)
-class InfraReport:
-    """What the fresh process measured; `error` when it could not load or run the export (then the difference is
-    infinite, and `infra_valid` fails)."""
+class RuntimeReport:
+    """What the fresh process measured for one runtime; `error` when it could not load or run the export (then the
+    difference is infinite, and `infra_valid` fails)."""
 
+    runtime: str
     max_abs_diff: float
     ms_batch1: float
     ms_batch64: float
-    torch_version: str = ""
+    version: str = ""
     error: str = ""
 
     def metrics(self) -> dict[str, float]:
-        return {metric_name(INFRA_MAX_ABS_DIFF, TORCHSCRIPT_RUNTIME): self.max_abs_diff,
-                metric_name(INFRA_MS_BATCH1, TORCHSCRIPT_RUNTIME): self.ms_batch1,
-                metric_name(INFRA_MS_BATCH64, TORCHSCRIPT_RUNTIME): self.ms_batch64}
+        return {metric_name(INFRA_MAX_ABS_DIFF, self.runtime): self.max_abs_diff,
+                metric_name(INFRA_MS_BATCH1, self.runtime): self.ms_batch1,
+                metric_name(INFRA_MS_BATCH64, self.runtime): self.ms_batch64}
+
+    def summary(self) -> str:
+        if self.error:
+            return f"{self.runtime}: {self.error}"
+        return (f"{self.runtime}: max |diff| from PyTorch {self.max_abs_diff:.2e}, batch 1 {self.ms_batch1:.2f} ms, "
+                f"batch 64 {self.ms_batch64:.2f} ms ({self.version})")
 
 
-def infra_validate(folder: Path, torchscript: str, golden: str = GOLDEN) -> InfraReport:
-    """Check the export in `folder` in a fresh isolated process."""
+@dataclass(frozen=True)
+class InfraReport:
+    runtimes: tuple[RuntimeReport, ...]
+
+    @property
+    def error(self) -> str:
+        return "; ".join(r.error for r in self.runtimes if r.error)
+
+    def metrics(self) -> dict[str, float]:
+        return {k: v for r in self.runtimes for k, v in r.metrics().items()}
+
+    def __getitem__(self, runtime: str) -> RuntimeReport:
+        return next(r for r in self.runtimes if r.runtime == runtime)
+
+
+def _failed(runtimes, error: str) -> InfraReport:
+    return InfraReport(tuple(RuntimeReport(r, math.inf, math.nan, math.nan, error=error) for r in runtimes))
+
+
+def infra_validate(folder: Path, runtimes: tuple[str, ...] = tuple(RUNTIME_FILES), golden: str = GOLDEN) -> InfraReport:
+    """Check each runtime's file of the export in `folder` in one fresh isolated process."""
+    args = [f"{r}={RUNTIME_FILES[r]}" for r in runtimes]
     try:
-        done = subprocess.run([sys.executable, "-I", "-c", CHECK, str(folder), torchscript, golden], cwd=folder,
+        done = subprocess.run([sys.executable, "-I", "-c", CHECK, str(folder), golden, *args], cwd=folder,
                               capture_output=True, text=True, timeout=CHECK_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        return InfraReport(math.inf, math.nan, math.nan, error=f"no answer from the export in {CHECK_TIMEOUT_S} s")
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return InfraReport(math.inf, math.nan, math.nan, error=f"{folder / torchscript} does not run on its own: {last}")
+        return _failed(runtimes, f"no answer from the export in {folder} in {CHECK_TIMEOUT_S} s")
     try:
         result = json.loads(done.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
-        return InfraReport(math.inf, math.nan, math.nan, error=f"checking {folder} printed no result: {done.stdout[-200:]!r}")
-    if result["ganops_imported"]:  # a guard: -I keeps the project off sys.path
-        return InfraReport(math.inf, math.nan, math.nan, error=f"checking {folder} imported ganops code")
-    return InfraReport(result["max_abs_diff"], result["ms_batch1"], result["ms_batch64"], result["torch"])
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return _failed(runtimes, f"checking {folder} gave no result: {last}")
+    if result.pop("ganops_imported"):  # a guard: -I keeps the project off sys.path
+        return _failed(runtimes, f"checking {folder} imported ganops code")
+    return InfraReport(tuple(RuntimeReport(r, math.inf, math.nan, math.nan, error=result[r]["error"]) if "error" in result[r]
+                             else RuntimeReport(r, **result[r]) for r in runtimes))

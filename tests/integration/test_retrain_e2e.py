@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from components.registry import tracking as registry
 from components.config import load_config
 from components.core.errors import ValidationFailed
-from components.serving.export import MANIFEST, sha256_of
+from components.serving.export import sha256_of
+from components.serving.formats import MANIFEST
 from components.core.names import TAG_DATA_GIT_REV, TAG_DATASET_MD5
 from components.data.versioning import read_dvc_file
 from flows.cli import app
@@ -64,13 +65,20 @@ def test_first_run_is_registered_as_champion_with_lineage(project, first_run):
 
 
 def test_export_files_match_their_manifest(first_run):
+    from mlflow import MlflowClient
+
     folder = Path(first_run["export"])
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["model_name"] == MODEL and manifest["model_version"] == "1"
     assert manifest["lineage"][TAG_DATASET_MD5] == first_run["dataset"]["md5"]
-    assert set(manifest["files"]) == {"generator.torchscript.pt", "generator.safetensors", "config.json", "golden.safetensors"}
+    assert set(manifest["files"]) == {"generator.torchscript.pt", "generator.onnx", "generator.safetensors", "config.json",
+                                      "golden.safetensors", "samples.png", "MODEL_CARD.md"}
     for name, entry in manifest["files"].items():
         assert sha256_of(folder / name) == entry["sha256"], name
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert first_run["dataset"]["md5"] in card and "Verdict: **promote** (all rules passed)." in card and "| infra_valid | yes |" in card
+    assert sha256_of(folder / MANIFEST) == MlflowClient(first_run["tracking_uri"], first_run["tracking_uri"]).get_model_version(
+        MODEL, "1").tags["ganops.export_manifest_sha256"]  # the manifest itself is pinned on the version
 
 
 def test_registered_model_ships_only_its_loader_code_and_loads_in_a_fresh_process(project, first_run, tmp_path):

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from components.config import TrainConfig
-from components.serving.export import MANIFEST, TORCHSCRIPT, WEIGHTS, export_generator, verify_export
-from components.serving.infra import GOLDEN, infra_validate
+from components.serving.export import export_generator, verify_export
+from components.serving.formats import GOLDEN, MANIFEST, ONNX, TORCHSCRIPT, WEIGHTS
+from components.serving.infra import infra_validate
 from components.training.networks import build_generator
 from components.training.engine import model_spec
 from components.training.weights import load_generator, save_generator
@@ -77,16 +78,43 @@ def test_a_folder_moved_aside_by_a_killed_swap_comes_back(tmp_path):
     assert (root / "v2" / "manifest.json").is_file() and not list(root.glob(".v2.*"))
 
 
-@pytest.mark.parametrize("arch", ["dcgan", "cdcgan"])
+@pytest.mark.parametrize("arch", ["dcgan", "cdcgan", "mlp"])
 def test_an_export_proves_itself_in_a_fresh_process(tmp_path, arch):
-    """Golden samples in the manifest; torch alone, in an isolated process, reproduces them; a TorchScript file
-    that does not load fails the check with the file named, instead of passing or crashing the caller."""
+    """Golden samples in the manifest; TorchScript (torch alone) and ONNX (onnxruntime alone), each in an isolated
+    process, reproduce them; a file that does not load fails its runtime's check with the file named, instead of
+    passing or crashing the caller, and the other runtime's numbers stay."""
     spec = model_spec(TrainConfig(arch=arch, z_dim=8, base_channels=16), 1, 8, 10)
     weights = save_generator(tmp_path / "g.safetensors", build_generator(spec).eval(), spec, {})
     folder = export_generator(weights, tmp_path / "exports", "m", "1", {})
-    assert GOLDEN in json.loads((folder / MANIFEST).read_text())["files"]
-    report = infra_validate(folder, TORCHSCRIPT)
-    assert not report.error and report.max_abs_diff <= 1e-5 and report.ms_batch1 > 0 and report.ms_batch64 > 0
-    (folder / TORCHSCRIPT).write_bytes(b"not a model")
-    broken = infra_validate(folder, TORCHSCRIPT)
-    assert broken.max_abs_diff == float("inf") and str(folder / TORCHSCRIPT) in broken.error
+    assert {GOLDEN, ONNX, TORCHSCRIPT} <= set(json.loads((folder / MANIFEST).read_text())["files"])
+    report = infra_validate(folder)
+    assert not report.error, report.error
+    for runtime in ("torchscript", "onnx"):
+        assert report[runtime].max_abs_diff <= 1e-5 and report[runtime].ms_batch1 > 0 and report[runtime].ms_batch64 > 0
+    assert report["onnx"].version.startswith("onnxruntime ")
+    (folder / ONNX).write_bytes(b"not a model")
+    broken = infra_validate(folder)
+    assert broken["onnx"].max_abs_diff == float("inf") and str(folder / ONNX) in broken["onnx"].error
+    assert broken["torchscript"].max_abs_diff <= 1e-5  # checked on its own
+
+
+def test_the_model_card_gives_lineage_metrics_with_intervals_the_decision_and_samples(tmp_path):
+    from PIL import Image
+
+    from components.serving.formats import MODEL_CARD, SAMPLES
+
+    spec = model_spec(TrainConfig(arch="cdcgan", z_dim=8, base_channels=16), 1, 8, 3)
+    weights = save_generator(tmp_path / "g.safetensors", build_generator(spec).eval(), spec, {"validation": {"labels": ["cat", "dog", "owl"]}})
+    decision = {"verdict": "reject", "promote": False, "reasons": ["beats_champion: 5.1 is not below 4.0"],
+                "rules": [{"name": "beats_champion", "passed": False, "value": 5.1, "threshold": 4.0, "message": "5.1 is not below 4.0"}]}
+    folder = export_generator(weights, tmp_path / "exports", "m", "7", {"ganops.dataset_md5": "f00d"},
+                              {"fid_domain": 5.1, "fid_ci_low_domain": 4.8, "fid_ci_high_domain": 5.5, "champion.fid_domain": 4.0}, decision)
+    card = (folder / MODEL_CARD).read_text()
+    assert "# m version 7" in card and "3 classes: cat, dog, owl" in card and "| dataset md5 (DVC) | f00d |" in card
+    assert "| fid_domain | 5.1 | 4.8 - 5.5 |" in card and "champion.fid_domain" not in card
+    assert "Verdict: **reject**: beats_champion" in card and "| beats_champion | no | 5.1 | 4 |" in card
+    assert "## Limitations" in card and f"]({SAMPLES})" in card
+    assert Image.open(folder / SAMPLES).size[0] > 8
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert {MODEL_CARD, SAMPLES} <= set(manifest["files"]) and manifest["labels"] == ["cat", "dog", "owl"]
+    assert verify_export(folder)["ok"]

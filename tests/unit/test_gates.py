@@ -14,7 +14,8 @@ POLICY = GateConfig(fid_ceiling=20.0, min_improvement=0.5)
 
 
 def evidence(candidate, champion=None, valid=True, floor=5.0):
-    return Evidence({"fid_domain": candidate, "fid_domain_real_split": floor, "infra_max_abs_diff_torchscript": 1e-7},
+    return Evidence({"fid_domain": candidate, "fid_domain_real_split": floor, "infra_max_abs_diff_torchscript": 1e-7,
+                     "infra_max_abs_diff_onnx": 1e-7},
                     None if champion is None else {"fid_domain": champion}, valid)
 
 

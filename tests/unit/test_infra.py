@@ -94,7 +94,7 @@ def test_compose_images_are_pinned_and_services_agree():
     assert {"mlflow", "prefect"} <= databases
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cuda"])
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.cuda", "Dockerfile.serve"])
 def test_dockerfiles_pin_the_base_and_install_from_the_lock(dockerfile):
     text = (INFRA / dockerfile).read_text()
     base = re.search(r"^FROM (\S+)", text, re.M).group(1)

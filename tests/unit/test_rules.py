@@ -32,9 +32,10 @@ E = lambda cand, champ=None, valid=True: Evidence(cand, champ, valid)  # noqa: E
     ("per_class_ceiling", {"metric": "fid_domain", "value": 10}, {"fid_domain_class_0": 3.0, "fid_domain_class_1": 9.9}, None, True),
     ("per_class_ceiling", {"metric": "fid_domain", "value": 10}, {"fid_domain_class_0": 3.0, "fid_domain_class_1": 30.0}, None, False),
     ("per_class_ceiling", {"metric": "fid_domain", "value": 10}, {"fid_domain": 3.0}, None, False),
-    ("infra_valid", {}, {"infra_max_abs_diff_torchscript": 3e-7, "infra_ms_batch1_torchscript": 0.4}, None, True),
-    ("infra_valid", {"tolerance": 1e-6}, {"infra_max_abs_diff_torchscript": 3e-5}, None, False),
-    ("infra_valid", {}, {"infra_max_abs_diff_torchscript": math.inf}, None, False),  # the export did not run
+    ("infra_valid", {}, {"infra_max_abs_diff_torchscript": 3e-7, "infra_ms_batch1_torchscript": 0.4, "infra_max_abs_diff_onnx": 2e-8}, None, True),
+    ("infra_valid", {"tolerance": 1e-6}, {"infra_max_abs_diff_torchscript": 3e-7, "infra_max_abs_diff_onnx": 3e-5}, None, False),
+    ("infra_valid", {}, {"infra_max_abs_diff_torchscript": math.inf, "infra_max_abs_diff_onnx": 0.0}, None, False),  # did not run
+    ("infra_valid", {}, {"infra_max_abs_diff_torchscript": 3e-7}, None, False),  # no ONNX check recorded
     ("infra_valid", {}, {}, None, False),                                             # never validated
 ])
 def test_rule_table(rule, params, cand, champ, passed):

@@ -1,0 +1,153 @@
+"""A verified export loaded for serving: the TorchScript or ONNX file only (no training code, nothing unpickled),
+and the pure steps around its forward pass: latents from a seed, labels from names, images to bytes.
+
+`load_served` checks every file of the export against its manifest before it loads anything and refuses, naming
+the file, on any mismatch. The same seed gives the same latents on every runtime (numpy's PCG64, not torch's
+generator), so a request can be replayed against TorchScript or ONNX.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from components.core.errors import GanopsError
+from components.core.names import ONNX_RUNTIME, TORCHSCRIPT_RUNTIME
+from components.core.pixels import to_uint8
+from components.serving.export import verify_export
+from components.serving.formats import MANIFEST, RUNTIME_FILES
+from components.training.pictures import grid
+
+Forward = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+
+
+def _torchscript(path: Path) -> Forward:
+    module = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def forward(z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(z), *(() if labels is None else (torch.from_numpy(labels),))).numpy()
+    return forward
+
+
+def _onnx(path: Path) -> Forward:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def forward(z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        return session.run(None, {"z": z, **({} if labels is None else {"labels": labels})})[0]
+    return forward
+
+
+LOADERS: dict[str, Callable[[Path], Forward]] = {TORCHSCRIPT_RUNTIME: _torchscript, ONNX_RUNTIME: _onnx}
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded export: what `/v1/model` describes and what `/v1/generate` runs."""
+
+    folder: Path
+    manifest: dict
+    manifest_sha256: str
+    runtime: str
+    forward: Forward = field(repr=False, compare=False)
+    alias: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        return str(self.manifest["model_name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["model_version"])
+
+    @property
+    def z_dim(self) -> int:
+        return int(self.manifest["input"]["z"][1])
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names in index order; empty for an unconditional generator."""
+        if not self.manifest["input"].get("num_classes"):
+            return []
+        return [str(x) for x in self.manifest.get("labels") or range(self.manifest["input"]["num_classes"])]
+
+    def describe(self) -> dict:
+        return {"name": self.model_name, "version": self.version, "alias": self.alias, "runtime": self.runtime,
+                "manifest_sha256": self.manifest_sha256, "folder": str(self.folder), "labels": self.labels,
+                "input": self.manifest["input"], "output": self.manifest["output"], "lineage": self.manifest.get("lineage", {})}
+
+
+def load_served(folder: Path, runtime: str, alias: str | None = None) -> Served:
+    """Verify every file of the export at `folder` against its manifest, then load the runtime's file. Raises
+    GanopsError naming the folder or file that is missing, unreadable or changed."""
+    folder = Path(folder)
+    if runtime not in LOADERS:
+        raise GanopsError(f"--runtime {runtime!r} is not one of {', '.join(LOADERS)}")
+    if not (folder / MANIFEST).is_file():
+        raise GanopsError(f"{folder} is not an export: it has no {MANIFEST}")
+    try:
+        check = verify_export(folder)
+    except (ValueError, KeyError, TypeError) as e:
+        raise GanopsError(f"{folder / MANIFEST} is not a valid export manifest ({type(e).__name__}: {e})") from None
+    bad = {name: state for name, state in check["files"].items() if state != "ok"}
+    if bad:
+        raise GanopsError(f"export {folder}: " + ", ".join(f"{name} is {state}" for name, state in bad.items())
+                          + f" against {MANIFEST}; refusing to serve it")
+    name = RUNTIME_FILES[runtime]
+    if name not in check["files"]:
+        raise GanopsError(f"export {folder} has no {runtime} file ({name}) in its manifest; re-export it or choose another --runtime")
+    digest = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
+    return Served(folder, check["manifest"], digest, runtime, LOADERS[runtime](folder / name), alias)
+
+
+def latents(seed: int, n: int, z_dim: int) -> np.ndarray:
+    """Standard normal latents (n, z_dim) float32, a pure function of the seed (any runtime, any batch)."""
+    return np.random.default_rng(seed).standard_normal((n, z_dim), dtype=np.float32)
+
+
+def label_indices(served: Served, names: list[str] | None, n: int) -> np.ndarray | None:
+    """Class indices for a conditional generator: the named classes, else every class in turn. Raises ValueError
+    naming the unknown label (the API turns it into a 422)."""
+    classes = served.labels
+    if not classes:
+        if names:
+            raise ValueError(f"model {served.model_name} version {served.version} is unconditional: it takes no labels")
+        return None
+    if not names:
+        return np.arange(n, dtype=np.int64) % len(classes)
+    unknown = sorted({x for x in names if x not in classes})
+    if unknown:
+        raise ValueError(f"unknown class {unknown[0]!r}: model {served.model_name} knows {', '.join(classes)}")
+    return np.array([classes.index(x) for x in names], dtype=np.int64)
+
+
+def channels_last_uint8(images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8, rounded as an 8-bit PNG writer would."""
+    return to_uint8(torch.from_numpy(images)).numpy().transpose(0, 2, 3, 1)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """One (H, W, C) uint8 image as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def grid_png(images: np.ndarray) -> bytes:
+    """(N, C, H, W) in [-1, 1] tiled into one PNG at their own size, as square as it goes."""
+    return png_bytes(np.atleast_3d(grid(torch.from_numpy(images), scale=1)))
+
+
+def npy_bytes(images: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, images, allow_pickle=False)
+    return buffer.getvalue()

@@ -1,0 +1,137 @@
+"""`ganops serve SOURCE`: resolve the source to a verified export, serve it over HTTP, and with --follow swap in
+the export the alias points at when it moves (a version that fails verification is not loaded; the old one keeps
+serving).
+
+SOURCE is an export folder, `MODEL@ALIAS` or `MODEL@VERSION` (the export recorded on that version).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.core.errors import GanopsError
+from components.core.names import TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST
+from components.registry.models import parse_model_ref, resolve_version
+from components.serving.app import ServeSettings, ServeState, create_app
+from components.serving.formats import MANIFEST
+from components.serving.runtime import Served, load_served
+
+log = logging.getLogger("ganops.serve")
+
+
+@dataclass(frozen=True)
+class Source:
+    """An export folder, or a registered model with an alias or a version."""
+
+    text: str
+    folder: Path | None = None
+    model: str | None = None
+    ref: str | None = None
+
+    @property
+    def alias(self) -> str | None:
+        return self.ref if self.model and self.ref and not self.ref.isdigit() else None
+
+
+def parse_source(text: str) -> Source:
+    path = Path(text)
+    if path.is_dir():
+        return Source(text, folder=path.resolve())
+    if text.startswith("s3://"):
+        raise GanopsError(f"SOURCE {text}: serving straight from s3:// is not supported yet; copy the export to a folder")
+    if "@" not in text and not text.startswith("models:/"):
+        raise GanopsError(f"SOURCE {text!r} is neither an export folder nor MODEL@ALIAS / MODEL@VERSION")
+    model, ref = parse_model_ref(text)
+    return Source(text, model=model, ref=ref or "champion")
+
+
+def export_folder(mlc, source: Source) -> tuple[Path, str, str | None]:
+    """The export folder recorded on the version `source` names now, that version, and its manifest's recorded sha256."""
+    mv = resolve_version(mlc, source.model, source.ref)
+    tags = mv.tags or {}
+    if not tags.get(TAG_EXPORT_DIR):
+        raise GanopsError(f"{source.model} version {mv.version} has no export (only versions that became champion are "
+                          "exported; `ganops promote` or `ganops rollback` writes one)")
+    return Path(tags[TAG_EXPORT_DIR]), str(mv.version), tags.get(TAG_EXPORT_MANIFEST)
+
+
+def load_version(folder: Path, version: str, manifest_sha256: str | None, source: Source, runtime: str) -> Served:
+    """The registered version's export, verified file by file, and its manifest against the one recorded on the
+    version (the manifest is what every other hash is checked against)."""
+    served = load_served(folder, runtime, source.alias)
+    if served.version != version or served.model_name != source.model:
+        raise GanopsError(f"export {folder} holds {served.model_name} version {served.version}, not {source.model} "
+                          f"version {version} as the registry records; refusing to serve it")
+    if manifest_sha256 and served.manifest_sha256 != manifest_sha256:
+        raise GanopsError(f"export {folder}: {MANIFEST} has sha256 {served.manifest_sha256[:16]}..., not the "
+                          f"{manifest_sha256[:16]}... recorded on {source.model} version {version}; refusing to serve it")
+    return served
+
+
+def load_source(mlc_factory, source: Source, runtime: str) -> Served:
+    if source.folder is not None:
+        return load_served(source.folder, runtime)
+    return load_version(*export_folder(mlc_factory(), source), source, runtime)
+
+
+class Follower:
+    """Polls the alias every `poll_s` seconds; a new version is verified, loaded and swapped in whole."""
+
+    def __init__(self, state: ServeState, mlc_factory, source: Source, poll_s: float):
+        self.state, self.mlc_factory, self.source, self.poll_s = state, mlc_factory, source, poll_s
+        self._stop = threading.Event()
+        self._refused: set[tuple[str, str]] = set()  # (version, manifest folder) already refused: logged once
+        self._thread = threading.Thread(target=self._loop, name="ganops-follow", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def check(self) -> None:
+        try:
+            folder, version, manifest_sha256 = export_folder(self.mlc_factory(), self.source)
+        except GanopsError as e:
+            log.warning("--follow: %s; still serving version %s", e, self.state.served.version)
+            return
+        current = self.state.served
+        if version == current.version and folder == current.folder:
+            return
+        if (version, str(folder)) in self._refused:
+            return
+        try:
+            served = load_version(folder, version, manifest_sha256, self.source, current.runtime)
+        except GanopsError as e:
+            self._refused.add((version, str(folder)))
+            self.state.metrics.reloads.labels("refused").inc()
+            log.error("--follow: %s@%s moved to version %s, not loaded: %s; still serving version %s",
+                      self.source.model, self.source.alias, version, e, current.version)
+            return
+        self.state.swap(served)
+        self.state.metrics.reloads.labels("loaded").inc()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.check()
+            except Exception:  # a registry hiccup must not end following
+                log.exception("--follow: checking %s failed", self.source.text)
+
+
+def build_app(source_text: str, mlc_factory, runtime: str, follow: bool, settings: ServeSettings, poll_s: float = 5.0):
+    """The FastAPI app serving SOURCE, verified and loaded before it is returned (any mismatch raises GanopsError
+    naming the file, so the server never starts on a bad export)."""
+    source = parse_source(source_text)
+    if follow and source.alias is None:
+        raise GanopsError(f"--follow needs MODEL@ALIAS (an alias that can move), not {source_text!r}")
+    state = ServeState(load_source(mlc_factory, source, runtime), settings)
+    served = state.served
+    log.info("serving %s version %s from %s (%s, %d files verified, manifest sha256 %s)", served.model_name, served.version,
+             served.folder, runtime, len(served.manifest["files"]), served.manifest_sha256[:12])
+    follower = Follower(state, mlc_factory, source, poll_s) if follow else None
+    return create_app(state, on_start=follower.start if follower else None, on_stop=follower.stop if follower else None)
