@@ -406,7 +406,8 @@ def serve(
     poll_s: float = typer.Option(5.0, "--poll-s", min=0.1, help="How often --follow looks at the alias (seconds)."),
     max_n: int = typer.Option(256, "--max-n", min=1, help="Most images one request may ask for."),
     max_body_bytes: int = typer.Option(65536, "--max-body-bytes", min=64, help="Largest request body accepted."),
-    batch_wait_ms: float = typer.Option(2.0, "--batch-wait-ms", min=0.0, help="How long a request waits for others to share its forward pass."),
+    batch_wait_ms: float = typer.Option(0.0, "--batch-wait-ms", min=0.0, help="How long a request waits for others to share its "
+                                        "forward pass (0: only those already waiting; under load that is plenty)."),
     project_dir: Path = ProjectOpt,
 ) -> None:
     """Serve a verified export over HTTP: POST /v1/generate, GET /v1/model, /healthz, /readyz, /metrics."""

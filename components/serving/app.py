@@ -38,7 +38,7 @@ ENDPOINTS = ("/v1/generate", "/v1/model", "/healthz", "/readyz", "/metrics")
 class ServeSettings:
     max_n: int = 256
     max_body_bytes: int = 64 * 1024
-    batch_wait_ms: float = 2.0
+    batch_wait_ms: float = 0.0
     max_batch_rows: int = 1024
 
 
