@@ -15,7 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from components.core.errors import ConfigError, GanopsError
 from components.core.names import FID, FID_DOMAIN, FID_DOMAIN_REAL_SPLIT, FID_INCEPTION, metric_name
-from components.core.paths import PRESETS_DIR, check_path_name, check_revision, state_dir
+from components.core.paths import PRESETS_DIR, check_path_name, check_revision, parse_s3_url, state_dir
 from components.evaluation.extractors import EXTRACTORS
 from components.promotion.rules import resolve_rule
 from components.training.losses import LOSSES
@@ -191,6 +191,18 @@ def _legacy_gate_rules(data: dict) -> dict:
 
 class ExportConfig(_Strict):
     dir: str = Field("", description="Export root; empty means <state dir>/exports.")
+    s3: str = Field("", description="s3://bucket/prefix: also publish every export to <prefix>/<model>/v<version>/ "
+                                    "(manifest last; AWS_ENDPOINT_URL for S3-compatible stores); empty: local only.")
+
+    @field_validator("s3")
+    @classmethod
+    def _s3(cls, value: str) -> str:
+        if value:
+            try:
+                parse_s3_url(value, "export.s3")
+            except GanopsError as e:
+                raise ValueError(str(e)) from None
+        return value
 
 
 class RetrainConfig(_Strict):

@@ -398,7 +398,7 @@ def reconcile(
 
 @app.command()
 def serve(
-    source: str = typer.Argument(..., help="MODEL@ALIAS, MODEL@VERSION, or an export folder."),
+    source: str = typer.Argument(..., help="MODEL@ALIAS, MODEL@VERSION, an export folder, or an export in S3 (s3://bucket/prefix/MODEL/vN)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
     runtime: str = typer.Option("torchscript", "--runtime", help="torchscript or onnx: the export file to load."),
@@ -416,13 +416,14 @@ def serve(
 
     import uvicorn
 
+    from components.core.paths import state_dir
     from components.registry.tracking import client
     from components.serving.app import ServeSettings
     from components.serving.service import build_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServeSettings(max_n=max_n, max_body_bytes=max_body_bytes, batch_wait_ms=batch_wait_ms)
-    api = build_app(source, lambda: client(root), runtime, follow, settings, poll_s)
+    api = build_app(source, lambda: client(root), runtime, follow, settings, state_dir(root) / "serve", poll_s)
     uvicorn.run(api, host=host, port=port, log_level="info")
 
 

@@ -36,6 +36,7 @@ from components.promotion.moves import StaleDecision, commit_decision, prior_dec
 from components.registry.models import record_export
 from components.registry.tracking import RunTracker, open_run, owner_tags, tracking_uri
 from components.serving.export import export_generator, infra_check, manifest_digest
+from components.serving.publish import publish_export
 from components.serving.mlflow_model import register_generator
 from components.orchestration.training_jobs import job_result_folder, submit_training, train_folder
 from components.training.identity import training_key
@@ -213,9 +214,10 @@ def export_task(root: Path, config: RetrainConfig, run: RunTracker, version: str
                 scores: Scores, decision: Decision) -> Path:
     folder = export_generator(weights, export_root(config, root), config.registry.model_name, version, lineage,
                               scores.metrics, decision.as_dict())
-    record_export(run.mlc, config.registry.model_name, version, folder, manifest_digest(folder))
+    url = publish_export(folder, config.export.s3) if config.export.s3 else None
+    record_export(run.mlc, config.registry.model_name, version, folder, manifest_digest(folder), url)
     fault_point(AFTER_EXPORT)
-    get_run_logger().info("exported %s version %s to %s", config.registry.model_name, version, folder)
+    get_run_logger().info("exported %s version %s to %s%s", config.registry.model_name, version, folder, f" and {url}" if url else "")
     return folder
 
 

@@ -58,6 +58,7 @@ def champion_metric(name: str) -> str:
     """The champion's metric as re-scored in a candidate's run: fid_domain -> champion.fid_domain."""
     return CHAMPION_METRIC_PREFIX + name
 TAG_EXPORT_DIR = "ganops.export_dir"
+TAG_EXPORT_URI = "ganops.export_uri"  # where export.s3 published it
 TAG_EXPORT_MANIFEST = "ganops.export_manifest_sha256"  # the export's manifest as written: a changed manifest is refused
 TAG_DATASET_MD5 = "ganops.dataset_md5"
 TAG_DATASET_PATH = "ganops.dataset_path"

@@ -15,6 +15,7 @@ STATE_DIR_NAME = ".ganops"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # A git revision as a user writes one (hash, branch, tag, HEAD~2, v1^{commit}); never an option like `--output=F`.
 GIT_REVISION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./~^{}@-]*$")
+S3_URL = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/[A-Za-z0-9._\-/]*)?$")
 
 
 def state_dir(project_dir: Path) -> Path:
@@ -37,3 +38,13 @@ def check_revision(rev: str, what: str) -> str:
     if not GIT_REVISION.match(rev or ""):
         raise ConfigError(f"{what} {rev!r} is not a git revision (letters, digits and ._/~^{{}}@-, not starting with '-')")
     return rev
+
+
+def parse_s3_url(url: str, what: str) -> tuple[str, str]:
+    """s3://bucket/prefix -> (bucket, 'prefix/' or ''). Raises ConfigError naming `what` and the rule."""
+    match = S3_URL.match(url or "")
+    if not match or ".." in url:
+        raise ConfigError(f"{what} {url!r} is not s3://bucket[/prefix] (bucket: 3-63 lowercase letters, digits, dots and "
+                          "dashes; prefix: letters, digits and . _ - /, no ..)")
+    prefix = (match.group(2) or "").strip("/")
+    return match.group(1), prefix + "/" if prefix else ""

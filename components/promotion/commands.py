@@ -10,7 +10,7 @@ from pathlib import Path
 from components.config import RetrainConfig, config_from_dict, export_root
 from components.core.errors import GanopsError
 from components.core.names import (ARTIFACT_CONFIG, CANDIDATE, CHAMPION, CHAMPION_METRIC_PREFIX, GATE_PROMOTED, PAIRED_DIFF, PREVIOUS_CHAMPION,
-                                   TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_GATE, TAG_GATE_RULES, TAG_PAIRED_WITH, TAG_VALIDATION)
+                                   TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_EXPORT_URI, TAG_GATE, TAG_GATE_RULES, TAG_PAIRED_WITH, TAG_VALIDATION)
 from components.promotion import ledger
 from components.promotion.gate import PROMOTE, REJECT, Decision, decide
 from components.promotion.moves import (TRACKED, after_promote, after_reject, after_rollback, move, reconcile, tag_decision,
@@ -18,6 +18,7 @@ from components.promotion.moves import (TRACKED, after_promote, after_reject, af
 from components.promotion.rules import Evidence
 from components.registry.models import download_weights, record_export, require_model, resolve_version
 from components.serving.export import export_dir_for, export_generator, export_is_whole, manifest_digest
+from components.serving.publish import export_url, is_published, publish_export
 from components.serving.infra import infra_validate
 
 
@@ -34,17 +35,28 @@ def version_config(mlc, model_name: str, version: str) -> RetrainConfig:
     return config_from_dict(json.loads(Path(local).read_text()), source=f"{model_name} version {version} ({ARTIFACT_CONFIG})")
 
 
-EXPORT_TAGS = (TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST)  # about the export itself: not its lineage
+EXPORT_TAGS = (TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_EXPORT_URI)  # about the export itself: not its lineage
 
 
 def ensure_export(mlc, project_dir: Path, model_name: str, version: str) -> Path:
     """The version's export folder, verified against its manifest (and the manifest against the sha256 recorded on
-    the version); rebuilt from the registered weights when it is missing, of an older format, or a file differs."""
+    the version); rebuilt from the registered weights when it is missing, of an older format, or a file differs;
+    published again when the config publishes to S3 and the published manifest is not this one."""
     mv = resolve_version(mlc, model_name, version)
-    root = export_root(version_config(mlc, model_name, version), project_dir)
+    config = version_config(mlc, model_name, version)
+    root = export_root(config, project_dir)
     folder = export_dir_for(root, model_name, version)
-    if export_is_whole(folder, mv.tags.get(TAG_EXPORT_MANIFEST)):
-        return folder
+    if not export_is_whole(folder, mv.tags.get(TAG_EXPORT_MANIFEST)):
+        folder = rebuild_export(mlc, mv, root)
+    if config.export.s3 and not is_published(folder, export_url(config.export.s3, model_name, version)):
+        record_export(mlc, model_name, version, folder, manifest_digest(folder), publish_export(folder, config.export.s3))
+    return folder
+
+
+def rebuild_export(mlc, mv, root: Path) -> Path:
+    """The export of a registered version, written again from its registered (and checked) weights, with the
+    metrics and gate decision recorded for it."""
+    model_name, version = mv.name, str(mv.version)
     lineage = {**{k: v for k, v in mv.tags.items() if k not in EXPORT_TAGS}, "model_name": model_name, "model_version": version}
     run = mlc.get_run(mv.run_id).data
     metrics = {k: v for k, v in run.metrics.items() if not k.startswith(CHAMPION_METRIC_PREFIX)}

@@ -11,7 +11,7 @@ from typing import Iterator
 from components.core.atomic import file_digest
 from components.core.errors import RegistryError
 from components.core.paths import check_path_name
-from components.core.names import CHAMPION, TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_TRAIN_KEY, TAG_WEIGHTS_SHA256
+from components.core.names import CHAMPION, TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_EXPORT_URI, TAG_TRAIN_KEY, TAG_WEIGHTS_SHA256
 
 
 def parse_model_ref(text: str) -> tuple[str, str | None]:
@@ -113,7 +113,10 @@ def prior_version(mlc, model_name: str, train_key: str, weights_sha256: str) -> 
     return str(max(int(v.version) for v in found)) if found else None
 
 
-def record_export(mlc, model_name: str, version: str, folder: Path, manifest_sha256: str) -> None:
-    """The version's export folder and its manifest's sha256 (the manifest hashes every other file)."""
+def record_export(mlc, model_name: str, version: str, folder: Path, manifest_sha256: str, url: str | None = None) -> None:
+    """The version's export folder, its manifest's sha256 (the manifest hashes every other file) and, when it was
+    published to S3, its URL."""
     mlc.set_model_version_tag(model_name, version, TAG_EXPORT_MANIFEST, manifest_sha256)
+    if url:
+        mlc.set_model_version_tag(model_name, version, TAG_EXPORT_URI, url)
     mlc.set_model_version_tag(model_name, version, TAG_EXPORT_DIR, str(folder))

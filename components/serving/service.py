@@ -2,11 +2,13 @@
 the export the alias points at when it moves (a version that fails verification is not loaded; the old one keeps
 serving).
 
-SOURCE is an export folder, `MODEL@ALIAS` or `MODEL@VERSION` (the export recorded on that version).
+SOURCE is an export folder, an export in S3 (`s3://bucket/prefix/<model>/v<version>`, downloaded and verified), or
+`MODEL@ALIAS` / `MODEL@VERSION` (the export recorded on that version).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from components.core.names import TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST
 from components.registry.models import parse_model_ref, resolve_version
 from components.serving.app import ServeSettings, ServeState, create_app
 from components.serving.formats import MANIFEST
+from components.serving.publish import fetch_export, parse_s3
 from components.serving.runtime import Served, load_served
 
 log = logging.getLogger("ganops.serve")
@@ -24,10 +27,11 @@ log = logging.getLogger("ganops.serve")
 
 @dataclass(frozen=True)
 class Source:
-    """An export folder, or a registered model with an alias or a version."""
+    """An export folder, an export's S3 URL, or a registered model with an alias or a version."""
 
     text: str
     folder: Path | None = None
+    url: str | None = None
     model: str | None = None
     ref: str | None = None
 
@@ -41,7 +45,8 @@ def parse_source(text: str) -> Source:
     if path.is_dir():
         return Source(text, folder=path.resolve())
     if text.startswith("s3://"):
-        raise GanopsError(f"SOURCE {text}: serving straight from s3:// is not supported yet; copy the export to a folder")
+        parse_s3(text)
+        return Source(text, url=text.rstrip("/"))
     if "@" not in text and not text.startswith("models:/"):
         raise GanopsError(f"SOURCE {text!r} is neither an export folder nor MODEL@ALIAS / MODEL@VERSION")
     model, ref = parse_model_ref(text)
@@ -71,9 +76,11 @@ def load_version(folder: Path, version: str, manifest_sha256: str | None, source
     return served
 
 
-def load_source(mlc_factory, source: Source, runtime: str) -> Served:
+def load_source(mlc_factory, source: Source, runtime: str, cache_dir: Path) -> Served:
     if source.folder is not None:
         return load_served(source.folder, runtime)
+    if source.url is not None:  # downloaded to a folder of its own, then verified like any other
+        return load_served(fetch_export(source.url, cache_dir / hashlib.sha256(source.url.encode()).hexdigest()[:16]), runtime)
     return load_version(*export_folder(mlc_factory(), source), source, runtime)
 
 
@@ -123,13 +130,14 @@ class Follower:
                 log.exception("--follow: checking %s failed", self.source.text)
 
 
-def build_app(source_text: str, mlc_factory, runtime: str, follow: bool, settings: ServeSettings, poll_s: float = 5.0):
+def build_app(source_text: str, mlc_factory, runtime: str, follow: bool, settings: ServeSettings, cache_dir: Path,
+              poll_s: float = 5.0):
     """The FastAPI app serving SOURCE, verified and loaded before it is returned (any mismatch raises GanopsError
     naming the file, so the server never starts on a bad export)."""
     source = parse_source(source_text)
     if follow and source.alias is None:
         raise GanopsError(f"--follow needs MODEL@ALIAS (an alias that can move), not {source_text!r}")
-    state = ServeState(load_source(mlc_factory, source, runtime), settings)
+    state = ServeState(load_source(mlc_factory, source, runtime, cache_dir), settings)
     served = state.served
     log.info("serving %s version %s from %s (%s, %d files verified, manifest sha256 %s)", served.model_name, served.version,
              served.folder, runtime, len(served.manifest["files"]), served.manifest_sha256[:12])

@@ -5,6 +5,7 @@ keeps serving the old one when the new export fails verification."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ import pytest
 from components.registry.models import record_export
 from components.serving.export import manifest_digest
 from components.serving.formats import TORCHSCRIPT
+from tests.integration import servers
 from tests.integration.servers import free_port, process, wait_for
 from tests.unit.test_serving import make_export
 
@@ -62,7 +64,7 @@ def test_serve_refuses_a_changed_export_and_follows_the_alias_without_dropping_r
     flip(tmp_path / "exports" / "m" / "v3" / TORCHSCRIPT)
 
     refused = subprocess.run([GANOPS, "serve", "m@3", "-C", str(project)], capture_output=True, text=True, timeout=120,
-                             env={**__import__("os").environ, **env})
+                             env={**os.environ, **env})
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert f"{TORCHSCRIPT} is mismatch against manifest.json" in refused.stderr and "v3" in refused.stderr
 
@@ -120,3 +122,41 @@ def test_the_api_answers_requests_generated_from_its_own_schema_by_that_schema_a
                               capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "Tested: 5" in done.stdout and "No issues found" in done.stdout  # every operation, POST /v1/generate too
+
+
+def test_an_export_published_to_s3_is_served_from_there_and_a_partial_or_changed_one_is_refused(tmp_path, monkeypatch):
+    """Against moto's S3 server on loopback: the manifest goes up last; `ganops serve s3://...` downloads, verifies
+    and serves; a prefix a killed publisher left without its manifest, and a changed object, are refused."""
+    import boto3
+
+    from components.serving.publish import publish_export, published_manifest_digest
+
+    folder = make_export(tmp_path)
+    with servers.moto_s3(tmp_path, ("exports",)) as s3_env:
+        for key, value in s3_env.items():
+            monkeypatch.setenv(key, value)  # boto3 here and every ganops process below read the same variables
+        url = publish_export(folder, "s3://exports/team")
+        assert url == "s3://exports/team/m/v1" and published_manifest_digest(url) == manifest_digest(folder)
+        s3 = boto3.client("s3")
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="exports", Prefix="team/")["Contents"]}
+        assert "team/m/v1/manifest.json" in keys and "team/m/v1/generator.onnx" in keys
+        for name in ("generator.onnx", "config.json"):  # what a publisher killed before its manifest leaves
+            s3.upload_file(str(folder / name), "exports", f"team/m/v2/{name}")
+
+        port, log = free_port(), tmp_path / "serve.log"
+        with process([GANOPS, "serve", url, "--runtime", "onnx", "--port", str(port), "-C", str(tmp_path)], log) as proc:
+            wait_for(f"http://127.0.0.1:{port}/readyz", proc, log)
+            status, headers = post(f"http://127.0.0.1:{port}/v1/generate", {"n": 2, "seed": 1})
+            assert status == 200 and headers["x-ganops-version"] == "1" and headers["x-ganops-runtime"] == "onnx"
+
+        def serve_once(source):
+            return subprocess.run([GANOPS, "serve", source, "--runtime", "onnx", "-C", str(tmp_path)], capture_output=True,
+                                  text=True, timeout=120)
+
+        partial = serve_once("s3://exports/team/m/v2")
+        assert partial.returncode == 2 and "s3://exports/team/m/v2 is not an export: no manifest.json" in partial.stderr
+        data = bytearray((folder / "generator.onnx").read_bytes())
+        data[len(data) // 2] ^= 0x01
+        s3.put_object(Bucket="exports", Key="team/m/v1/generator.onnx", Body=bytes(data))
+        changed = serve_once(url)
+        assert changed.returncode == 2 and "generator.onnx is mismatch against manifest.json" in changed.stderr
