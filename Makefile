@@ -21,11 +21,14 @@ run: $(STAMP)
 	$(BIN)/ganops data ensure
 	$(BIN)/ganops run
 
+# Two workers, one test file each at a time (module fixtures stay on one worker); the slowest tests are listed.
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

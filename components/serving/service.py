@@ -90,7 +90,7 @@ class Follower:
     def __init__(self, state: ServeState, mlc_factory, source: Source, poll_s: float):
         self.state, self.mlc_factory, self.source, self.poll_s = state, mlc_factory, source, poll_s
         self._stop = threading.Event()
-        self._refused: set[tuple[str, str]] = set()  # (version, manifest folder) already refused: logged once
+        self._refused: set[tuple] = set()  # (version, folder, recorded manifest) already refused: logged once
         self._thread = threading.Thread(target=self._loop, name="ganops-follow", daemon=True)
 
     def start(self) -> None:
@@ -109,12 +109,12 @@ class Follower:
         current = self.state.served
         if version == current.version and folder == current.folder:
             return
-        if (version, str(folder)) in self._refused:
+        if (version, str(folder), manifest_sha256) in self._refused:  # a rebuilt export records a new manifest: tried again
             return
         try:
             served = load_version(folder, version, manifest_sha256, self.source, current.runtime)
         except GanopsError as e:
-            self._refused.add((version, str(folder)))
+            self._refused.add((version, str(folder), manifest_sha256))
             self.state.metrics.reloads.labels("refused").inc()
             log.error("--follow: %s@%s moved to version %s, not loaded: %s; still serving version %s",
                       self.source.model, self.source.alias, version, e, current.version)

@@ -17,7 +17,7 @@ from components.core.errors import GanopsError
 from components.serving.app import ServeSettings, ServeState, create_app
 from components.serving.batching import Batcher
 from components.serving.export import export_generator
-from components.serving.formats import MANIFEST, ONNX, TORCHSCRIPT
+from components.serving.formats import CONFIG, GOLDEN, MANIFEST, MODEL_CARD, ONNX, SAMPLES, TORCHSCRIPT, WEIGHTS
 from components.serving.runtime import latents, load_served
 from components.training.engine import model_spec
 from components.training.networks import build_generator
@@ -121,7 +121,7 @@ def test_formats_describe_and_health(exports):
         assert "ganops_serve_images_total 7.0" in metrics and "ganops_serve_request_seconds_bucket" in metrics
 
 
-@pytest.mark.parametrize("name", [TORCHSCRIPT, ONNX, MANIFEST])
+@pytest.mark.parametrize("name", [TORCHSCRIPT, ONNX, WEIGHTS, CONFIG, GOLDEN, SAMPLES, MODEL_CARD, MANIFEST])
 def test_a_changed_file_stops_the_export_from_loading_naming_it(tmp_path, name):
     folder = make_export(tmp_path)
     data = bytearray((folder / name).read_bytes())
