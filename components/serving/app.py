@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
 
@@ -205,7 +206,7 @@ def _add_generate(app: FastAPI, state: ServeState) -> None:
         state.metrics.images.inc(body.n)
         headers = {"X-Ganops-Model": served.model_name, "X-Ganops-Version": served.version, "X-Ganops-Seed": str(seed),
                    "X-Ganops-Runtime": served.runtime, "X-Ganops-Manifest-Sha256": served.manifest_sha256}
-        content = _encode(served, images, body.format, seed, names)
+        content = await run_in_threadpool(_encode, served, images, body.format, seed, names)  # keep the loop free
         if isinstance(content, dict):
             return JSONResponse(content, headers=headers)
         return Response(content, media_type=MEDIA[body.format], headers=headers)
@@ -236,9 +237,11 @@ def create_app(state: ServeState, on_start=None, on_stop=None) -> FastAPI:
     def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses={503: {"description": "not ready: the forward-pass worker is not running"}})
     def readyz():
         served = state.served
+        if not state.batcher.alive():
+            return JSONResponse({"status": "not ready", "reason": "the forward-pass worker is not running"}, 503)
         return {"status": "ready", "model": served.model_name, "version": served.version, "manifest_sha256": served.manifest_sha256}
 
     @app.get("/metrics", response_class=PlainTextResponse)

@@ -3,7 +3,9 @@
 One worker thread owns the forward passes. It takes the first waiting request, then whatever else is waiting or
 arrives within `wait_ms` (up to `max_rows` latent rows) for the same loaded export, runs them as one batch and hands
 each request its rows. A request accepted before a swap (`--follow`) is answered by the export it was accepted
-against. Under load, requests queue while a forward pass runs, so they batch with no wait at all (the default,
+against. Only an export whose golden latents give bitwise the same images alone as in a batch is batched
+(`Served.batch_invariant`, checked at load), so batching never changes an answer; other exports run each request
+on its own. Under load, requests queue while a forward pass runs, so they batch with no wait at all (the default,
 `wait_ms` 0, for the latency of a lone request). bench_serve.py on 2 CPU cores, one run each: wait 0 gave a lone
 image p50 5.2 ms and 16 clients x 64 images 19,258 images/s; wait 2 ms gave 8.3 ms and 24,851 images/s.
 """
@@ -59,9 +61,12 @@ class Batcher:
             return self._held.pop(0)
         return self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _gather(self, first: Job) -> list[Job]:
         batch, rows, deadline = [first], len(first.z), time.monotonic() + self.wait_s
-        while rows < self.max_rows:
+        while first.served.batch_invariant and rows < self.max_rows:
             try:
                 job = self._next(max(0.0, deadline - time.monotonic()))
             except queue.Empty:
@@ -72,6 +77,8 @@ class Batcher:
             if job.served is not first.served or rows + len(job.z) > self.max_rows:
                 self._held.append(job)
                 break
+            if not job.future.set_running_or_notify_cancel():  # its client is gone
+                continue
             batch.append(job)
             rows += len(job.z)
         return batch
@@ -81,18 +88,25 @@ class Batcher:
             first = self._next(None)
             if first is None:
                 return
-            batch = self._gather(first)
-            try:
-                z = np.concatenate([j.z for j in batch])
-                labels = None if first.labels is None else np.concatenate([j.labels for j in batch])
-                images = first.served.forward(z, labels)
-            except Exception as e:  # answer every waiting request; the server keeps running
-                log.exception("forward pass of %d rows failed", sum(len(j.z) for j in batch))
-                for job in batch:
-                    job.future.set_exception(e)
+            if not first.future.set_running_or_notify_cancel():
                 continue
-            self.batches += 1
-            start = 0
+            try:
+                self._run(self._gather(first))
+            except Exception:  # never let one batch end the thread every request waits on
+                log.exception("batching failed")
+
+    def _run(self, batch: list[Job]) -> None:
+        try:
+            z = np.concatenate([j.z for j in batch])
+            labels = None if batch[0].labels is None else np.concatenate([j.labels for j in batch])
+            images = batch[0].served.forward(z, labels)
+        except Exception as e:  # answer every waiting request; the server keeps running
+            log.exception("forward pass of %d rows failed", sum(len(j.z) for j in batch))
             for job in batch:
-                job.future.set_result(images[start: start + len(job.z)])
-                start += len(job.z)
+                job.future.set_exception(e)
+            return
+        self.batches += 1
+        start = 0
+        for job in batch:
+            job.future.set_result(images[start: start + len(job.z)])
+            start += len(job.z)

@@ -7,6 +7,7 @@ temporary name and renamed into place, so a reader never sees a half-written exp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -17,6 +18,8 @@ import torch
 from safetensors.torch import load_file
 
 from components.core.atomic import file_digest, replace_folder
+from components.core.errors import GanopsError
+from components.core.paths import SAFE_NAME
 from components.core.faults import DURING_EXPORT, fault_point
 from components.serving.card import model_card
 from components.serving.formats import CONFIG, GOLDEN, MANIFEST, MODEL_CARD, ONNX, SAMPLES, TORCHSCRIPT, WEIGHTS
@@ -95,14 +98,43 @@ def export_generator(weights: Path, root: Path, model_name: str, version: str, l
     return target
 
 
+def parse_manifest(blob: bytes, where: str) -> dict:
+    """A manifest's JSON, checked for the shape every reader relies on: `files` maps plain file names (no paths) to
+    a sha256, and the model's name, version, input and output are there. Raises GanopsError naming `where`."""
+    try:
+        manifest = json.loads(blob)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise GanopsError(f"{where} is not JSON ({e})") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not files:
+        raise GanopsError(f"{where} has no 'files' mapping of file names to hashes")
+    for name, entry in files.items():
+        if not SAFE_NAME.match(name) or name == MANIFEST:
+            raise GanopsError(f"{where} lists {name!r}, which is not a plain file name of the export; refusing it")
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise GanopsError(f"{where}: files.{name} has no sha256")
+    for key in ("model_name", "model_version", "input", "output"):
+        if key not in manifest:
+            raise GanopsError(f"{where} has no {key!r}")
+    return manifest
+
+
 def verify_export(folder: Path) -> dict:
-    """Recompute every file's hash against the manifest: {'ok': bool, 'files': {name: 'ok'|'mismatch'|'missing'}}."""
-    manifest = json.loads((folder / MANIFEST).read_text())
+    """Recompute every file's hash against the manifest: {'ok': bool, 'files': {name: 'ok'|'changed'|'missing'},
+    'manifest': the manifest, 'manifest_sha256': of the bytes checked against}. Raises GanopsError when the
+    manifest is missing or malformed."""
+    path = folder / MANIFEST
+    try:
+        blob = path.read_bytes()
+    except OSError as e:
+        raise GanopsError(f"{folder} is not an export: cannot read its {MANIFEST} ({e.strerror})") from None
+    manifest = parse_manifest(blob, str(path))
     status = {}
     for name, entry in manifest["files"].items():
-        path = folder / name
-        status[name] = "missing" if not path.is_file() else ("ok" if sha256_of(path) == entry["sha256"] else "mismatch")
-    return {"ok": all(v == "ok" for v in status.values()), "files": status, "manifest": manifest}
+        file = folder / name
+        status[name] = "missing" if not file.is_file() else ("ok" if sha256_of(file) == entry["sha256"] else "changed")
+    return {"ok": all(v == "ok" for v in status.values()), "files": status, "manifest": manifest,
+            "manifest_sha256": hashlib.sha256(blob).hexdigest()}
 
 
 def manifest_digest(folder: Path) -> str:
@@ -114,7 +146,7 @@ def export_is_whole(folder: Path, manifest_sha256: str | None = None) -> bool:
     """Every file of a current-format export matches its manifest, and the manifest the recorded one (when given)."""
     try:
         check = verify_export(folder)
-    except (OSError, ValueError, KeyError, TypeError):
+    except GanopsError:
         return False
     current = {GOLDEN, ONNX, TORCHSCRIPT, MODEL_CARD} <= set(check["manifest"]["files"])  # older exports lack some: rebuilt
     return check["ok"] and current and manifest_sha256 in (None, manifest_digest(folder))

@@ -1,21 +1,21 @@
 """Exports in S3 (or any S3-compatible store, `AWS_ENDPOINT_URL` honoured), through boto3.
 
-`publish_export` uploads a verified local export to `s3://bucket/prefix/<model>/v<version>/`: every file the manifest
-lists first, the manifest last. The manifest is the commit point: a prefix without one is not an export, and a
-reader checks every file it downloads against the manifest it read (`runtime.load_served`), so a reader never
-accepts part of an export. `fetch_export` is the reader: the manifest, then exactly the files it names, into a
+`publish_export` uploads a verified local export to `s3://bucket/prefix/<model>/v<version>/`: it deletes the
+manifest there first (publishing again over an older export), uploads every file the manifest lists, and the
+manifest last. The manifest is the commit point: a prefix without one is not an export (a reader is refused while
+a publish runs, and after a publisher was killed until the next publish), and a reader checks every file it
+downloads against the manifest it read (`runtime.load_served`), so a reader never accepts part of an export. `fetch_export` is the reader: the manifest, then exactly the files it names, into a
 local folder.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from components.core.atomic import replace_folder
 from components.core.errors import GanopsError
-from components.core.paths import SAFE_NAME, parse_s3_url
-from components.serving.export import manifest_digest, verify_export
+from components.core.paths import parse_s3_url
+from components.serving.export import manifest_digest, parse_manifest, verify_export
 from components.serving.formats import MANIFEST
 
 def parse_s3(url: str) -> tuple[str, str]:
@@ -46,6 +46,7 @@ def publish_export(folder: Path, base: str) -> str:
     bucket, key = parse_s3(url)
     s3 = _client()
     try:
+        s3.delete_object(Bucket=bucket, Key=key + MANIFEST)  # from here until the last upload: not an export
         for name in sorted(manifest["files"]):
             s3.upload_file(str(folder / name), bucket, key + name)
         s3.upload_file(str(folder / MANIFEST), bucket, key + MANIFEST)  # the commit point, last
@@ -58,13 +59,17 @@ def published_manifest_digest(url: str) -> str | None:
     """The sha256 of the manifest published at `url`, or None when there is none."""
     import hashlib
 
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = parse_s3(url)
     try:
         body = _client().get_object(Bucket=bucket, Key=key + MANIFEST)["Body"].read()
-    except ClientError:
-        return None
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise GanopsError(f"reading {url}/{MANIFEST}: {e}") from None
+    except BotoCoreError as e:
+        raise GanopsError(f"reading {url}/{MANIFEST}: {e}") from None
     return hashlib.sha256(body).hexdigest()
 
 
@@ -81,13 +86,8 @@ def fetch_export(url: str, dest: Path) -> Path:
             s3.download_file(bucket, key + MANIFEST, str(tmp / MANIFEST))
         except (BotoCoreError, ClientError) as e:
             raise GanopsError(f"{url} is not an export: no {MANIFEST} ({e})") from None
-        try:
-            names = list(json.loads((tmp / MANIFEST).read_text())["files"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise GanopsError(f"{url}/{MANIFEST} is not a valid export manifest ({type(e).__name__}: {e})") from None
+        names = list(parse_manifest((tmp / MANIFEST).read_bytes(), f"{url}/{MANIFEST}")["files"])  # plain names only
         for name in names:
-            if not SAFE_NAME.match(name):  # one plain file name, never a path
-                raise GanopsError(f"{url}/{MANIFEST} lists {name!r}, which is not a plain file name; refusing it")
             try:
                 s3.download_file(bucket, key + name, str(tmp / name))
             except (BotoCoreError, ClientError) as e:

@@ -2,8 +2,9 @@
 and the pure steps around its forward pass: latents from a seed, labels from names, images to bytes.
 
 `load_served` checks every file of the export against its manifest before it loads anything and refuses, naming
-the file, on any mismatch. The same seed gives the same latents on every runtime (numpy's PCG64, not torch's
-generator), so a request can be replayed against TorchScript or ONNX.
+the file, on any difference; it loads the bytes it hashed, and the golden latents must reproduce PyTorch's images.
+The same seed gives the same latents on every runtime (numpy's PCG64, not torch's generator); TorchScript and ONNX
+agree on the images to 1/255 after quantization, and each runtime gives the same bytes for the same request.
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.numpy import load as load_safetensors
 
 from components.core.errors import GanopsError
 from components.core.names import ONNX_RUNTIME, TORCHSCRIPT_RUNTIME
 from components.core.pixels import to_uint8
 from components.serving.export import verify_export
-from components.serving.formats import MANIFEST, RUNTIME_FILES
+from components.serving.formats import GOLDEN, MANIFEST, RUNTIME_FILES
+from components.serving.infra import GOLDEN_TOLERANCE
 from components.training.pictures import grid
 
 Forward = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 
 
-def _torchscript(path: Path) -> Forward:
-    module = torch.jit.load(str(path), map_location="cpu").eval()
+def _torchscript(blob: bytes) -> Forward:
+    module = torch.jit.load(io.BytesIO(blob), map_location="cpu").eval()
 
     def forward(z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         with torch.no_grad():
@@ -37,17 +40,17 @@ def _torchscript(path: Path) -> Forward:
     return forward
 
 
-def _onnx(path: Path) -> Forward:
+def _onnx(blob: bytes) -> Forward:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
 
     def forward(z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         return session.run(None, {"z": z, **({} if labels is None else {"labels": labels})})[0]
     return forward
 
 
-LOADERS: dict[str, Callable[[Path], Forward]] = {TORCHSCRIPT_RUNTIME: _torchscript, ONNX_RUNTIME: _onnx}
+LOADERS: dict[str, Callable[[bytes], Forward]] = {TORCHSCRIPT_RUNTIME: _torchscript, ONNX_RUNTIME: _onnx}
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Served:
     runtime: str
     forward: Forward = field(repr=False, compare=False)
     alias: str | None = None
+    batch_invariant: bool = False  # a latent gives bitwise the same image alone as in a batch: batching is safe
 
     @property
     def model_name(self) -> str:
@@ -80,33 +84,63 @@ class Served:
             return []
         return [str(x) for x in self.manifest.get("labels") or range(self.manifest["input"]["num_classes"])]
 
+    def signature(self) -> tuple:
+        """What a request's schema depends on: a swap must keep it."""
+        return self.z_dim, tuple(self.labels), tuple(self.manifest["output"]["images"])
+
     def describe(self) -> dict:
         return {"name": self.model_name, "version": self.version, "alias": self.alias, "runtime": self.runtime,
-                "manifest_sha256": self.manifest_sha256, "folder": str(self.folder), "labels": self.labels,
+                "manifest_sha256": self.manifest_sha256, "labels": self.labels, "batching": self.batch_invariant,
                 "input": self.manifest["input"], "output": self.manifest["output"], "lineage": self.manifest.get("lineage", {})}
 
 
-def load_served(folder: Path, runtime: str, alias: str | None = None) -> Served:
-    """Verify every file of the export at `folder` against its manifest, then load the runtime's file. Raises
-    GanopsError naming the folder or file that is missing, unreadable or changed."""
+def _verified_bytes(folder: Path, name: str, manifest: dict) -> bytes:
+    """The file's bytes, read once, and checked against the manifest (what is loaded is what was hashed)."""
+    blob = (folder / name).read_bytes()
+    if hashlib.sha256(blob).hexdigest() != manifest["files"][name]["sha256"]:
+        raise GanopsError(f"export {folder}: {name} changed while it was being verified; refusing to serve it")
+    return blob
+
+
+def _golden_check(folder: Path, manifest: dict, forward: Forward) -> bool:
+    """Run the golden latents: refuse when the images differ from PyTorch's beyond the tolerance; return whether
+    each latent gives bitwise the same image alone as in the batch (then requests may share forward passes)."""
+    if GOLDEN not in manifest["files"]:
+        return False  # an export from before golden samples: served one request per forward pass
+    golden = load_safetensors(_verified_bytes(folder, GOLDEN, manifest))
+    labels = golden.get("labels")
+    together = forward(golden["z"], labels)
+    diff = float(np.abs(together - golden["images"]).max()) if together.shape == golden["images"].shape else float("inf")
+    if not diff <= GOLDEN_TOLERANCE:
+        raise GanopsError(f"export {folder}: its golden latents give images {diff:.2e} away from PyTorch's (tolerance "
+                          f"{GOLDEN_TOLERANCE:g}); refusing to serve it")
+    alone = np.concatenate([forward(golden["z"][i:i + 1], None if labels is None else labels[i:i + 1]) for i in range(len(golden["z"]))])
+    return bool(np.array_equal(alone, together))
+
+
+def load_served(folder: Path, runtime: str, alias: str | None = None, manifest_sha256: str | None = None) -> Served:
+    """Verify the export at `folder`: its manifest against `manifest_sha256` (the one recorded on the registered
+    version, when given), every file against the manifest, and the golden latents against PyTorch's images; then
+    serve the runtime's file from the very bytes that were hashed. Raises GanopsError naming the folder or file
+    that is missing, malformed or changed, before anything from it is loaded."""
     folder = Path(folder)
     if runtime not in LOADERS:
         raise GanopsError(f"--runtime {runtime!r} is not one of {', '.join(LOADERS)}")
-    if not (folder / MANIFEST).is_file():
-        raise GanopsError(f"{folder} is not an export: it has no {MANIFEST}")
-    try:
-        check = verify_export(folder)
-    except (ValueError, KeyError, TypeError) as e:
-        raise GanopsError(f"{folder / MANIFEST} is not a valid export manifest ({type(e).__name__}: {e})") from None
+    check = verify_export(folder)
+    manifest = check["manifest"]
+    if manifest_sha256 and check["manifest_sha256"] != manifest_sha256:
+        raise GanopsError(f"export {folder}: {MANIFEST} has sha256 {check['manifest_sha256'][:16]}..., not the "
+                          f"{manifest_sha256[:16]}... recorded on the model version; refusing to serve it")
     bad = {name: state for name, state in check["files"].items() if state != "ok"}
     if bad:
         raise GanopsError(f"export {folder}: " + ", ".join(f"{name} is {state}" for name, state in bad.items())
-                          + f" against {MANIFEST}; refusing to serve it")
+                          + f" (against the sha256 in {MANIFEST}); refusing to serve it")
     name = RUNTIME_FILES[runtime]
-    if name not in check["files"]:
+    if name not in manifest["files"]:
         raise GanopsError(f"export {folder} has no {runtime} file ({name}) in its manifest; re-export it or choose another --runtime")
-    digest = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
-    return Served(folder, check["manifest"], digest, runtime, LOADERS[runtime](folder / name), alias)
+    forward = LOADERS[runtime](_verified_bytes(folder, name, manifest))
+    invariant = _golden_check(folder, manifest, forward)
+    return Served(folder, manifest, check["manifest_sha256"], runtime, forward, alias, invariant)
 
 
 def latents(seed: int, n: int, z_dim: int) -> np.ndarray:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,6 @@ from components.core.errors import GanopsError
 from components.core.names import TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST
 from components.registry.models import parse_model_ref, resolve_version
 from components.serving.app import ServeSettings, ServeState, create_app
-from components.serving.formats import MANIFEST
 from components.serving.publish import fetch_export, parse_s3
 from components.serving.runtime import Served, load_served
 
@@ -64,15 +65,12 @@ def export_folder(mlc, source: Source) -> tuple[Path, str, str | None]:
 
 
 def load_version(folder: Path, version: str, manifest_sha256: str | None, source: Source, runtime: str) -> Served:
-    """The registered version's export, verified file by file, and its manifest against the one recorded on the
-    version (the manifest is what every other hash is checked against)."""
-    served = load_served(folder, runtime, source.alias)
+    """The registered version's export, its manifest checked against the one recorded on the version (the
+    manifest is what every other hash is checked against) before anything is loaded."""
+    served = load_served(folder, runtime, source.alias, manifest_sha256)
     if served.version != version or served.model_name != source.model:
         raise GanopsError(f"export {folder} holds {served.model_name} version {served.version}, not {source.model} "
                           f"version {version} as the registry records; refusing to serve it")
-    if manifest_sha256 and served.manifest_sha256 != manifest_sha256:
-        raise GanopsError(f"export {folder}: {MANIFEST} has sha256 {served.manifest_sha256[:16]}..., not the "
-                          f"{manifest_sha256[:16]}... recorded on {source.model} version {version}; refusing to serve it")
     return served
 
 
@@ -85,12 +83,15 @@ def load_source(mlc_factory, source: Source, runtime: str, cache_dir: Path) -> S
 
 
 class Follower:
-    """Polls the alias every `poll_s` seconds; a new version is verified, loaded and swapped in whole."""
+    """Polls the alias every `poll_s` seconds; a new version is verified, loaded and swapped in whole. A version it
+    cannot serve is tried again every REFUSED_RETRY_S (its export may be rebuilt or repaired meanwhile)."""
+
+    REFUSED_RETRY_S = 60.0
 
     def __init__(self, state: ServeState, mlc_factory, source: Source, poll_s: float):
         self.state, self.mlc_factory, self.source, self.poll_s = state, mlc_factory, source, poll_s
         self._stop = threading.Event()
-        self._refused: set[tuple] = set()  # (version, folder, recorded manifest) already refused: logged once
+        self._refused: dict[tuple, float] = {}  # (version, folder, recorded manifest) -> when it was last refused
         self._thread = threading.Thread(target=self._loop, name="ganops-follow", daemon=True)
 
     def start(self) -> None:
@@ -106,19 +107,23 @@ class Follower:
         except GanopsError as e:
             log.warning("--follow: %s; still serving version %s", e, self.state.served.version)
             return
-        current = self.state.served
+        current, key = self.state.served, (version, str(folder), manifest_sha256)
         if version == current.version and folder == current.folder:
             return
-        if (version, str(folder), manifest_sha256) in self._refused:  # a rebuilt export records a new manifest: tried again
+        if time.monotonic() - self._refused.get(key, -math.inf) < self.REFUSED_RETRY_S:
             return
         try:
             served = load_version(folder, version, manifest_sha256, self.source, current.runtime)
+            if served.signature() != current.signature():  # the API's schema (latent size, class names) is fixed at start
+                raise GanopsError(f"its inputs or outputs differ (latents, classes, image shape {served.signature()} "
+                                  f"instead of {current.signature()}); restart the server to serve it")
         except GanopsError as e:
-            self._refused.add((version, str(folder), manifest_sha256))
+            self._refused[key] = time.monotonic()
             self.state.metrics.reloads.labels("refused").inc()
             log.error("--follow: %s@%s moved to version %s, not loaded: %s; still serving version %s",
                       self.source.model, self.source.alias, version, e, current.version)
             return
+        self._refused.pop(key, None)
         self.state.swap(served)
         self.state.metrics.reloads.labels("loaded").inc()
 

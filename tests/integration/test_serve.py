@@ -66,7 +66,7 @@ def test_serve_refuses_a_changed_export_and_follows_the_alias_without_dropping_r
     refused = subprocess.run([GANOPS, "serve", "m@3", "-C", str(project)], capture_output=True, text=True, timeout=120,
                              env={**os.environ, **env})
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert f"{TORCHSCRIPT} is mismatch against manifest.json" in refused.stderr and "v3" in refused.stderr
+    assert f"{TORCHSCRIPT} is changed (against the sha256 in manifest.json)" in refused.stderr and "v3" in refused.stderr
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -159,4 +159,4 @@ def test_an_export_published_to_s3_is_served_from_there_and_a_partial_or_changed
         data[len(data) // 2] ^= 0x01
         s3.put_object(Bucket="exports", Key="team/m/v1/generator.onnx", Body=bytes(data))
         changed = serve_once(url)
-        assert changed.returncode == 2 and "generator.onnx is mismatch against manifest.json" in changed.stderr
+        assert changed.returncode == 2 and "generator.onnx is changed (against the sha256 in manifest.json)" in changed.stderr

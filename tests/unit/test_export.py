@@ -33,7 +33,7 @@ def test_export_round_trip_and_tamper_detection(tmp_path, arch):
 
     (folder / WEIGHTS).write_bytes(b"tampered")
     checked = verify_export(folder)
-    assert not checked["ok"] and checked["files"][WEIGHTS] == "mismatch"
+    assert not checked["ok"] and checked["files"][WEIGHTS] == "changed"
 
 
 def test_a_non_finite_weight_is_refused_naming_the_file_and_tensor(tmp_path):

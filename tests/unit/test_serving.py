@@ -130,7 +130,7 @@ def test_a_changed_file_stops_the_export_from_loading_naming_it(tmp_path, name):
     with pytest.raises(GanopsError, match=rf"{folder}"):
         load_served(folder, "onnx")
     if name != MANIFEST:
-        with pytest.raises(GanopsError, match=rf"{name} is mismatch against manifest.json; refusing to serve it"):
+        with pytest.raises(GanopsError, match=rf"{name} is changed \(against the sha256 in manifest.json\); refusing to serve it"):
             load_served(folder, "torchscript")
 
 
@@ -151,6 +151,32 @@ def test_concurrent_requests_share_forward_passes_without_changing_any_answer(ex
             t.join()
     finally:
         batcher.stop()
-    assert batcher.batches < 24  # shared
+    assert served.batch_invariant and batcher.batches < 24  # shared
     for seed, images in alone.items():
-        np.testing.assert_array_equal(results[seed], images)  # ONNX is bitwise batch-independent here
+        np.testing.assert_array_equal(results[seed], images)
+
+
+def test_an_export_whose_images_depend_on_the_batch_runs_each_request_alone(exports):
+    """Batching is only for exports whose golden latents give bitwise the same images alone as in a batch."""
+    import dataclasses
+
+    served = dataclasses.replace(load_served(exports["dcgan"], "onnx"), batch_invariant=False)
+    batcher = Batcher(wait_ms=50).start()
+    try:
+        futures = [batcher.submit(served, latents(seed, 2, served.z_dim), None) for seed in range(6)]
+        assert all(f.result(timeout=30).shape[0] == 2 for f in futures)
+    finally:
+        batcher.stop()
+    assert batcher.batches == 6
+
+
+def test_a_cancelled_request_does_not_stop_the_batcher(exports):
+    served = load_served(exports["dcgan"], "onnx")
+    batcher = Batcher(wait_ms=20).start()
+    try:
+        cancelled = batcher.submit(served, latents(1, 2, served.z_dim), None)
+        assert cancelled.cancel()  # its client went away before the batch ran
+        assert batcher.submit(served, latents(2, 2, served.z_dim), None).result(timeout=30).shape[0] == 2
+        assert batcher.alive()
+    finally:
+        batcher.stop()
