@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from components.core.names import (FID, TAG_CODE_DIRTY, TAG_CODE_GIT_REV, TAG_DATA_GIT_REV, TAG_DATASET_MD5, TAG_DATASET_PATH,
+from components.core.names import (CHAMPION_METRIC_PREFIX, FID, PAIRED_DIFF, TAG_CODE_DIRTY, TAG_CODE_GIT_REV, TAG_DATA_GIT_REV, TAG_DATASET_MD5, TAG_DATASET_PATH,
                                    TAG_RUN_ID, TAG_VALIDATION, TAG_VALIDATION_IMAGES, interval_names)
 
 LINEAGE_ROWS = (("dataset md5 (DVC)", TAG_DATASET_MD5), ("dataset path", TAG_DATASET_PATH), ("data revision (git)", TAG_DATA_GIT_REV),
@@ -24,7 +24,7 @@ def metrics_table(metrics: dict[str, float]) -> list[str]:
     rows = ["| metric | value | 95% interval |", "|---|---|---|"]
     bounds = {name for m in metrics if m.startswith(FID + "_") for name in interval_names(m)}
     for name in sorted(metrics):
-        if name in bounds or name.startswith("champion.") or name.startswith("fid_diff"):
+        if name in bounds or name.startswith((CHAMPION_METRIC_PREFIX, PAIRED_DIFF)):
             continue
         low, high = interval_names(name) if name.startswith(FID + "_") else ("", "")
         interval = f"{_number(metrics[low])} - {_number(metrics[high])}" if low in metrics and high in metrics else ""

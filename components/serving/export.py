@@ -149,7 +149,7 @@ def export_is_whole(folder: Path, manifest_sha256: str | None = None) -> bool:
     except GanopsError:
         return False
     current = {GOLDEN, ONNX, TORCHSCRIPT, MODEL_CARD} <= set(check["manifest"]["files"])  # older exports lack some: rebuilt
-    return check["ok"] and current and manifest_sha256 in (None, manifest_digest(folder))
+    return check["ok"] and current and manifest_sha256 in (None, check["manifest_sha256"])  # the bytes just checked
 
 
 def infra_check(weights: Path) -> InfraReport:

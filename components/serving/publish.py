@@ -10,6 +10,7 @@ local folder.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from components.core.atomic import replace_folder
@@ -57,8 +58,6 @@ def publish_export(folder: Path, base: str) -> str:
 
 def published_manifest_digest(url: str) -> str | None:
     """The sha256 of the manifest published at `url`, or None when there is none."""
-    import hashlib
-
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = parse_s3(url)
