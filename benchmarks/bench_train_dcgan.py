@@ -2,7 +2,8 @@
 re-implementation of the classic PyTorch DCGAN example loop (fp32, eager, Sigmoid + BCELoss, separate real and
 fake backward passes), both measured in this run on this machine.
 
-Usage: python benchmarks/bench_train_dcgan.py [--steps 10] [--warmup 3] [--device auto|cpu|cuda] [--compile]
+Usage: python benchmarks/bench_train_dcgan.py [--steps 10] [--warmup 3] [--device auto|cpu|cuda] [--compile [--compile-mode M]] [--no-cuda-graphs]
+       [--precision auto|fp32|bf16] [--memory-format auto|channels_last|contiguous]
 On CUDA it also prints the model FLOP utilisation (FLOPs counted with torch.utils.flop_counter).
 Ends with: RESULT train_dcgan64 ours=<img/s> reference=<img/s> ratio=<ours/reference> x
 """
@@ -95,11 +96,12 @@ class StepClock:
         pass
 
 
-def time_ours(device, batch, warmup, steps, compile_):
+def time_ours(device, batch, warmup, steps, args):
     images = np.random.default_rng(0).integers(0, 256, (1024, NC, SIZE, SIZE), dtype=np.uint8)
     # One step more than measured, so the end-of-run logging falls outside the timed window.
     cfg = TrainConfig(arch="dcgan", z_dim=NZ, base_channels=NGF * 8, extra_layers=0, batch_size=batch, steps=warmup + steps + 1,
-                      log_every=10_000, sample_every=10_000, device=device.type, compile=compile_)
+                      log_every=10_000, sample_every=10_000, device=device.type, compile=args.compile,
+                      compile_mode=args.compile_mode, cuda_graphs=not args.no_cuda_graphs, precision=args.precision, memory_format=args.memory_format)
     clock = StepClock(device, sync_at=(warmup - 1, warmup + steps - 1))
     train_gan(images, None, cfg, seed=0, progress=lambda total: clock)
     return steps * batch / (clock.times[warmup + steps - 1] - clock.times[warmup - 1])
@@ -126,13 +128,18 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile-mode", default="default")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="ours: run the step eagerly instead of as one CUDA graph")
+    parser.add_argument("--precision", default="auto", help="ours: auto = bf16 autocast on CUDA")
+    parser.add_argument("--memory-format", default="auto", help="ours: auto = channels_last on CUDA")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
     torch.manual_seed(0)
     ref = time_reference(device, args.batch, args.warmup, args.steps)
-    ours = time_ours(device, args.batch, args.warmup, args.steps, args.compile)
+    ours = time_ours(device, args.batch, args.warmup, args.steps, args)
     print(f"device={device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}) "
-          f"batch={args.batch} steps={args.steps}: plain loop {ref:.1f} img/s, ganops {ours:.1f} img/s")
+          f"batch={args.batch} steps={args.steps} precision={args.precision} memory_format={args.memory_format} "
+          f"compile={args.compile_mode if args.compile else 'off'} cuda_graphs={not args.no_cuda_graphs}: plain loop {ref:.1f} img/s, ganops {ours:.1f} img/s")
     if device.type == "cuda":
         flops = flops_per_step(device, args.batch)
         name = torch.cuda.get_device_name()

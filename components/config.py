@@ -106,6 +106,10 @@ class TrainConfig(_Strict):
     memory_format: Literal["auto", "channels_last", "contiguous"] = Field(
         "auto", description="Layout of conv activations and weights; auto: channels_last on CUDA, contiguous on CPU.")
     compile: bool = Field(False, description="torch.compile G and D (Inductor; on CPU it needs a C++ compiler).")
+    cuda_graphs: bool = Field(True, description="On one CUDA device without compile: capture the whole step (D and G updates, "
+                                                 "EMA) as one CUDA graph after 3 eager steps and replay it.")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile's mode when compile is on; reduce-overhead replays CUDA graphs.")
     launcher: Literal["inprocess", "subprocess", "torchrun"] = Field("inprocess", description="How the flow runs the training step.")
     nproc: int = Field(1, ge=1, description="Processes per node; more than one trains with DDP under torchrun.")
     work_pool: str = Field("", description="Empty: train in the flow's own worker. A pool name (ganops-gpu): run the `train` "

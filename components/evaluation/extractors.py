@@ -48,7 +48,11 @@ class InceptionExtractor:
     @torch.no_grad()
     def __call__(self, images_uint8: torch.Tensor) -> np.ndarray:
         x = preprocess(images_uint8.to(self.device))  # the resize runs on the extractor's device
-        return self.model(x).double().cpu().numpy()
+        # cuDNN's convolutions default to TF32 on CUDA: measured on an H100, features then differ from the reference
+        # TorchScript's by up to 0.004 (FID by 0.005 at 50,000 samples); in true fp32 they are identical.
+        cudnn = torch.backends.cudnn
+        with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=False):
+            return self.model(x).double().cpu().numpy()
 
 
 EXTRACTORS: Registry[Callable[[ExtractorInputs], object]] = Registry("feature extractor")

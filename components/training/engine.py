@@ -65,6 +65,12 @@ def speed_settings(cfg: TrainConfig, device: torch.device) -> tuple[bool, torch.
     return bf16, torch.channels_last if channels_last else torch.contiguous_format
 
 
+def graphs_enabled(cfg: TrainConfig, device: torch.device, world: int) -> bool:
+    """Whether the step runs as one CUDA graph: on CUDA, in one process (NCCL inside a graph needs more care than
+    it pays), and not under torch.compile (whose own cudagraphs would nest)."""
+    return cfg.cuda_graphs and device.type == "cuda" and world == 1 and not cfg.compile
+
+
 def _grad_norm(module: torch.nn.Module) -> torch.Tensor:
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=next(module.parameters()).device)
@@ -100,7 +106,7 @@ class _State:
     start: int = 1  # the first step to run
 
 
-def _build(cfg: TrainConfig, spec: GeneratorSpec, seed: int, n: int, device: torch.device, fmt) -> tuple[_State, torch.Tensor]:
+def _build(cfg: TrainConfig, spec: GeneratorSpec, seed: int, n: int, device: torch.device, fmt, graphs: bool) -> tuple[_State, torch.Tensor]:
     """Fresh models, optimizers and random state; returns (state, the fixed latents of the sample grids)."""
     torch.manual_seed(seed)
     G = build_generator(spec).to(device, memory_format=fmt)
@@ -112,7 +118,7 @@ def _build(cfg: TrainConfig, spec: GeneratorSpec, seed: int, n: int, device: tor
     rng = torch.Generator(device=device).manual_seed(seed)
     fixed_z = torch.randn(64, cfg.z_dim, generator=rng, device=device)
     order = torch.randperm(n, generator=rng, device=device)
-    state = _State(G, D, ema, make_optimizer(G.parameters(), cfg), make_optimizer(D.parameters(), cfg), rng, order, 0,
+    state = _State(G, D, ema, make_optimizer(G.parameters(), cfg, graphs), make_optimizer(D.parameters(), cfg, graphs), rng, order, 0,
                    {"step": [], **{k: [] for k in TRACKED}})
     return state, fixed_z
 
@@ -164,12 +170,12 @@ class _Batches:
         return self.data[idx].contiguous(memory_format=self.fmt), self.targets[idx], z, y_fake
 
 
-def _train_step(state: _State, cfg: TrainConfig, batches: _Batches, nets, autocast, conditional: bool) -> torch.Tensor:
-    """d_steps discriminator updates, then one generator update; returns the step's tracked values (on device)."""
+def _train_step(state: _State, cfg: TrainConfig, draws: list[tuple], nets, autocast, conditional: bool) -> torch.Tensor:
+    """d_steps discriminator updates (one drawn batch each), then one generator update; returns the step's tracked
+    values (on device). No host reads: the whole step can be captured as a CUDA graph."""
     train_G, train_D = nets
     G, D = state.G, state.D
-    for i in range(cfg.d_steps):
-        real, y_real, z, y_fake = batches.next()
+    for i, (real, y_real, z, y_fake) in enumerate(draws):
         # Only the last D step's fakes feed G's update; earlier ones need no graph (and DDP wants one backward per
         # forward).
         with autocast(), (nullcontext() if i == cfg.d_steps - 1 else torch.no_grad()):
@@ -200,6 +206,47 @@ def _train_step(state: _State, cfg: TrainConfig, batches: _Batches, nets, autoca
         _ema_update(state.ema, _unwrap(G), cfg.ema_decay)
     return torch.stack([loss_d.detach(), loss_g.detach(), torch.sigmoid(real_logits.detach().float()).mean(),
                         torch.sigmoid(fake_logits.detach().float()).mean(), grad_d, grad_g])
+
+
+class _GraphedStep:
+    """The whole training step captured once as a CUDA graph and replayed, each step's batches copied into its
+    static inputs: one launch per step instead of several hundred small kernels (a DCGAN at batch 128 is bound by
+    launches, not by arithmetic). The first WARMUP steps run eagerly on a side stream, as capture requires."""
+
+    WARMUP = 3
+
+    def __init__(self, run: Callable[[list[tuple]], torch.Tensor]):
+        self.run, self.calls, self.graph, self.inputs, self.output = run, 0, None, None, None
+
+    def __call__(self, draws: list[tuple]) -> torch.Tensor:
+        if self.graph is None and self.calls < self.WARMUP:
+            self.calls += 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.run(draws)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        if self.graph is None:
+            self.inputs = [tuple(t.clone() for t in draw) for draw in draws]
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.output = self.run(self.inputs)
+        else:
+            for static, draw in zip(self.inputs, draws):
+                for dst, src in zip(static, draw):
+                    dst.copy_(src)
+        self.graph.replay()
+        return self.output
+
+
+def _step_runner(state: _State, cfg: TrainConfig, nets, bf16: bool, device: torch.device, conditional: bool, graphs: bool):
+    """draws -> the step's tracked values: eager, or through a CUDA graph (autocast's weight cache off, as capture needs)."""
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not graphs)) if bf16 else nullcontext
+
+    def run(draws: list[tuple]) -> torch.Tensor:
+        return _train_step(state, cfg, draws, nets, autocast, conditional)
+    return _GraphedStep(run) if graphs else run
 
 
 def _window_metrics(step: int, sums: torch.Tensor, window: int, images: int, seconds: float, checkpoint_dir: Path | None) -> dict:
@@ -250,10 +297,11 @@ def train_gan(
         raise GanopsError(f"train.arch {cfg.arch} needs a labelled dataset with at least 2 classes")
     spec = model_spec(cfg, channels, height, classes)
     bf16, fmt = speed_settings(cfg, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution algorithms once
+    graphs = graphs_enabled(cfg, device, world)
+    if device.type == "cuda":  # fixed shapes: pick the fastest convolution algorithms once, unless asked to be deterministic
+        torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
 
-    state, fixed_z = _build(cfg, spec, seed, n, device, fmt)
+    state, fixed_z = _build(cfg, spec, seed, n, device, fmt, graphs)
     fixed_y = torch.arange(64, device=device) % max(classes, 1)
     if resume and checkpoint_dir is not None:
         _restore(state, checkpoint_dir, device)
@@ -261,8 +309,9 @@ def train_gan(
     targets = torch.from_numpy(labels).long().to(device) if labels is not None else torch.zeros(n, dtype=torch.long, device=device)
     if world > 1:
         _distribute(state, device, local_rank)
-    nets = (torch.compile(state.G), torch.compile(state.D)) if cfg.compile else (state.G, state.D)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+    nets = tuple(torch.compile(m, mode=cfg.compile_mode) for m in (state.G, state.D)) if cfg.compile else (state.G, state.D)
+    step_fn = _step_runner(state, cfg, nets, bf16, device, spec.conditional, graphs)
+    compiled_graphs = cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune")
     conditional = spec.conditional
     shard = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
     batches = _Batches(state, data, targets, cfg.batch_size, cfg.z_dim, classes, shard, fmt)
@@ -274,7 +323,9 @@ def train_gan(
     window, started, window_start = 0, time.perf_counter(), time.perf_counter()
     state.G.train(); state.D.train()
     for step in range(state.start, cfg.steps + 1):
-        sums += _train_step(state, cfg, batches, nets, autocast, conditional)
+        if compiled_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may now be overwritten
+        sums += step_fn([batches.next() for _ in range(cfg.d_steps)])
         window += 1
         if bar is not None:
             bar.update(1)

@@ -15,14 +15,15 @@ from components.core.plugins import Registry
 if TYPE_CHECKING:
     from components.config import TrainConfig
 
-OPTIMIZERS: Registry[Callable[[Iterable[torch.nn.Parameter], "TrainConfig"], torch.optim.Optimizer]] = Registry("optimizer")
+# (parameters, config, capturable): capturable keeps the step counters on the device so a CUDA graph can hold the update.
+OPTIMIZERS: Registry[Callable[[Iterable[torch.nn.Parameter], "TrainConfig", bool], torch.optim.Optimizer]] = Registry("optimizer")
 
 
 @OPTIMIZERS.register("adam")
-def adam(params, cfg: "TrainConfig") -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+def adam(params, cfg: "TrainConfig", capturable: bool = False) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True, capturable=capturable)
 
 
 @OPTIMIZERS.register("sgd")
-def sgd(params, cfg: "TrainConfig") -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, fused=True)
+def sgd(params, cfg: "TrainConfig", capturable: bool = False) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, fused=True)  # SGD keeps no step counter

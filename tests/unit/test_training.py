@@ -8,7 +8,7 @@ from components.training.checkpoints import latest_valid, list_checkpoints, load
 from components.config import TrainConfig
 from components.core.errors import GanopsError
 from components.training import engine as training
-from components.training.engine import speed_settings, train_gan
+from components.training.engine import graphs_enabled, speed_settings, train_gan
 
 TINY = dict(batch_size=16, z_dim=8, base_channels=8, log_every=3, sample_every=3, device="cpu")
 
@@ -177,3 +177,12 @@ def test_the_inner_loop_reads_nothing_back_from_the_device(monkeypatch, arch):
                          "d_steps": 2, "feature_matching": True, "minibatch_discrimination": True})
     train_gan(*data(), cfg, seed=1)
     assert reads == ["tolist", "tolist"]  # the metric means read at steps 4 and 8
+
+
+def test_the_step_is_a_cuda_graph_only_on_one_cuda_device_without_compile():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert graphs_enabled(TrainConfig(), cuda, 1)
+    assert not graphs_enabled(TrainConfig(), cpu, 1)
+    assert not graphs_enabled(TrainConfig(), cuda, 2)  # DDP: eager
+    assert not graphs_enabled(TrainConfig(compile=True), cuda, 1)
+    assert not graphs_enabled(TrainConfig(cuda_graphs=False), cuda, 1)
