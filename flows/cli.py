@@ -219,16 +219,72 @@ def fid(
 
 @app.command()
 def lineage(
-    model: str = typer.Argument(..., help="MODEL, MODEL@ALIAS or MODEL@VERSION (default alias: champion)."),
+    model: str = typer.Argument(None, help="MODEL, MODEL@ALIAS or MODEL@VERSION (default alias: champion)."),
+    data: str = typer.Option(None, "--data", help="Reverse lineage: the versions trained on this dataset (a DVC md5, "
+                                                   "or a git revision of data.dvc)."),
     project_dir: Path = ProjectOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the chain as JSON."),
 ) -> None:
-    """Show export files -> model version -> training run -> dataset md5 and revision -> validation result."""
+    """Show export files -> model version -> training run -> dataset md5 and revision -> validation result; with
+    --data, every model version trained on that dataset. Exit 1 when an export file does not match its manifest."""
     root = _prepare_env(project_dir)
-    from components.lineage.chain import format_lineage, lineage_of
+    from components.lineage.chain import format_lineage, format_trained_on, lineage_of, trained_on
+    from components.registry.tracking import client
 
+    if (model is None) == (data is None):
+        raise GanopsError("name a MODEL or --data REV|MD5 (one of the two)")
+    if data is not None:
+        md5 = dataset_md5_of(root, data)
+        rows = trained_on(client(root), md5)
+        typer.echo(json.dumps({"dataset_md5": md5, "versions": rows}, indent=2) if as_json else format_trained_on(md5, rows))
+        return
     chain = lineage_of(root, model)
     typer.echo(json.dumps(chain, indent=2) if as_json else format_lineage(chain))
+    if chain["export"].get("hashes_ok") is False:
+        raise typer.Exit(1)
+
+
+@app.command()
+def withdraw(
+    data: str = typer.Option(..., "--data", help="The bad dataset: a DVC md5, or a git revision of data.dvc."),
+    reason: str = typer.Option(..., "--reason", help="Why (kept in the promotion ledger and on each version)."),
+    project_dir: Path = ProjectOpt,
+) -> None:
+    """Withdraw every model version trained on a dataset: its aliases removed, the champion moved back to the newest
+    unaffected version that passed its gate (export verified), its export quarantined, all in the promotion ledger."""
+    root = _prepare_env(project_dir)
+    from components.promotion.withdraw import withdraw as withdraw_versions
+    from components.registry.tracking import client
+
+    for w in withdraw_versions(client(root), root, dataset_md5_of(root, data), reason):
+        typer.echo(f"withdrew {w.model} version {w.version}: aliases removed: {', '.join(w.aliases_removed) or 'none'}"
+                   + (f"; champion is now version {w.champion_now}" if w.champion_now else "; no champion left" if "champion" in w.aliases_removed else "")
+                   + (f"; export quarantined in {w.export}" if w.export else ""))
+
+
+def dataset_md5_of(root: Path, text: str) -> str:
+    """--data as a dataset md5 (a revision is read through data.dvc)."""
+    from components.data.versioning import dataset_md5_of as md5_of
+
+    return md5_of(root, "data.dvc", text)
+
+
+@app.command()
+def audit(
+    model: str = typer.Argument(..., help="MODEL, MODEL@ALIAS or MODEL@VERSION (default alias: champion)."),
+    project_dir: Path = ProjectOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print the links as JSON."),
+) -> None:
+    """Re-verify every link from the export back to the weights, model code, config, data (recomputed from DVC),
+    validation report, code commit and promotion ledger. Exit 1 naming the first broken link."""
+    root = _prepare_env(project_dir)
+    from components.lineage.audit import audit_version, format_audit
+    from components.registry.tracking import client
+
+    result = audit_version(client(root), root, model)
+    typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_audit(result))
+    if result.first_failure is not None:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -18,13 +18,13 @@ from components.core.errors import ValidationFailed
 from components.core.faults import AFTER_EXPORT, AFTER_REGISTER, fault_point
 from components.core.names import (ARTIFACT_CONFIG, ARTIFACT_DATA_DOCS, ARTIFACT_GATE, ARTIFACT_REFERENCE_STATS,
                                    ARTIFACT_SAMPLES, ARTIFACT_SUMMARY, ARTIFACT_VALIDATION_REPORT, CHAMPION, TAG_FLOW,
-                                   TAG_FLOW_RUN_ID, TAG_PAIRED_WITH, champion_metric, TAG_REUSED_VERSION, TAG_TRAIN_KEY, TAG_WEIGHTS_SHA256,
+                                   TAG_CONFIG_SHA256, TAG_FLOW_RUN_ID, TAG_PAIRED_WITH, TAG_VALIDATION_SHA256, champion_metric, TAG_REUSED_VERSION, TAG_TRAIN_KEY, TAG_WEIGHTS_SHA256,
                                    VALIDATION_IMAGES, VALIDATION_SUCCESS)
 from components.core.paths import state_dir
-from components.data.versioning import DatasetVersion, resolve_dataset
+from components.data.versioning import DatasetVersion, dvc_remote_url, resolve_dataset
 from components.evaluation.evaluate import Scores, evaluate_generator
 from components.lineage.report import approval_markdown, rules_table, run_link, summary_markdown, validation_table
-from components.lineage.tags import lineage_tags
+from components.lineage.tags import artifact_digest, dataset_input, lineage_tags, mlflow_identity_tags
 from components.orchestration.concurrency import one_retrain_per_model
 from components.orchestration.reaper import reap
 from components.orchestration.retries import retry_transient
@@ -63,6 +63,9 @@ def dataset_version_task(root: Path, config: RetrainConfig) -> DatasetVersion:
     data = config.data
     version = resolve_dataset(root, data.dir, data.dvc_file, data.revision, state_dir(root) / "datasets")
     get_run_logger().info("dataset %s md5 %s (data.dvc at %s)", version.root, version.md5, version.data_git_rev)
+    if version.data_dirty:
+        get_run_logger().warning("%s is not committed: no git revision names dataset md5 %s, so the model's lineage will "
+                                 "say so (commit it before training to make the dataset reproducible)", data.dvc_file, version.md5)
     return version
 
 
@@ -71,17 +74,20 @@ def start_run_task(root: Path, config: RetrainConfig, dataset: DatasetVersion) -
     params = {"config_name": config.name, "seed": config.seed, "dataset_md5": dataset.md5,
               **{f"train.{k}": v for k, v in config.train.model_dump().items()},
               **{f"evaluate.{k}": v for k, v in config.evaluate.model_dump().items()},
-              **{f"gate.{k}": v for k, v in config.gate.model_dump().items()}}
-    tags = {TAG_FLOW: "retrain", TAG_FLOW_RUN_ID: str(flow_run.id or ""), **owner_tags()}
+              **{f"gate.{k}": v for k, v in config.gate.model_dump().items()},
+              **{f"data.{k}": v for k, v in config.data.model_dump().items()},
+              **{f"validation.{k}": v for k, v in config.validation.model_dump().items()}}
+    tags = {TAG_FLOW: "retrain", TAG_FLOW_RUN_ID: str(flow_run.id or ""), **owner_tags(), **mlflow_identity_tags(dataset)}
     tracker = open_run(root, config.registry.experiment, f"retrain-{config.name}", params, tags)
-    tracker.json(config_to_dict(config), ARTIFACT_CONFIG)
+    tracker.tags({TAG_CONFIG_SHA256: tracker.json(config_to_dict(config), ARTIFACT_CONFIG)})
     return tracker
 
 
 @task(name="validate", **TASK)
 def validate_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: DatasetVersion) -> ValidationReport:
     report = validate_folder(dataset.root, config.validation, state_dir(root), dataset.md5)
-    run.json(report.to_dict(), ARTIFACT_VALIDATION_REPORT)
+    run.tags({TAG_VALIDATION_SHA256: run.json(report.to_dict(), ARTIFACT_VALIDATION_REPORT)})
+    run.dataset(dataset_input(dataset, report, dvc_remote_url(root)))
     if report.data_docs:
         run.folder(Path(report.data_docs).parent, ARTIFACT_DATA_DOCS)
     for finding in report.drift.findings:
@@ -239,7 +245,8 @@ def _train_to_export(root: Path, config: RetrainConfig, dataset: DatasetVersion,
     key = training_key(dataset.md5, config)
     trained = train_task(root, config, run, dataset, key)
     scores = evaluate_task(root, config, trained.weights, dataset)
-    tags = {**lineage_tags(dataset, report, run.run_id, config.name), TAG_TRAIN_KEY: key, TAG_WEIGHTS_SHA256: trained.weights_sha256}
+    tags = {**lineage_tags(dataset, report, run.run_id, config.name, artifact_digest(config_to_dict(config)),
+                           artifact_digest(report.to_dict())), TAG_TRAIN_KEY: key, TAG_WEIGHTS_SHA256: trained.weights_sha256}
     record_scores_task(run, tags, scores)
     version, decision = prior_version_task(config, run, key, trained.weights_sha256)
     metric, champion, previous, export, standing = config.gate.metric, None, None, None, decision is not None

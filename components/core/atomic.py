@@ -27,6 +27,18 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
+def json_bytes(obj) -> bytes:
+    """The one serialization of a recorded JSON artifact (sorted keys, indented, a final newline): the bytes whose
+    sha256 a run records, so a byte changed later is caught."""
+    import json
+
+    return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def bytes_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def replace_folder(build: Callable[[Path], T], target: Path) -> T:
     """Build a new folder with `build(tmp_path)` and swap it in for `target` only if the build succeeds.
 

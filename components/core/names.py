@@ -69,6 +69,11 @@ TAG_VALIDATION = "ganops.validation_success"
 TAG_VALIDATION_IMAGES = "ganops.validation_images"
 TAG_RUN_ID = "ganops.run_id"
 TAG_CONFIG_NAME = "ganops.config_name"
+TAG_DATA_DIRTY = "ganops.data_dvc_dirty"  # data.dvc differed from its last commit: no revision names the dataset
+TAG_CONFIG_SHA256 = "ganops.config_sha256"  # the bytes of the run's config artifact (ARTIFACT_CONFIG)
+TAG_VALIDATION_SHA256 = "ganops.validation_report_sha256"  # the bytes of ARTIFACT_VALIDATION_REPORT
+TAG_WITHDRAWN = "ganops.withdrawn"  # why a version was withdrawn (ganops withdraw): never served or promoted again
+TAG_MODEL_FILES = "ganops.model_files"  # {path: sha256} of the registered model's files, JSON, at registration
 # Who runs a run: a later run (or `ganops doctor`) marks it FAILED when that process is gone.
 TAG_HOST, TAG_PID, TAG_PID_START, TAG_FLOW_RUN_ID = "ganops.host", "ganops.pid", "ganops.pid_start", "ganops.prefect_flow_run_id"
 TAG_REAPED = "ganops.reaped"

@@ -6,6 +6,7 @@ Thin wrappers over DVC's Python API and git. The dataset's identity is the md5 D
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from components.core.atomic import replace_folder
+from components.core.atomic import file_digest, replace_folder
 from components.core.errors import DataError
 from components.core.paths import SOURCE_ROOT, check_revision
 from components.data.sources import build_from_source, write_digits
@@ -30,6 +31,7 @@ class DatasetVersion:
     data_git_rev: str | None  # last commit that changed data.dvc
     code_git_rev: str | None  # commit of the ganops source that runs
     code_dirty: bool
+    data_dirty: bool = False  # data.dvc differs from its last commit (or was never committed): no revision names md5
 
     def as_dict(self) -> dict:
         return {**asdict(self), "root": str(self.root)}
@@ -69,6 +71,11 @@ def git_dirty(cwd: Path) -> bool:
     return bool(status)
 
 
+def file_dirty(cwd: Path, file: str) -> bool:
+    """Whether `file` differs from its last commit or was never committed (False outside a git repository)."""
+    return bool(_git(cwd, "status", "--porcelain", "--", file))
+
+
 def last_commit_of(cwd: Path, file: str) -> str | None:
     return _git(cwd, "log", "-1", "--format=%H", "--", file)
 
@@ -85,6 +92,16 @@ def _repo(project_dir: Path):
         return Repo(str(project_dir))
     except Exception as e:  # dvc raises NotDvcRepoError and friends
         raise DataError(f"{project_dir} is not a DVC project ({e}); run `dvc init` there first") from None
+
+
+def dvc_remote_url(project_dir: Path) -> str | None:
+    """The URL of the project's default DVC remote, or None."""
+    try:
+        with _repo(project_dir) as repo:
+            name = repo.config["core"].get("remote")
+            return repo.config["remote"][name]["url"] if name else None
+    except (DataError, KeyError):
+        return None
 
 
 def dvc_add_and_push(project_dir: Path, data_dir: str) -> dict:
@@ -131,6 +148,7 @@ def dataset_version(project_dir: Path, data_dir: str, dvc_file: str) -> DatasetV
         data_git_rev=last_commit_of(project_dir, dvc_file),
         code_git_rev=git_revision(SOURCE_ROOT),
         code_dirty=git_dirty(SOURCE_ROOT),
+        data_dirty=file_dirty(project_dir, dvc_file),
     )
 
 
@@ -185,6 +203,61 @@ def materialize_revision(project_dir: Path, dvc_file: str, rev: str, dest_root: 
 
     replace_folder(build, target)
     return version
+
+
+MD5 = re.compile(r"[0-9a-f]{32}")
+
+
+def dataset_md5_of(project_dir: Path, dvc_file: str, text: str) -> str:
+    """`text` as a dataset md5: itself when it is one, else the md5 `dvc_file` names at git revision `text`."""
+    return text if MD5.fullmatch(text or "") else dvc_file_at(project_dir, dvc_file, text)["md5"]
+
+
+def commit_exists(cwd: Path, rev: str) -> bool:
+    """Whether `rev` (checked as a revision first) names a commit of the git repository at cwd."""
+    check_revision(rev, "code revision")
+    return _git(cwd, "cat-file", "-t", "--end-of-options", f"{rev}^{{commit}}") == "commit"
+
+
+@dataclass(frozen=True)
+class DatasetCheck:
+    """A dataset version recomputed from its bytes in the DVC cache: problems name each file that differs."""
+
+    md5: str
+    files: int
+    fetched: bool  # objects had to come from the DVC remote
+    problems: list[str]
+
+
+def _listing(cache: Path, md5: str) -> list[dict] | None:
+    path = cache / md5[:2] / f"{md5[2:]}.dir"
+    return json.loads(path.read_bytes()) if path.is_file() else None
+
+
+def verify_dataset(project_dir: Path, dvc_file: str, md5: str, rev: str | None) -> DatasetCheck:
+    """Recompute dataset `md5` from the DVC cache, fetching from the remote (data.dvc at `rev`) what the cache lacks:
+    the listing's own md5 must be `md5` and each file's md5 its listed one. Raises DataError when md5 is not one."""
+    if not MD5.fullmatch(md5 or ""):
+        raise DataError(f"dataset md5 {md5!r} is not 32 hexadecimal digits")
+    with _repo(project_dir) as repo:
+        cache = Path(repo.cache.local.path)
+        entries, fetched = _listing(cache, md5), False
+        missing = entries is None or any(not (cache / e["md5"][:2] / e["md5"][2:]).is_file() for e in entries)
+        if missing and rev:
+            check_revision(rev, "data revision")
+            repo.fetch(targets=[dvc_file], revs=[rev], workspace=False)
+            entries, fetched = _listing(cache, md5), True
+    if entries is None:
+        return DatasetCheck(md5, 0, fetched, [f"the listing of dataset {md5} is in neither the DVC cache nor its remote"])
+    listing = cache / md5[:2] / f"{md5[2:]}.dir"
+    problems = [] if file_digest(listing, "md5") == md5 else [f"the listing {listing} does not hash to {md5}"]
+    for e in entries:
+        obj = cache / e["md5"][:2] / e["md5"][2:]
+        if not obj.is_file():
+            problems.append(f"{e['relpath']} (md5 {e['md5']}) is missing from the DVC cache and remote")
+        elif file_digest(obj, "md5") != e["md5"]:
+            problems.append(f"{e['relpath']}: its bytes in the DVC cache ({obj}) no longer hash to {e['md5']}")
+    return DatasetCheck(md5, len(entries), fetched, problems)
 
 
 def resolve_dataset(project_dir: Path, data_dir: str, dvc_file: str, revision: str, dest_root: Path) -> DatasetVersion:

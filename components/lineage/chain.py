@@ -8,12 +8,22 @@ import json
 from pathlib import Path
 
 from components.core.names import (ARTIFACT_DATA_DOCS, ARTIFACT_VALIDATION_REPORT, TAG_CODE_DIRTY, TAG_CODE_GIT_REV,
-                                   TAG_CONFIG_NAME, TAG_DATA_GIT_REV, TAG_DATASET_MD5, TAG_DATASET_PATH, TAG_EXPORT_DIR,
-                                   TAG_GATE, TAG_GATE_REASONS, TAG_VALIDATION, TAG_VALIDATION_IMAGES)
-from components.registry.models import parse_model_ref, resolve_version
+                                   TAG_CONFIG_NAME, TAG_DATA_DIRTY, TAG_DATA_GIT_REV, TAG_DATASET_MD5, TAG_DATASET_PATH, TAG_EXPORT_DIR,
+                                   TAG_EXPORT_URI, TAG_GATE, TAG_GATE_REASONS, TAG_VALIDATION, TAG_VALIDATION_IMAGES,
+                                   TAG_WITHDRAWN)
+from components.registry.models import current_aliases, parse_model_ref, resolve_version, versions_trained_on
 from components.registry.tracking import client
 from components.serving.export import verify_export
 from components.serving.formats import MANIFEST
+
+
+def _flag(text: str | None) -> bool | None:
+    """A tag written from a Python bool ('True'/'False') as a JSON boolean; None when not recorded."""
+    return {"True": True, "False": False}.get(text or "")
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
 
 
 def lineage_of(project_dir: Path, model: str) -> dict:
@@ -46,9 +56,9 @@ def resolve_lineage(mlc, model_name: str, ref: str | None) -> dict:
         "run": {"id": run.info.run_id, "status": run.info.status, "experiment_id": run.info.experiment_id,
                 "metrics": dict(run.data.metrics), "config_name": tags.get(TAG_CONFIG_NAME)},
         "dataset": {"md5": tags.get(TAG_DATASET_MD5), "path": tags.get(TAG_DATASET_PATH),
-                    "data_git_rev": tags.get(TAG_DATA_GIT_REV), "code_git_rev": tags.get(TAG_CODE_GIT_REV),
-                    "code_dirty": tags.get(TAG_CODE_DIRTY)},
-        "validation": {"success": tags.get(TAG_VALIDATION), "images": tags.get(TAG_VALIDATION_IMAGES),
+                    "data_git_rev": tags.get(TAG_DATA_GIT_REV), "data_dvc_uncommitted": _flag(tags.get(TAG_DATA_DIRTY)),
+                    "code_git_rev": tags.get(TAG_CODE_GIT_REV), "code_dirty": _flag(tags.get(TAG_CODE_DIRTY))},
+        "validation": {"success": _flag(tags.get(TAG_VALIDATION)), "images": _int(tags.get(TAG_VALIDATION_IMAGES)),
                        "failures": (validation or {}).get("failures"), "drift": (validation or {}).get("drift"),
                        "report": f"runs:/{mv.run_id}/{ARTIFACT_VALIDATION_REPORT}",
                        "data_docs": f"runs:/{mv.run_id}/{ARTIFACT_DATA_DOCS}/index.html" if (validation or {}).get("data_docs") else None},
@@ -70,8 +80,32 @@ def format_lineage(chain: dict) -> str:
         f"  -> model    {m['name']} version {m['version']} ({aliases}); gate {m['gate']}: {'; '.join(m['gate_reasons'])}",
         f"  -> run      {r['id']} [{r['status']}] config {r['config_name']}; {metrics}",
         f"  -> dataset  md5 {d['md5']} at {d['path']}/; data.dvc revision {d['data_git_rev']}; code revision {d['code_git_rev']}"
-        + (" (uncommitted changes)" if d["code_dirty"] == "True" else ""),
-        f"  -> validation {'passed' if v['success'] == 'True' else 'FAILED'} on {v['images']} images; report {v['report']}"
+        + (" (uncommitted changes)" if d["code_dirty"] else "")
+        + ("; data.dvc was NOT committed when it trained: no revision names this dataset" if d["data_dvc_uncommitted"] else ""),
+        f"  -> validation {'passed' if v['success'] else 'FAILED'} on {v['images']} images; report {v['report']}"
         + (f"; data docs {v['data_docs']}" if v.get("data_docs") else "")
         + (f"; drift: {'; '.join(v['drift']['findings'])}" if (v.get("drift") or {}).get("findings") else ""),
     ])
+
+
+def trained_on(mlc, dataset_md5: str) -> list[dict]:
+    """Reverse lineage: every model version trained on dataset `dataset_md5`, with its aliases, gate and export."""
+    rows, aliases = [], {}
+    for mv in versions_trained_on(mlc, dataset_md5):
+        tags = dict(mv.tags or {})
+        held = aliases.setdefault(mv.name, current_aliases(mlc, mv.name))  # a search does not return aliases
+        rows.append({"model": mv.name, "version": str(mv.version), "aliases": sorted(a for a, v in held.items() if v == str(mv.version)),
+                     "gate": tags.get(TAG_GATE), "run_id": mv.run_id, "export": tags.get(TAG_EXPORT_DIR),
+                     "export_uri": tags.get(TAG_EXPORT_URI), "withdrawn": tags.get(TAG_WITHDRAWN),
+                     "data_git_rev": tags.get(TAG_DATA_GIT_REV), "data_dvc_uncommitted": _flag(tags.get(TAG_DATA_DIRTY))})
+    return rows
+
+
+def format_trained_on(dataset_md5: str, rows: list[dict]) -> str:
+    if not rows:
+        return f"no model version was trained on dataset {dataset_md5}"
+    lines = [f"{len(rows)} model version(s) trained on dataset {dataset_md5}:"]
+    for r in rows:
+        lines.append(f"  {r['model']} version {r['version']} ({', '.join(r['aliases']) or 'no alias'}); gate {r['gate']}; "
+                     f"run {r['run_id']}; export {r['export'] or 'none'}" + (f"; WITHDRAWN {r['withdrawn']}" if r["withdrawn"] else ""))
+    return "\n".join(lines)

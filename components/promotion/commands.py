@@ -10,7 +10,8 @@ from pathlib import Path
 from components.config import RetrainConfig, config_from_dict, export_root
 from components.core.errors import GanopsError
 from components.core.names import (ARTIFACT_CONFIG, CANDIDATE, CHAMPION, CHAMPION_METRIC_PREFIX, GATE_PROMOTED, PAIRED_DIFF, PREVIOUS_CHAMPION,
-                                   TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_EXPORT_URI, TAG_GATE, TAG_GATE_RULES, TAG_PAIRED_WITH, TAG_VALIDATION)
+                                   TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_EXPORT_URI, TAG_GATE, TAG_GATE_RULES, TAG_PAIRED_WITH, TAG_VALIDATION,
+                                   TAG_WITHDRAWN)
 from components.promotion import ledger
 from components.promotion.gate import PROMOTE, REJECT, Decision, decide
 from components.promotion.moves import (TRACKED, after_promote, after_reject, after_rollback, move, reconcile, tag_decision,
@@ -22,7 +23,7 @@ from components.serving.publish import export_url, is_published, publish_export
 from components.serving.infra import infra_validate
 
 
-def _reason(reason: str) -> str:
+def check_reason(reason: str) -> str:
     if not reason.strip():
         raise GanopsError("--reason is empty: say why, it is kept in the promotion ledger")
     return reason.strip()
@@ -43,6 +44,9 @@ def ensure_export(mlc, project_dir: Path, model_name: str, version: str) -> Path
     the version); rebuilt from the registered weights when it is missing, of an older format, or a file differs;
     published again when the config publishes to S3 and the published manifest is not this one."""
     mv = resolve_version(mlc, model_name, version)
+    if mv.tags.get(TAG_WITHDRAWN):
+        raise GanopsError(f"{model_name} version {mv.version} was withdrawn ({mv.tags[TAG_WITHDRAWN]}); it is not exported, "
+                          "served or made champion again")
     config = version_config(mlc, model_name, version)
     root = export_root(config, project_dir)
     folder = export_dir_for(root, model_name, version)
@@ -111,7 +115,7 @@ def judge_recorded(mlc, project_dir: Path, model_name: str, version: str) -> tup
 def promote(mlc, project_dir: Path, model_name: str, version: str, reason: str, force: bool = False) -> ledger.Entry:
     """Make `version` champion if the gate's rules pass on its recorded metrics against the champion's (with
     `force`, despite them: the override is recorded). Raises GanopsError naming the failing rules."""
-    reason = _reason(reason)
+    reason = check_reason(reason)
     version, before, decision = judge_recorded(mlc, project_dir, model_name, version)
     if not decision.passed and not force:
         raise GanopsError(f"{model_name} version {version} fails the gate: {'; '.join(decision.reasons)} "
@@ -134,7 +138,7 @@ def _candidate(mlc, model_name: str, version: str) -> str:
 def approve(mlc, project_dir: Path, model_name: str, version: str, reason: str) -> ledger.Entry:
     """The candidate awaiting approval becomes champion, if its rules still pass against the champion now (it may
     have changed since the gate); its export is written and verified first."""
-    reason = _reason(reason)
+    reason = check_reason(reason)
     version = _candidate(mlc, model_name, version)
     version, before, decision = judge_recorded(mlc, project_dir, model_name, version)
     if not decision.passed:
@@ -148,7 +152,7 @@ def approve(mlc, project_dir: Path, model_name: str, version: str, reason: str) 
 
 def reject(mlc, model_name: str, version: str, reason: str) -> ledger.Entry:
     """The candidate awaiting approval becomes the challenger; the champion stays."""
-    reason = _reason(reason)
+    reason = check_reason(reason)
     version = _candidate(mlc, model_name, version)
     entry = move(mlc, model_name, ledger.REJECT, version, reason, after_reject)
     tag_decision(mlc, model_name, entry, Decision(REJECT, []))
@@ -162,7 +166,7 @@ def was_champion(chain: ledger.Chain, mv) -> bool:
 def rollback(mlc, project_dir: Path, model_name: str, reason: str, to: str | None = None) -> ledger.Entry:
     """Champion back to the previous champion (or `to`, a version that was champion before), its export verified
     or rebuilt. Raises GanopsError naming what is missing."""
-    reason = _reason(reason)
+    reason = check_reason(reason)
     require_model(mlc, model_name)
     reconcile(mlc, model_name)
     before = tracked_aliases(mlc, model_name)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 from components.core.errors import RegistryError
 from components.core.paths import check_path_name
+from components.registry.models import search_versions
 
 LEDGER_PREFIX = "ganops-ledger."
 ACTOR_ENV = "GANOPS_ACTOR"
@@ -30,6 +31,7 @@ ENTRY_TAG = "ganops.ledger_entry"
 # Actions an entry records.
 GATE_PROMOTE, GATE_REJECT, AWAITING_APPROVAL = "gate_promote", "gate_reject", "awaiting_approval"  # the gate's
 PROMOTE, ROLLBACK, APPROVE, REJECT = "promote", "rollback", "approve", "reject"  # commands'
+WITHDRAW = "withdraw"  # a version trained on withdrawn data: its aliases removed, the champion moved back
 GATE_ACTIONS = (GATE_PROMOTE, GATE_REJECT, AWAITING_APPROVAL)
 APPEND_ATTEMPTS = 20
 
@@ -156,13 +158,7 @@ def alias_drift(chain: Chain, current: dict[str, str], tracked: tuple[str, ...])
 
 def stored_entries(mlc, model_name: str) -> list[tuple[int, str]]:
     """Every stored entry, page by page (a search answers at most a page)."""
-    name, rows, token = ledger_name(model_name), [], None
-    while True:
-        page = mlc.search_model_versions(f"name = '{name}'", max_results=1000, page_token=token)
-        rows += [(int(v.version), (v.tags or {}).get(ENTRY_TAG, "")) for v in page]
-        token = getattr(page, "token", None)
-        if not token:
-            return rows
+    return [(int(v.version), (v.tags or {}).get(ENTRY_TAG, "")) for v in search_versions(mlc, f"name = '{ledger_name(model_name)}'")]
 
 
 def load_chain(mlc, model_name: str) -> Chain:

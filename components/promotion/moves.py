@@ -60,6 +60,21 @@ def after_rollback(before: dict[str, str], target: str) -> dict[str, str]:
     return after_promote(before, target)
 
 
+def after_withdraw(before: dict[str, str], version: str, fallback: str | None) -> dict[str, str]:
+    """Every alias on `version` is removed; when it was champion, `fallback` (an unaffected version that passed its
+    gate) becomes champion, or none is left."""
+    after = {k: v for k, v in before.items() if v != version}
+    if before.get(CHAMPION) == version and fallback:
+        after[CHAMPION] = fallback
+    return after
+
+
+def fallback_champion(versions: list[tuple[str, bool]], affected: set[str]) -> str | None:
+    """The newest version that is not affected and passed its gate: (version, passed) pairs in any order."""
+    usable = [int(v) for v, passed in versions if passed and v not in affected]
+    return str(max(usable)) if usable else None
+
+
 def tracked_aliases(mlc, model_name: str) -> dict[str, str]:
     return {k: v for k, v in current_aliases(mlc, model_name).items() if k in TRACKED}
 

@@ -11,7 +11,7 @@ from typing import Iterator
 from components.core.atomic import file_digest
 from components.core.errors import RegistryError
 from components.core.paths import check_path_name
-from components.core.names import CHAMPION, TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_EXPORT_URI, TAG_TRAIN_KEY, TAG_WEIGHTS_SHA256
+from components.core.names import CHAMPION, TAG_DATASET_MD5, TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_EXPORT_URI, TAG_TRAIN_KEY, TAG_WEIGHTS_SHA256
 
 
 def parse_model_ref(text: str) -> tuple[str, str | None]:
@@ -111,6 +111,28 @@ def prior_version(mlc, model_name: str, train_key: str, weights_sha256: str) -> 
     found = mlc.search_model_versions(f"name = '{check_path_name(model_name, 'model')}' and tags.`{TAG_TRAIN_KEY}` = "
                                       f"'{train_key}' and tags.`{TAG_WEIGHTS_SHA256}` = '{weights_sha256}'")
     return str(max(int(v.version) for v in found)) if found else None
+
+
+def search_versions(mlc, filter_string: str) -> list:
+    """Every model version the filter matches, page by page (a search answers at most a page)."""
+    found, token = [], None
+    while True:
+        page = mlc.search_model_versions(filter_string, max_results=1000, page_token=token)
+        found += list(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return found
+
+
+def versions_trained_on(mlc, dataset_md5: str) -> list:
+    """Every model version (of any model) whose lineage names dataset `dataset_md5`, oldest first."""
+    found = search_versions(mlc, f"tags.`{TAG_DATASET_MD5}` = '{dataset_md5}'")
+    return sorted(found, key=lambda v: (v.name, int(v.version)))
+
+
+def all_versions(mlc, model_name: str) -> list:
+    """Every version of `model_name`."""
+    return search_versions(mlc, f"name = '{check_path_name(model_name, 'model')}'")
 
 
 def record_export(mlc, model_name: str, version: str, folder: Path, manifest_sha256: str, url: str | None = None) -> None:

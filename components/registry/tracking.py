@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from components.core.atomic import bytes_digest, json_bytes
 from components.core.names import TAG_HOST, TAG_PID, TAG_PID_START
 from components.core.paths import state_dir
 from components.core.processes import same_process_alive, start_ticks
@@ -85,8 +87,15 @@ def log_history(mlc, run_id: str, history: dict[str, list[float]]) -> None:
         log_metrics(mlc, run_id, {k: v[i] for k, v in history.items() if k != "step" and i < len(v)}, step)
 
 
-def log_json(mlc, run_id: str, obj: dict, artifact_file: str) -> None:
-    mlc.log_dict(run_id, obj, artifact_file)
+def log_json(mlc, run_id: str, obj: dict, artifact_file: str) -> str:
+    """Log `obj` as the artifact `artifact_file` (core.atomic.json_bytes); returns the sha256 of the bytes logged."""
+    data = json_bytes(obj)
+    with tempfile.TemporaryDirectory(prefix="ganops-json-") as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        path.write_bytes(data)
+        parent = Path(artifact_file).parent.as_posix()
+        mlc.log_artifact(run_id, str(path), None if parent == "." else parent)
+    return bytes_digest(data)
 
 
 def log_file(mlc, run_id: str, path: Path, artifact_path: str | None = None) -> None:
@@ -120,8 +129,8 @@ class RunTracker:
     def history(self, history: dict[str, list[float]]) -> None:
         log_history(self.mlc, self.run_id, history)
 
-    def json(self, obj: dict, artifact_file: str) -> None:
-        log_json(self.mlc, self.run_id, obj, artifact_file)
+    def json(self, obj: dict, artifact_file: str) -> str:
+        return log_json(self.mlc, self.run_id, obj, artifact_file)
 
     def file(self, path: Path, artifact_path: str | None = None) -> None:
         log_file(self.mlc, self.run_id, path, artifact_path)
@@ -131,6 +140,13 @@ class RunTracker:
 
     def tags(self, tags: dict) -> None:
         set_run_tags(self.mlc, self.run_id, tags)
+
+    def dataset(self, fields: dict[str, str], context: str = "training") -> None:
+        """Log a dataset input (mlflow.entities.Dataset fields), shown in MLflow's Datasets column and API."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        self.mlc.log_inputs(self.run_id, datasets=[DatasetInput(Dataset(**fields), [InputTag(MLFLOW_DATASET_CONTEXT, context)])])
 
     def end(self, status: str) -> None:
         end_run(self.mlc, self.run_id, status)

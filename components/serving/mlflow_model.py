@@ -7,17 +7,20 @@ before this layout carry their own full code copy and keep loading with it.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
 
 from components.core.imports import closure, import_graph, module_file
-from components.core.names import ARTIFACT_MODEL, ARTIFACT_WEIGHTS
+from components.core.atomic import file_digest
+from components.core.names import ARTIFACT_MODEL, ARTIFACT_WEIGHTS, TAG_MODEL_FILES
 from components.core.paths import SOURCE_ROOT
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_generator.py")
 LOADER_MODULE = "components.training.weights"  # what MODEL_CODE imports when MLflow loads it
+REGISTRATION_NOTE = "registered_model_meta"  # MLflow adds it (model name and version) when the version is created
 PIP_REQUIREMENTS = ["torch==2.13.0", "safetensors", "numpy"]
 
 
@@ -30,6 +33,13 @@ def model_code_files(dest: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)
     return dest / "components"
+
+
+def model_file_digests(folder: Path) -> dict[str, str]:
+    """{path relative to the model folder: sha256} of every file of a logged model, as recorded at registration
+    (tag ganops.model_files) and recomputed by `ganops audit`: a models-from-code package runs its code at load."""
+    return {p.relative_to(folder).as_posix(): file_digest(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != REGISTRATION_NOTE}
 
 
 def register_generator(mlc, run_id: str, weights_path: Path, model_name: str, tags: dict) -> str:
@@ -58,4 +68,7 @@ def register_generator(mlc, run_id: str, weights_path: Path, model_name: str, ta
             code_paths=[str(model_code_files(Path(tmp)))],
             pip_requirements=PIP_REQUIREMENTS,
         )
-    return str(mlflow.register_model(info.model_uri, model_name, tags={k: str(v) for k, v in tags.items()}).version)
+        logged_files = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=str(Path(tmp) / "logged")))
+        files = json.dumps(model_file_digests(logged_files), sort_keys=True, separators=(",", ":"))
+    tags = {**{k: str(v) for k, v in tags.items()}, TAG_MODEL_FILES: files}
+    return str(mlflow.register_model(info.model_uri, model_name, tags=tags).version)

@@ -56,6 +56,17 @@ def publish_export(folder: Path, base: str) -> str:
     return url
 
 
+def unpublish_export(url: str) -> None:
+    """Delete the published manifest: the prefix is no longer an export, readers refuse it (the files stay)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = parse_s3(url)
+    try:
+        _client().delete_object(Bucket=bucket, Key=key + MANIFEST)
+    except (BotoCoreError, ClientError) as e:
+        raise GanopsError(f"could not withdraw {url}/{MANIFEST} from S3: {e}") from None
+
+
 def published_manifest_digest(url: str) -> str | None:
     """The sha256 of the manifest published at `url`, or None when there is none."""
     from botocore.exceptions import BotoCoreError, ClientError

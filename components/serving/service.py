@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.core.errors import GanopsError
-from components.core.names import TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST
+from components.core.names import TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_WITHDRAWN
 from components.registry.models import parse_model_ref, resolve_version
 from components.serving.app import ServeSettings, ServeState, create_app
 from components.serving.publish import fetch_export, parse_s3
@@ -58,6 +58,8 @@ def export_folder(mlc, source: Source) -> tuple[Path, str, str | None]:
     """The export folder recorded on the version `source` names now, that version, and its manifest's recorded sha256."""
     mv = resolve_version(mlc, source.model, source.ref)
     tags = mv.tags or {}
+    if tags.get(TAG_WITHDRAWN):
+        raise GanopsError(f"{source.model} version {mv.version} was withdrawn ({tags[TAG_WITHDRAWN]}); it is not served")
     if not tags.get(TAG_EXPORT_DIR):
         raise GanopsError(f"{source.model} version {mv.version} has no export (only versions that became champion are "
                           "exported; `ganops promote` or `ganops rollback` writes one)")

@@ -43,6 +43,7 @@ class ValidationReport:
     profile: DatasetProfile
     drift: Drift
     data_docs: str | None = None
+    dataset_md5: str | None = None  # the DVC md5 of the dataset validated, when known
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -31,7 +31,7 @@ def validate_folder(root: Path, cfg: ValidationConfig, state: Path | None = None
                                     observed=findings))
     report = ValidationReport(success=not failures, images=int(len(manifest)), failures=failures, profile=profile,
                               drift=Drift((baseline or {}).get("md5"), findings, cfg.drift),
-                              data_docs=str(docs) if docs else None)
+                              data_docs=str(docs) if docs else None, dataset_md5=dataset_md5)
     if report.success and baselines is not None and dataset_md5:
         store_baseline(baselines, dataset_md5, profile)
     return report

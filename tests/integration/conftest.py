@@ -42,3 +42,17 @@ def new_project(root: Path) -> Path:
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "init")
     return project
+
+
+def digits_project(root: Path) -> Path:
+    """new_project with the bundled digits set imported through the CLI and data.dvc committed."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    project = new_project(root)
+    done = CliRunner().invoke(app, ["data", "import", "digits", "-C", str(project)])
+    assert done.exit_code == 0, done.output
+    sh(project, "git", "add", "data.dvc", ".gitignore")
+    sh(project, "git", "commit", "-qm", "digits")
+    return project

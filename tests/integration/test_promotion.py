@@ -19,7 +19,7 @@ from components.promotion.moves import ANY_CHAMPION, after_reject, move
 from components.registry import tracking as registry
 from components.serving.export import verify_export
 from flows.cli import app
-from tests.integration.conftest import REPO, new_project, sh
+from tests.integration.conftest import REPO, digits_project
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -30,10 +30,7 @@ MODEL = "ganops-smoke"
 def project(tmp_path_factory, prefect_server):
     from flows.retrain import retrain
 
-    project = new_project(tmp_path_factory.mktemp("promotion"))
-    assert runner.invoke(app, ["data", "import", "digits", "-C", str(project)]).exit_code == 0
-    sh(project, "git", "add", "data.dvc", ".gitignore")
-    sh(project, "git", "commit", "-qm", "digits")
+    project = digits_project(tmp_path_factory.mktemp("promotion"))
     first = retrain(config=load_config("smoke"), project_dir=str(project))
     second = retrain(config=load_config("smoke", ["seed=1", "gate.rules.beats_champion.min_improvement=1000"]), project_dir=str(project))
     assert (first["version"], second["version"]) == ("1", "2") and not second["decision"]["promote"]

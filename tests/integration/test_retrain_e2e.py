@@ -117,7 +117,7 @@ def test_lineage_cli_shows_the_chain(project, first_run):
     assert chain["model"]["version"] == "1" and "champion" in chain["model"]["aliases"]
     assert chain["export"]["hashes_ok"] is True
     assert chain["dataset"]["md5"] == first_run["dataset"]["md5"]
-    assert chain["validation"]["success"] == "True"
+    assert chain["validation"]["success"] is True
     assert chain["validation"]["data_docs"].endswith("validation/data_docs/index.html")
     docs = registry.client(project).list_artifacts(chain["run"]["id"], "validation/data_docs")
     assert any(a.path.endswith("index.html") for a in docs)  # the Data Docs are logged with the run

@@ -1,0 +1,155 @@
+"""`ganops audit` on a real project (Prefect, MLflow on SQLite, DVC with a local remote, the smoke preset): every
+link passes on a fresh champion, and one byte changed in each link's evidence (an export file, the registered
+weights, the registered code, the config artifact, a DVC cache file, the validation report), a code commit that does
+not exist, or an alias moved behind the ledger's back makes the audit fail at that link. Also: the lineage JSON
+uses real booleans, `ganops lineage` exits 1 on a changed export, and the run shows its dataset in MLflow."""
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from components.config import load_config
+from components.core.names import TAG_CODE_GIT_REV, TAG_DATASET_MD5
+from components.core.paths import state_dir
+from components.registry import tracking as registry
+from flows.cli import app
+from tests.integration.conftest import digits_project
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+MODEL = "ganops-smoke"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prefect_server):
+    from flows.retrain import retrain
+
+    project = digits_project(tmp_path_factory.mktemp("audit"))
+    first = retrain(config=load_config("smoke"), project_dir=str(project))
+    assert first["version"] == "1" and first["decision"]["promote"]
+    return project
+
+
+def audit(project, ref=f"{MODEL}@champion"):
+    result = runner.invoke(app, ["audit", ref, "-C", str(project), "--json"])
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert (result.exit_code == 0) == report["ok"]
+    return report
+
+
+def flip(path: Path, offset: int = -20) -> None:
+    """Change one byte of `path` (again: change it back). DVC keeps its cache read-only."""
+    path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def artifacts(project) -> Path:
+    return state_dir(project) / "mlartifacts"
+
+
+def registered(project, pattern: str) -> Path:
+    found = [p for p in artifacts(project).rglob(pattern) if "/models/" in p.as_posix()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def run_artifact(project, name: str) -> Path:
+    found = [p for p in artifacts(project).rglob(name) if "/models/" not in p.as_posix()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def dvc_cache_file(project) -> Path:
+    md5 = registry.client(project).get_model_version(MODEL, "1").tags[TAG_DATASET_MD5]
+    listing = json.loads((project / ".dvc/cache/files/md5" / md5[:2] / f"{md5[2:]}.dir").read_text())
+    obj = listing[7]["md5"]
+    return project / ".dvc/cache/files/md5" / obj[:2] / obj[2:]
+
+
+def test_a_fresh_champion_passes_every_link(project):
+    report = audit(project)
+    assert report["ok"] and report["version"] == "1", json.dumps(report, indent=1)
+    status = {link["name"]: link["status"] for link in report["links"]}
+    assert [link["number"] for link in report["links"]] == list(range(1, 9))
+    for name in ("export", "weights", "model code", "config", "data", "validation", "promotion"):
+        assert status[name] == "PASS", report
+    assert status["code commit"] in ("PASS", "WARN")  # WARN in a working copy with uncommitted edits
+    text = runner.invoke(app, ["audit", MODEL, "-C", str(project)]).output
+    assert "every link verified" in text and "1797 files" in text
+
+
+@pytest.mark.parametrize("link, locate", [
+    ("export", lambda project: state_dir(project) / "exports" / MODEL / "v1" / "generator.onnx"),
+    ("weights", lambda project: registered(project, "*.safetensors")),
+    ("model code", lambda project: registered(project, "weights.py")),
+    ("config", lambda project: run_artifact(project, "resolved.json")),
+    ("data", dvc_cache_file),
+    ("validation", lambda project: run_artifact(project, "report.json")),
+])
+def test_one_byte_changed_fails_the_audit_at_its_link(project, link, locate):
+    path = locate(project)
+    flip(path)
+    try:
+        report = audit(project)
+        assert not report["ok"] and report["first_failure"] == link, report
+    finally:
+        flip(path)
+    assert audit(project)["ok"]
+
+
+def test_a_code_commit_missing_from_the_repository_fails_link_7(project):
+    mlc = registry.client(project)
+    rev = mlc.get_model_version(MODEL, "1").tags[TAG_CODE_GIT_REV]
+    if rev == "unknown":
+        pytest.skip("ganops does not run from a git checkout here")
+    mlc.set_model_version_tag(MODEL, "1", TAG_CODE_GIT_REV, "0" * 40)
+    try:
+        report = audit(project)
+        assert report["first_failure"] == "code commit" and "0" * 40 in report["links"][6]["evidence"]
+    finally:
+        mlc.set_model_version_tag(MODEL, "1", TAG_CODE_GIT_REV, rev)
+
+
+def test_an_alias_moved_outside_the_ledger_fails_link_8(project):
+    mlc = registry.client(project)
+    mlc.set_registered_model_alias(MODEL, "challenger", "1")
+    try:
+        report = audit(project)
+        assert report["first_failure"] == "promotion" and "challenger" in report["links"][7]["evidence"]
+    finally:
+        mlc.delete_registered_model_alias(MODEL, "challenger")
+    assert audit(project)["ok"]
+
+
+def test_lineage_json_has_booleans_and_a_changed_export_exits_1(project):
+    result = runner.invoke(app, ["lineage", MODEL, "-C", str(project), "--json"])
+    chain = json.loads(result.output[result.output.index("{"):])
+    assert chain["validation"]["success"] is True and chain["dataset"]["data_dvc_uncommitted"] is False
+    assert chain["dataset"]["code_dirty"] in (True, False) and chain["validation"]["images"] == 1797
+    card = state_dir(project) / "exports" / MODEL / "v1" / "MODEL_CARD.md"
+    flip(card)
+    try:
+        changed = runner.invoke(app, ["lineage", MODEL, "-C", str(project)])
+        assert changed.exit_code == 1 and "MISMATCH" in changed.output
+    finally:
+        flip(card)
+
+
+def test_the_run_shows_its_dataset_commit_and_user_in_mlflow(project):
+    mlc = registry.client(project)
+    mv = mlc.get_model_version(MODEL, "1")
+    run = mlc.get_run(mv.run_id)
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == mv.tags[TAG_DATASET_MD5] and dataset_input.dataset.source_type == "dvc"
+    assert json.loads(dataset_input.dataset.source)["dvc_remote"].endswith("remote")
+    assert json.loads(dataset_input.dataset.profile)["images"] == 1797
+    assert run.data.tags["mlflow.user"] not in ("", "unknown") or not os.environ.get("USER")
+    assert run.data.tags.get("mlflow.source.git.commit") == mv.tags[TAG_CODE_GIT_REV] or mv.tags[TAG_CODE_GIT_REV] == "unknown"
+    assert run.data.params["data.dvc_file"] == "data.dvc" and "validation.min_class_fraction" in run.data.params
