@@ -112,6 +112,8 @@ class TrainConfig(_Strict):
         "default", description="torch.compile's mode when compile is on; reduce-overhead replays CUDA graphs.")
     launcher: Literal["inprocess", "subprocess", "torchrun"] = Field("inprocess", description="How the flow runs the training step.")
     nproc: int = Field(1, ge=1, description="Processes per node; more than one trains with DDP under torchrun.")
+    nnodes: int = Field(1, ge=1, description="Nodes; more than one runs torchrun with a c10d rendezvous at "
+                                             "GANOPS_RDZV_ENDPOINT (host:port) on every node.")
     work_pool: str = Field("", description="Empty: train in the flow's own worker. A pool name (ganops-gpu): run the `train` "
                                            "flow there as its own job; data.dvc must be committed, MLflow a server both reach.")
     job_timeout: float = Field(86400.0, gt=0, description="Seconds the flow waits for a training job on work_pool.")

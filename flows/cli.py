@@ -175,7 +175,8 @@ def train(
     root = _prepare_env(project_dir)
     from components.config import load_config
     from components.core.paths import state_dir
-    from components.training.job import progress_bar, train_to_files, validate_and_train
+    from components.core.progress import progress_bar
+    from components.training.job import train_to_files, validate_and_train
 
     cfg = load_config(config, list(set_) + ([f"train.steps={max_steps}"] if max_steps else []))
     out_dir = (out or state_dir(root) / "train" / cfg.name).resolve()
@@ -245,6 +246,23 @@ def lineage(
 
 
 @app.command()
+def report(
+    model: str = typer.Argument(..., help="The registered model."),
+    out: Path = typer.Option(Path("report.html"), "--out", help="The HTML file to write (self-contained)."),
+    metric: str = typer.Option(None, "--metric", help="The metric to plot. Default: the newest version's gate metric."),
+    project_dir: Path = ProjectOpt,
+) -> None:
+    """One HTML page: champion timeline, the metric per version with intervals, recent samples side by side, gate
+    rules, the champion's audit, validation and drift."""
+    root = _prepare_env(project_dir)
+    from components.lineage.html_report import write_report
+    from components.registry.tracking import client
+
+    data = write_report(client(root), root, model, out.resolve(), metric)
+    typer.echo(f"wrote {out} ({len(data.versions)} versions, {len(data.ledger)} ledger entries)")
+
+
+@app.command()
 def withdraw(
     data: str = typer.Option(..., "--data", help="The bad dataset: a DVC md5, or a git revision of data.dvc."),
     reason: str = typer.Option(..., "--reason", help="Why (kept in the promotion ledger and on each version)."),
@@ -274,6 +292,8 @@ def audit(
     model: str = typer.Argument(..., help="MODEL, MODEL@ALIAS or MODEL@VERSION (default alias: champion)."),
     project_dir: Path = ProjectOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the links as JSON."),
+    reproduce: bool = typer.Option(False, "--reproduce", help="Also retrain from the recorded config, data and code "
+                                   "(a temporary git worktree, a fresh process) and compare the weights bitwise."),
 ) -> None:
     """Re-verify every link from the export back to the weights, model code, config, data (recomputed from DVC),
     validation report, code commit and promotion ledger. Exit 1 naming the first broken link."""
@@ -281,7 +301,7 @@ def audit(
     from components.lineage.audit import audit_version, format_audit
     from components.registry.tracking import client
 
-    result = audit_version(client(root), root, model)
+    result = audit_version(client(root), root, model, reproduce)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_audit(result))
     if result.first_failure is not None:
         raise typer.Exit(1)

@@ -24,6 +24,7 @@ from components.core.paths import state_dir
 from components.data.versioning import DatasetVersion, dvc_remote_url, resolve_dataset
 from components.evaluation.evaluate import Scores, evaluate_generator
 from components.lineage.report import approval_markdown, rules_table, run_link, summary_markdown, validation_table
+from components.lineage.openlineage import COMPLETE, FAIL, START, retrain_event
 from components.lineage.tags import artifact_digest, dataset_input, lineage_tags, mlflow_identity_tags
 from components.orchestration.concurrency import one_retrain_per_model
 from components.orchestration.reaper import reap
@@ -40,7 +41,8 @@ from components.serving.publish import publish_export
 from components.serving.mlflow_model import register_generator
 from components.orchestration.training_jobs import job_result_folder, submit_training, train_folder
 from components.training.identity import training_key
-from components.training.job import TrainOutcome, effective_launcher, progress_bar, run_training
+from components.core.progress import progress_bar
+from components.training.job import TrainOutcome, effective_launcher, run_training
 from components.validation.report import ValidationReport, format_failures
 from components.validation.validate import validate_folder
 
@@ -227,6 +229,15 @@ def export_task(root: Path, config: RetrainConfig, run: RunTracker, version: str
     return folder
 
 
+@task(name="openlineage", **TASK)
+def openlineage_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: DatasetVersion, state: str,
+                     version: str | None = None, error: str | None = None) -> None:
+    """A START, COMPLETE or FAIL event to the configured OpenLineage backend (none configured: nothing happens)."""
+    problem = retrain_event(root, config.registry.model_name, run.run_id, run.uri, dataset, state, version, error)
+    if problem:
+        get_run_logger().warning("%s", problem)
+
+
 @task(name="finish-run", **SERVICE_TASK)
 def finish_run_task(run: RunTracker, status: str, summary: dict) -> None:
     run.json(summary, ARTIFACT_SUMMARY)
@@ -290,14 +301,17 @@ def retrain(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, pr
     reap_task(root)
     dataset = dataset_version_task(root, config)
     run = start_run_task(root, config, dataset)
+    openlineage_task(root, config, run, dataset, START)
     try:
         with one_retrain_per_model(config.registry.model_name, config.registry.wait_seconds, state_dir(root) / "locks"):
             summary = _train_to_export(root, config, dataset, run)
     except BaseException as e:
         stage = "validation" if isinstance(e, ValidationFailed) else "pipeline"
         finish_run_task(run, "FAILED", {"stage": stage, "error": f"{type(e).__name__}: {e}"})
+        openlineage_task(root, config, run, dataset, FAIL, error=f"{stage}: {type(e).__name__}: {e}")
         raise
     finish_run_task(run, "FINISHED", summary)
+    openlineage_task(root, config, run, dataset, COMPLETE, summary["version"])
     print(json.dumps({"model_name": summary["model_name"], "version": summary["version"],
                       "verdict": summary["decision"]["verdict"], "export": summary["export"]}))
     return summary

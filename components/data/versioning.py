@@ -176,18 +176,24 @@ def materialize_revision(project_dir: Path, dvc_file: str, rev: str, dest_root: 
     remote as needed, without touching the user's working copy. Returns the version (its root is that folder)."""
     entry = dvc_file_at(project_dir, dvc_file, rev)
     md5, commit = entry["md5"], entry["commit"]
+    target = materialize_md5(project_dir, dvc_file, md5, rev, dest_root)
+    return DatasetVersion(md5=md5, nfiles=entry["nfiles"], path=str(target), root=target, data_git_rev=commit,
+                          code_git_rev=git_revision(SOURCE_ROOT), code_dirty=git_dirty(SOURCE_ROOT))
+
+
+def materialize_md5(project_dir: Path, dvc_file: str, md5: str, rev: str | None, dest_root: Path) -> Path:
+    """dest_root/<md5>/ built from the DVC cache (fetched from the remote through `dvc_file` at `rev` when the cache
+    lacks it), written whole or not at all. Raises DataError naming what is missing."""
     target = dest_root / md5
-    version = DatasetVersion(md5=md5, nfiles=entry["nfiles"], path=str(target), root=target, data_git_rev=commit,
-                             code_git_rev=git_revision(SOURCE_ROOT), code_dirty=git_dirty(SOURCE_ROOT))
     if (target / ".complete").is_file():
-        return version
+        return target
     with _repo(project_dir) as repo:
         cache = Path(repo.cache.local.path)
         listing = cache / md5[:2] / f"{md5[2:]}.dir"
-        if not listing.is_file():
+        if not listing.is_file() and rev:
             repo.fetch(targets=[dvc_file], revs=[rev], workspace=False)
     if not listing.is_file():
-        raise DataError(f"dataset md5 {md5} (from {dvc_file} at {rev}) is neither in the DVC cache nor in the remote")
+        raise DataError(f"dataset md5 {md5} (from {dvc_file} at {rev or 'an uncommitted version'}) is neither in the DVC cache nor in the remote")
 
     def build(tmp: Path) -> None:
         for item in json.loads(listing.read_text()):
@@ -202,7 +208,7 @@ def materialize_revision(project_dir: Path, dvc_file: str, rev: str, dest_root: 
         (tmp / ".complete").write_text(md5)
 
     replace_folder(build, target)
-    return version
+    return target
 
 
 MD5 = re.compile(r"[0-9a-f]{32}")

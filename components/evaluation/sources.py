@@ -7,6 +7,8 @@ Images go to the extractor's device before the resize, so on a GPU the resize ru
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +19,7 @@ from PIL import Image
 
 from components.core.errors import GanopsError
 from components.core.names import FID_INCEPTION, INCEPTION, metric_name
+from components.core.progress import progress_bar
 from components.core.pixels import to_uint8
 from components.data.images import SUFFIX_FORMATS, list_image_files
 from components.evaluation.extra import bootstrap_fid, kid, precision_recall
@@ -57,7 +60,8 @@ def generator_batches(weights: Path, count: int, seed: int, batch_size: int) -> 
         yield to_uint8(sample(generator, n, seed + start, batch_size))
 
 
-def accumulate(extractor, batches, keep: int) -> StatsAccumulator:
+def accumulate(extractor, batches, keep: int, progress=None) -> StatsAccumulator:
+    """Stream every batch's features into one accumulator; `progress.update(images)` after each batch."""
     acc = StatsAccumulator(keep=keep)
     for batch in batches:
         if isinstance(batch, list):
@@ -65,7 +69,38 @@ def accumulate(extractor, batches, keep: int) -> StatsAccumulator:
                 acc.add(extractor(image[None]))
         else:
             acc.add(extractor(batch))
+        if progress is not None:
+            progress.update(len(batch))
     return acc
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A key for a folder's statistics: every image's path, size and modification time (a changed file, a new or
+    removed one gives another key)."""
+    digest = hashlib.sha256()
+    for rel in list_image_files(folder):
+        info = (folder / rel).stat()
+        digest.update(f"{rel}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def folder_key(folder: Path, keep: int) -> str:
+    """The cache key of a folder's statistics with a feature sample of `keep` rows."""
+    return f"folder-{folder_fingerprint(folder)}-keep{keep}"
+
+
+def source_size(kind: str, value, num_samples: int) -> int:
+    """How many images a source puts through Inception: a folder's, a generator's samples, none for statistics."""
+    return len(list_image_files(value)) if kind == "folder" else num_samples if kind == "model" else 0
+
+
+def fid_plan(sources: list[tuple[str, str, int]], extractor, cached: list[bool]) -> str:
+    """One line: what each side is, how many images go through Inception, on which device, in which batches."""
+    sides = [f"{label} = {text} ({'statistics' if n == 0 else 'cached statistics' if hit else f'{n:,} images'})"
+             for (label, text, n), hit in zip(sources, cached)]
+    total = sum(n for (_, _, n), hit in zip(sources, cached) if not hit)
+    return (f"FID plan: {'; '.join(sides)}; Inception-v3 (pool3, {FEATURE_DIM}-d) on {extractor.device}, batches of "
+            f"{extractor.batch_size}: {total:,} images to embed")
 
 
 def resolve_source(text: str, project_dir: Path, stack: ExitStack) -> tuple[str, object]:
@@ -85,8 +120,9 @@ def resolve_source(text: str, project_dir: Path, stack: ExitStack) -> tuple[str,
     raise GanopsError(f"{text!r} is not a folder, an .npz of statistics, or a registered model (NAME@ALIAS, models:/NAME/VERSION)")
 
 
-def source_stats(kind: str, value, extractor, num_samples: int, seed: int, keep: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
-    """(mu, sigma) and a feature sample (empty for .npz) of one source."""
+def source_stats(kind: str, value, extractor, num_samples: int, seed: int, keep: int, cache_dir: Path | None = None,
+                 progress=None) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """(mu, sigma) and a feature sample (empty for .npz) of one source; a folder's are cached under cache_dir."""
     if kind == "npz":
         try:
             stats = load_stats(value)
@@ -95,8 +131,11 @@ def source_stats(kind: str, value, extractor, num_samples: int, seed: int, keep:
         if stats[0].size != FEATURE_DIM:
             raise GanopsError(f"{value} holds {stats[0].size}-d statistics; Inception FID needs {FEATURE_DIM}-d")
         return stats, np.zeros((0, FEATURE_DIM))
+    if kind == "folder" and cache_dir is not None:
+        stats, features, _ = reference_stats_cached(cache_dir, folder_key(value, keep), value, extractor, keep, progress)
+        return stats, features
     batches = folder_batches(value, extractor.batch_size) if kind == "folder" else generator_batches(value, num_samples, seed, extractor.batch_size)
-    acc = accumulate(extractor, batches, keep)
+    acc = accumulate(extractor, batches, keep, progress)
     if acc.n < 2:
         raise GanopsError(f"{value}: need at least 2 images for statistics, got {acc.n}")
     return acc.stats(), acc.features()
@@ -113,13 +152,17 @@ def compare(stats_a, feats_a, stats_b, feats_b, extra: bool, bootstrap: int = 0)
     return result
 
 
-def reference_stats_cached(cache_dir: Path, dataset_md5: str, data_root: Path, extractor, keep: int):
+def stats_cache_path(cache_dir: Path, dataset_key: str, data_root: Path, extractor) -> Path:
+    return cache_dir / f"{dataset_key}-{extractor.name}-{len(list_image_files(data_root))}.npz"
+
+
+def reference_stats_cached(cache_dir: Path, dataset_md5: str, data_root: Path, extractor, keep: int, progress=None):
     """Inception statistics of a dataset version, computed once per (md5, extractor, image count) and reused."""
-    path = cache_dir / f"{dataset_md5}-{extractor.name}-{len(list_image_files(data_root))}.npz"
+    path = stats_cache_path(cache_dir, dataset_md5, data_root, extractor)
     feats_path = path.with_suffix(".features.npy")
     if path.is_file() and feats_path.is_file():
         return load_stats(path), np.load(feats_path, allow_pickle=False), path
-    acc = accumulate(extractor, folder_batches(data_root, extractor.batch_size), keep)
+    acc = accumulate(extractor, folder_batches(data_root, extractor.batch_size), keep, progress)
     stats, features = acc.stats(), acc.features()
     save_stats(path, *stats, dataset_md5=dataset_md5, extractor=extractor.name, images=acc.n)
     np.save(feats_path, features)
@@ -133,9 +176,19 @@ def fid_between(a: str, b: str, project_dir: Path, cache_dir: Path, num_samples:
     an interval) between two sources, each a folder, an .npz of statistics or a registered model."""
     extractor = EXTRACTORS[INCEPTION](ExtractorInputs(cache_dir, batch_size, weights=weights))
     keep_n = keep if (extra or bootstrap) else 0
+    stats_dir = cache_dir / "stats"
     with ExitStack() as stack:
-        sa, fa = source_stats(*resolve_source(a, project_dir, stack), extractor, num_samples, seed, keep_n)
-        sb, fb = source_stats(*resolve_source(b, project_dir, stack), extractor, num_samples, seed + 1, keep_n)
+        (ka, va), (kb, vb) = resolve_source(a, project_dir, stack), resolve_source(b, project_dir, stack)
+        sizes = [source_size(ka, va, num_samples), source_size(kb, vb, num_samples)]
+        cached = [k == "folder" and stats_cache_path(stats_dir, folder_key(v, keep_n), v, extractor).is_file()
+                  for k, v in ((ka, va), (kb, vb))]
+        print(fid_plan([("A", a, sizes[0]), ("B", b, sizes[1])], extractor, cached), file=sys.stderr, flush=True)
+        todo = sum(n for n, hit in zip(sizes, cached) if not hit)
+        progress = progress_bar(todo, label="fid images", unit="image", stderr=True) if todo else None
+        sa, fa = source_stats(ka, va, extractor, num_samples, seed, keep_n, stats_dir, progress)
+        sb, fb = source_stats(kb, vb, extractor, num_samples, seed + 1, keep_n, stats_dir, progress)
+        if progress is not None:
+            progress.close()
     if save_a is not None:
         save_stats(save_a, *sa, source=a, extractor=extractor.name)
     return compare(sa, fa, sb, fb, extra, bootstrap)

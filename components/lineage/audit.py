@@ -6,7 +6,8 @@ against the sha256 recorded at registration, on the training run and in the expo
 against the listing recorded at registration (a models-from-code package runs its code at load); 4 the run's config
 artifact against its recorded sha256; 5 the dataset recomputed from the DVC cache (or remote); 6 the validation
 report: its bytes, its verdict and the dataset it names; 7 the code commit in the repository, and whether the tree
-was dirty; 8 the promotion ledger intact and the aliases where it says.
+was dirty; 8 the promotion ledger intact and the aliases where it says; 9 with --reproduce, the training repeated from the
+recorded config, data and code (lineage.reproduce), its weights compared bitwise.
 
 Each check is a pure function of what was read; `audit_version` reads (registry, artifacts, DVC, git) and calls them.
 """
@@ -26,6 +27,7 @@ from components.core.names import (ARTIFACT_CONFIG, ARTIFACT_VALIDATION_REPORT, 
                                    TAG_EXPORT_MANIFEST, TAG_MODEL_FILES, TAG_VALIDATION_SHA256, TAG_WEIGHTS_SHA256)
 from components.core.paths import SOURCE_ROOT
 from components.data.versioning import DatasetCheck, commit_exists, dvc_file_at, verify_dataset
+from components.lineage.reproduce import compare_weights, retrain_recorded
 from components.promotion.commands import history
 from components.registry.models import parse_model_ref, resolve_version
 from components.serving.export import verify_export
@@ -33,7 +35,7 @@ from components.serving.formats import WEIGHTS
 from components.serving.mlflow_model import model_file_digests
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
-LINKS = ("export", "weights", "model code", "config", "data", "validation", "code commit", "promotion")
+LINKS = ("export", "weights", "model code", "config", "data", "validation", "code commit", "promotion", "reproduce")
 NOT_RECORDED = "not recorded for this version (registered before ganops recorded it)"
 
 
@@ -155,6 +157,16 @@ def check_code(rev: str | None, exists: bool, dirty: str | None) -> Link:
     return _link("code commit", PASS, f"commit {rev} exists; the tree was clean")
 
 
+def check_reproduction(equal: bool, worst: float, odd: list[str], elsewhere: bool) -> Link:
+    """The retrained generator against the registered one; `elsewhere`: recorded on a GPU or another pool's worker."""
+    if equal:
+        return _link("reproduce", PASS, "retrained from the recorded config, data and code: every tensor bitwise equal")
+    detail = f"largest difference {worst:.3g}" + (f"; only in one: {', '.join(odd[:5])}" if odd else "")
+    if elsewhere and not odd:
+        return _link("reproduce", WARN, f"trained on a GPU or another worker, retrained here on CPU: {detail}")
+    return _link("reproduce", FAIL, f"retrained from the recorded config, data and code, the weights differ: {detail}")
+
+
 def check_promotion(problems: list[str], entries: list, version: str) -> Link:
     if problems:
         return _link("promotion", FAIL, problems[0])
@@ -204,8 +216,23 @@ def _promotion_link(mlc, name: str, version: str) -> Link:
     return check_promotion(problems, chain.entries, version)
 
 
-def audit_version(mlc, project_dir: Path, model: str) -> Audit:
-    """Audit MODEL, MODEL@ALIAS or MODEL@VERSION (default: the champion)."""
+def _reproduce_link(project_dir: Path, tags: dict, config: dict, config_file: Path | None, model_dir: Path) -> Link:
+    from safetensors.torch import load_file
+
+    if not config or config_file is None:
+        return _link("reproduce", FAIL, "the run's config artifact is missing or changed: nothing to retrain from")
+    rev = tags.get(TAG_CODE_GIT_REV)
+    if not rev or rev == "unknown":
+        return _link("reproduce", SKIP, "no code revision was recorded")
+    data_rev = None if tags.get(TAG_DATA_DIRTY) == "True" or tags.get(TAG_DATA_GIT_REV) in (None, "unknown") else tags[TAG_DATA_GIT_REV]
+    again = retrain_recorded(project_dir, config, config_file, tags.get(TAG_DATASET_MD5, ""), data_rev, rev)
+    registered = load_file(str(next(iter(sorted(model_dir.rglob("*.safetensors"))))))
+    train = config.get("train", {})
+    return check_reproduction(*compare_weights(registered, again), elsewhere=train.get("device") == "cuda" or bool(train.get("work_pool")))
+
+
+def audit_version(mlc, project_dir: Path, model: str, reproduce: bool = False) -> Audit:
+    """Audit MODEL, MODEL@ALIAS or MODEL@VERSION (default: the champion); with `reproduce`, also retrain it."""
     import mlflow
 
     name, ref = parse_model_ref(model)
@@ -237,6 +264,8 @@ def audit_version(mlc, project_dir: Path, model: str) -> Audit:
         links.append(_guarded("code commit", lambda: check_code(rev, bool(rev) and rev != "unknown" and commit_exists(SOURCE_ROOT, rev),
                                                                 tags.get(TAG_CODE_DIRTY))))
         links.append(_guarded("promotion", lambda: _promotion_link(mlc, name, version)))
+        if reproduce:
+            links.append(_guarded("reproduce", lambda: _reproduce_link(project_dir, tags, config, config_file, model_dir)))
     return Audit(name, version, links)
 
 

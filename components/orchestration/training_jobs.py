@@ -21,7 +21,8 @@ from components.core.paths import state_dir
 from components.data.versioning import DatasetVersion, materialize_revision
 from components.registry.tracking import RunTracker
 from components.training.identity import training_key
-from components.training.job import RESULT, PrintedProgress, TrainOutcome, finished_outcome, run_training
+from components.core.progress import PrintedProgress
+from components.training.job import RESULT, TrainOutcome, finished_outcome, run_training
 
 TRAIN_FLOW = "train"
 

@@ -66,6 +66,8 @@ def after_withdraw(before: dict[str, str], version: str, fallback: str | None) -
     after = {k: v for k, v in before.items() if v != version}
     if before.get(CHAMPION) == version and fallback:
         after[CHAMPION] = fallback
+        if after.get(PREVIOUS_CHAMPION) == fallback:  # it is the champion again, not the one before it
+            del after[PREVIOUS_CHAMPION]
     return after
 
 

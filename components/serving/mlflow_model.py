@@ -17,6 +17,7 @@ from components.core.imports import closure, import_graph, module_file
 from components.core.atomic import file_digest
 from components.core.names import ARTIFACT_MODEL, ARTIFACT_WEIGHTS, TAG_MODEL_FILES
 from components.core.paths import SOURCE_ROOT
+from components.training.weights import read_metadata
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_generator.py")
 LOADER_MODULE = "components.training.weights"  # what MODEL_CODE imports when MLflow loads it
@@ -42,6 +43,23 @@ def model_file_digests(folder: Path) -> dict[str, str]:
             if p.is_file() and p.name != REGISTRATION_NOTE}
 
 
+def generator_signature(weights_path: Path):
+    """The pyfunc's signature (latents (N, z_dim [+ 1 label column]) -> images (N, C, H, W), float32) and a
+    two-row input example, from the spec in the weights file."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    spec, _ = read_metadata(weights_path)
+    width = spec.z_dim + int(spec.conditional)
+    example = np.random.default_rng(0).standard_normal((2, width)).astype(np.float32)
+    if spec.conditional:
+        example[:, -1] = [0, spec.num_classes - 1]
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, width), "latents")]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, spec.channels, spec.image_size, spec.image_size), "images")]))
+    return signature, example
+
+
 def register_generator(mlc, run_id: str, weights_path: Path, model_name: str, tags: dict) -> str:
     """Log the generator to the run as a pyfunc model (from code, no pickle) and register it with `tags`, which
     the registry stores in the same call that creates the version (so a version never exists without its
@@ -51,6 +69,7 @@ def register_generator(mlc, run_id: str, weights_path: Path, model_name: str, ta
 
     # Model.log with run_id, not inside mlflow.start_run(run_id): leaving that block would mark the training run
     # FINISHED here, before the flow has decided, exported and finished it.
+    signature, example = generator_signature(weights_path)
     with tempfile.TemporaryDirectory(prefix="ganops-model-code-") as tmp, warnings.catch_warnings():
         # The generator takes a latent array, not typed records: MLflow's type-hint advice does not apply.
         warnings.filterwarnings("ignore", message=".*type hints.*")
@@ -67,6 +86,8 @@ def register_generator(mlc, run_id: str, weights_path: Path, model_name: str, ta
             artifacts={ARTIFACT_WEIGHTS: str(weights_path)},
             code_paths=[str(model_code_files(Path(tmp)))],
             pip_requirements=PIP_REQUIREMENTS,
+            signature=signature,
+            input_example=example,
         )
         logged_files = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=str(Path(tmp) / "logged")))
         files = json.dumps(model_file_digests(logged_files), sort_keys=True, separators=(",", ":"))

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from components.config import RetrainConfig, TrainConfig, config_to_dict
 from components.core.atomic import file_digest, file_lock, write_text
 from components.core.device import dist_info
 from components.core.errors import GanopsError
+from components.core.paths import check_path_name
 from components.data.images import load_images
 from components.training.engine import train_gan
 from components.training.networks import GeneratorSpec
@@ -123,49 +124,41 @@ def validate_and_train(data_root: Path, config: RetrainConfig, out_dir: Path, st
     return train_to_files(data_root, config, out_dir, progress=progress, resume=resume)
 
 
-class PrintedProgress:
-    """Progress for logs: a printed line every `every` steps with the rate and the time left, so a Prefect worker's
-    log (and the flow run's, which captures prints) shows training advance."""
-
-    def __init__(self, total: int, every: int | None = None, clock=time.monotonic):
-        self.total, self.done, self.clock = total, 0, clock
-        self.every = every or max(1, total // 20)
-        self.started = clock()
-
-    def update(self, n: int = 1) -> None:
-        before, self.done = self.done, self.done + n
-        if self.done // self.every > before // self.every or self.done == self.total:
-            print(progress_line(self.done, self.total, self.clock() - self.started), flush=True)
-
-    def close(self) -> None:
-        pass
+RDZV_ENDPOINT_ENV, RDZV_ID_ENV = "GANOPS_RDZV_ENDPOINT", "GANOPS_RDZV_ID"
+JOB_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes in each pod of an indexed job
+ENDPOINT = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?:[0-9]{1,5}")
 
 
-def progress_line(done: int, total: int, seconds: float) -> str:
-    """'train step 150/3000 (5%), 12.3 steps/s, 3m52s left'."""
-    rate = done / seconds if seconds > 0 else 0.0
-    left = (total - done) / rate if rate > 0 else 0.0
-    return f"train step {done}/{total} ({done / total:.0%}), {rate:.1f} steps/s, {int(left // 60)}m{int(left % 60):02d}s left"
+def torchrun_args(nproc: int, nnodes: int, env: dict, default_id: str) -> list[str]:
+    """torchrun's options: one node is --standalone; several meet at a c10d rendezvous whose endpoint (host:port,
+    the same on every node: the store runs on the node whose address it names) and id come from the job's
+    environment. Raises GanopsError naming the variable."""
+    if nnodes == 1:
+        return ["--standalone", f"--nproc-per-node={nproc}"]
+    endpoint = env.get(RDZV_ENDPOINT_ENV, "")
+    if not ENDPOINT.fullmatch(endpoint):
+        raise GanopsError(f"train.nnodes is {nnodes}: set {RDZV_ENDPOINT_ENV} to the rendezvous host:port on every node "
+                          f"(got {endpoint!r})")
+    rdzv_id = env.get(RDZV_ID_ENV) or default_id
+    check_path_name(rdzv_id, RDZV_ID_ENV)
+    args = [f"--nnodes={nnodes}", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
+            f"--rdzv-id={rdzv_id}"]
+    index = env.get(JOB_INDEX_ENV, "")
+    if index.isdigit():  # a Kubernetes indexed job: pod 0 hosts the store behind the endpoint's Service name
+        args.append(f"--rdzv-conf=is_host={'true' if index == '0' else 'false'}")
+    return args
 
 
-def progress_bar(total: int):
-    """A tqdm bar with ETA on a terminal; printed lines elsewhere (logs, workers, CI)."""
-    if not sys.stderr.isatty():
-        return PrintedProgress(total)
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="train", unit="step", dynamic_ncols=True)
-
-
-def launch_command(config_file: Path, data_root: Path, out_dir: Path, launcher: str, nproc: int, project_dir: Path) -> list[str]:
-    """The command that runs `ganops train` as its own process, or under torchrun with `nproc` processes (the flow
-    validated the data already)."""
+def launch_command(config_file: Path, data_root: Path, out_dir: Path, launcher: str, nproc: int, project_dir: Path,
+                   nnodes: int = 1) -> list[str]:
+    """The command that runs `ganops train` as its own process, or under torchrun with `nproc` processes on each of
+    `nnodes` nodes (the flow validated the data already)."""
     args = ["-m", "flows.cli", "train", "--config", str(config_file), "--data", str(data_root), "--out", str(out_dir), "--resume",
             "--no-validate", "-C", str(project_dir)]
     # Under core.watchdog: the training process dies with the flow's process, even when that one is SIGKILLed.
     watched = [sys.executable, "-m", "components.core.watchdog", str(os.getpid()), "--"]
     if launcher == "torchrun":
-        return [*watched, sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+        return [*watched, sys.executable, "-m", "torch.distributed.run", *torchrun_args(nproc, nnodes, dict(os.environ), out_dir.name), *args]
     return [*watched, sys.executable, *args]
 
 
@@ -174,7 +167,8 @@ def train_in_subprocess(data_root: Path, config: RetrainConfig, out_dir: Path, p
     printed line by line as it comes (its progress reaches the flow's log and a worker's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     config_file = write_text(out_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    cmd = launch_command(config_file, data_root, out_dir, effective_launcher(config.train), config.train.nproc, project_dir)
+    cmd = launch_command(config_file, data_root, out_dir, effective_launcher(config.train), config.train.nproc, project_dir,
+                         config.train.nnodes)
     tail: list[str] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
         for line in child.stdout:
@@ -186,8 +180,8 @@ def train_in_subprocess(data_root: Path, config: RetrainConfig, out_dir: Path, p
 
 
 def effective_launcher(train: TrainConfig) -> str:
-    """The configured launcher, except that more than one process always means torchrun."""
-    return "torchrun" if train.nproc > 1 else train.launcher
+    """The configured launcher, except that more than one process or node always means torchrun."""
+    return "torchrun" if train.nproc > 1 or train.nnodes > 1 else train.launcher
 
 
 def run_training(data_root: Path, config: RetrainConfig, out_dir: Path, project_dir: Path, on_metrics=None,

@@ -29,7 +29,15 @@ def project(tmp_path_factory, prefect_server):
     from flows.retrain import retrain
 
     project = digits_project(tmp_path_factory.mktemp("audit"))
-    first = retrain(config=load_config("smoke"), project_dir=str(project))
+    events = project.parent / "openlineage.jsonl"
+    transport = {"OPENLINEAGE__TRANSPORT__TYPE": "file", "OPENLINEAGE__TRANSPORT__LOG_FILE_PATH": str(events),
+                 "OPENLINEAGE__TRANSPORT__APPEND": "true"}
+    os.environ.update(transport)
+    try:
+        first = retrain(config=load_config("smoke"), project_dir=str(project))
+    finally:
+        for key in transport:
+            os.environ.pop(key)
     assert first["version"] == "1" and first["decision"]["promote"]
     return project
 
@@ -153,3 +161,42 @@ def test_the_run_shows_its_dataset_commit_and_user_in_mlflow(project):
     assert run.data.tags["mlflow.user"] not in ("", "unknown") or not os.environ.get("USER")
     assert run.data.tags.get("mlflow.source.git.commit") == mv.tags[TAG_CODE_GIT_REV] or mv.tags[TAG_CODE_GIT_REV] == "unknown"
     assert run.data.params["data.dvc_file"] == "data.dvc" and "validation.min_class_fraction" in run.data.params
+    import mlflow
+
+    info = mlflow.models.get_model_info(f"models:/{MODEL}/1")
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 16]  # the smoke preset's z_dim
+    assert info.signature.outputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 1, 8, 8]
+
+
+def test_reproduce_retrains_from_the_record_and_matches_bitwise(project):
+    result = runner.invoke(app, ["audit", MODEL, "-C", str(project), "--json", "--reproduce"])
+    report = json.loads(result.output[result.output.index("{"):])
+    link = report["links"][8]
+    assert (link["number"], link["name"]) == (9, "reproduce")
+    assert link["status"] == "PASS" and "bitwise equal" in link["evidence"], link
+
+
+def test_weights_that_differ_fail_the_reproduction():
+    from components.lineage.audit import check_reproduction
+    from components.lineage.reproduce import compare_weights
+    import torch
+
+    a = {"w": torch.zeros(3), "b": torch.ones(2)}
+    assert compare_weights(a, {k: v.clone() for k, v in a.items()}) == (True, 0.0, [])
+    equal, worst, odd = compare_weights(a, {"w": torch.tensor([0.0, 0.5, 0.0]), "c": torch.ones(1)})
+    assert not equal and worst == 0.5 and odd == ["b", "c"]
+    assert check_reproduction(False, 0.5, [], elsewhere=False).status == "FAIL"
+    assert check_reproduction(False, 0.5, [], elsewhere=True).status == "WARN"
+
+
+def test_the_flow_emitted_openlineage_start_and_complete_with_dataset_and_model(project):
+    mlc = registry.client(project)
+    mv = mlc.get_model_version(MODEL, "1")
+    events = [json.loads(line) for line in (project.parent / "openlineage.jsonl").read_text().splitlines()]
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
+    assert {e["run"]["runId"].replace("-", "") for e in events} == {mv.run_id}
+    assert {e["job"]["name"] for e in events} == {f"retrain.{MODEL}"}
+    (dataset,) = events[1]["inputs"]
+    assert dataset["namespace"].endswith("remote") and dataset["facets"]["version"]["datasetVersion"] == mv.tags[TAG_DATASET_MD5]
+    (model,) = events[1]["outputs"]
+    assert model["name"] == f"models/{MODEL}" and model["facets"]["version"]["datasetVersion"] == "1"

@@ -76,8 +76,12 @@ def test_fid_cli_folders_and_npz(folders, tmp_path):
     out = json.loads(result.output.strip().splitlines()[-1])
     assert out["fid_inception"] > 0 and out["inception_score"] is None and "logits" in out["inception_score_note"]
     assert {"kid_inception", "precision_inception", "recall_inception"} <= set(out)
+    assert "FID plan: A = " in result.output and "images to embed" in result.output and "fid images" in result.output
     same = runner.invoke(app, ["fid", str(tmp_path / "a.npz"), str(folders / "a"), "--json", "-C", str(tmp_path)])
     assert json.loads(same.output.strip().splitlines()[-1])["fid_inception"] == pytest.approx(0.0, abs=1e-6)
+    again = runner.invoke(app, ["fid", str(folders / "a"), str(folders / "b"), "--json", "--extra", "--keep", "24", "-C", str(tmp_path)])
+    assert "(cached statistics)" in again.output and ": 0 images to embed" in again.output  # both folders were cached
+    assert json.loads(again.output.strip().splitlines()[-1]) == out
     bad = runner.invoke(app, ["fid", str(tmp_path / "nope.npz"), str(folders / "a"), "-C", str(tmp_path)])
     assert bad.exit_code != 0 and "nope.npz" in str(bad.exception)
 

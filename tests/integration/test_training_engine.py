@@ -78,6 +78,34 @@ def test_ddp_two_processes_match_one(digits, tmp_path):
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5), key
 
 
+def test_two_nodes_meeting_at_a_c10d_rendezvous_match_one_process(digits, tmp_path):
+    """Two torchrun launchers, one per "node", on loopback: the multi-node launch the Kubernetes template uses."""
+    import socket
+
+    from components.training.job import RDZV_ENDPOINT_ENV, RDZV_ID_ENV, torchrun_args
+
+    args = ["--max-steps", "30", "--set", "train.arch=mlp", "--set", "train.batch_size=32"]
+    run(train_cmd(digits, tmp_path / "single", *args))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", RDZV_ENDPOINT_ENV: f"127.0.0.1:{port}", RDZV_ID_ENV: "two-nodes"}
+    nodes = []
+    for index in ("0", "1"):  # as in the Kubernetes indexed job: pod 0 hosts the rendezvous store
+        node_env = {**env, "JOB_COMPLETION_INDEX": index}
+        torchrun = (sys.executable, "-m", "torch.distributed.run", *torchrun_args(1, 2, node_env, "unused"))
+        assert "--rdzv-backend=c10d" in torchrun and "--standalone" not in torchrun
+        nodes.append(subprocess.Popen(train_cmd(digits, tmp_path / "nodes", *args, launcher=torchrun), cwd=REPO, env=node_env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert any("x2" in out for out in outputs)  # world size 2 across the two launchers
+    one = load_file(str(tmp_path / "single" / "generator.safetensors"))
+    two = load_file(str(tmp_path / "nodes" / "generator.safetensors"))
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5), key
+
+
 def test_conditional_samples_have_the_requested_labels(digits, tmp_path):
     from components.evaluation.domain import load_or_train_extractor
     from components.training.weights import load_generator, sample

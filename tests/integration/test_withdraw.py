@@ -4,7 +4,9 @@ honestly (tag, lineage, audit WARN), and `ganops withdraw` moving the champion b
 quarantining the affected export and refusing to serve or promote the withdrawn version, all in the ledger."""
 
 import json
+import re
 import shutil
+import subprocess
 
 import pytest
 from typer.testing import CliRunner
@@ -98,3 +100,37 @@ def test_withdraw_moves_the_champion_back_and_quarantines_the_export(project):
     assert json.loads(cli(project, "audit", MODEL, "--json").output)["ok"]  # the champion now: version 1
     again = cli(project, "withdraw", "--data", "HEAD", "--reason", "labels of the subset were wrong")
     assert again.exit_code == 0 and ledger.load_chain(mlc, MODEL).last.seq == last.seq  # nothing left to move
+
+
+def chromium(page, tmp_path):
+    """Open `page` in headless Chromium: (the DOM after load, the console's messages, a screenshot)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium (apt-get install chromium)")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr", "--v=0"]
+    shot = tmp_path / f"{page.stem}.png"
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    subprocess.run([*flags, "--window-size=1280,2400", f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    return dom.stdout, console, shot
+
+
+def test_the_browser_check_catches_a_broken_page(tmp_path):
+    bad = tmp_path / "bad.html"
+    bad.write_text('<html><body><img src="data:image/png;base64,AAAA"><script>missing();</script></body></html>')
+    dom, console, _ = chromium(bad, tmp_path)
+    assert console and "missing" in console[0]
+
+
+def test_the_report_renders_its_plot_and_samples_without_console_errors(project, tmp_path):
+    page = tmp_path / "report.html"
+    done = cli(project, "report", MODEL, "--out", str(page))
+    assert done.exit_code == 0, done.output
+    text = page.read_text()
+    assert "audit: every link verified" in text and "withdraw" in text and "labels of the subset were wrong" in text
+    dom, console, shot = chromium(page, tmp_path)
+    assert console == []
+    images = re.search(r'<body data-images="(\d+)" data-broken="(\d+)"', dom)
+    assert images and int(images.group(1)) == text.count("<img ") >= 3 and images.group(2) == "0", dom[:300]
+    assert shot.stat().st_size > 50_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    print(f"report screenshot: {shot}")

@@ -114,3 +114,17 @@ def test_gpu_job_template_requests_gpus_and_reads_credentials_from_a_secret():
     assert container["envFrom"][0]["secretRef"]["name"]
     variables = template["variables"]["properties"]
     assert variables["gpus"]["default"] >= 1 and variables["image"]["default"] == compose()["services"]["gpu-worker"]["image"]
+
+
+def test_multi_node_jobs_are_indexed_and_the_rendezvous_service_selects_pod_0():
+    template = json.loads((INFRA / "k8s" / "gpu-job-template.json").read_text())
+    spec = template["job_configuration"]["job_manifest"]["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == "{{ nodes }}"
+    variables = template["variables"]["properties"]
+    service = yaml.safe_load((INFRA / "k8s" / "rdzv-service.yaml").read_text())
+    selector = service["spec"]["selector"]
+    assert selector["batch.kubernetes.io/job-completion-index"] == "0"
+    assert selector["ganops-rdzv"] == variables["rdzv_group"]["default"]
+    assert spec["template"]["metadata"]["labels"] == {"ganops-rdzv": "{{ rdzv_group }}"}
+    host, port = variables["env"]["default"]["GANOPS_RDZV_ENDPOINT"].split(":")
+    assert host == service["metadata"]["name"] and int(port) == service["spec"]["ports"][0]["port"]

@@ -99,3 +99,14 @@ def test_the_standing_decision_is_the_ledgers_newest_gate_entry_for_the_version(
     assert one.promote and "stands (promoted, ledger entry 1)" in one.reasons[0] and one.reasons[1] == "ceiling: why 1"
     assert not two.promote and "rejected" in two.reasons[0]
     assert standing_decision(chain, "3") is None
+
+
+def test_withdrawing_moves_the_champion_to_the_fallback_and_drops_every_alias_of_the_version():
+    from components.promotion.moves import after_withdraw, fallback_champion
+
+    before = {"champion": "3", "previous_champion": "2", "challenger": "4"}
+    assert after_withdraw(before, "3", "2") == {"champion": "2", "challenger": "4"}
+    assert after_withdraw(before, "3", None) == {"previous_champion": "2", "challenger": "4"}
+    assert after_withdraw(before, "4", None) == {"champion": "3", "previous_champion": "2"}
+    assert fallback_champion([("1", True), ("2", True), ("3", True), ("4", False)], {"3"}) == "2"
+    assert fallback_champion([("1", False), ("3", True)], {"3"}) is None

@@ -186,3 +186,21 @@ def test_the_step_is_a_cuda_graph_only_on_one_cuda_device_without_compile():
     assert not graphs_enabled(TrainConfig(), cuda, 2)  # DDP: eager
     assert not graphs_enabled(TrainConfig(compile=True), cuda, 1)
     assert not graphs_enabled(TrainConfig(cuda_graphs=False), cuda, 1)
+
+
+def test_torchrun_is_standalone_on_one_node_and_a_c10d_rendezvous_on_several():
+    from components.core.errors import GanopsError
+    from components.training.job import torchrun_args
+
+    assert torchrun_args(2, 1, {}, "key") == ["--standalone", "--nproc-per-node=2"]
+    args = torchrun_args(8, 4, {"GANOPS_RDZV_ENDPOINT": "ganops-train-0.ganops-rdzv:29400"}, "key")
+    assert args == ["--nnodes=4", "--nproc-per-node=8", "--rdzv-backend=c10d", "--rdzv-endpoint=ganops-train-0.ganops-rdzv:29400",
+                    "--rdzv-id=key"]
+    k8s = {"GANOPS_RDZV_ENDPOINT": "ganops-rdzv:29400", "JOB_COMPLETION_INDEX": "0"}
+    assert torchrun_args(1, 2, k8s, "key")[-1] == "--rdzv-conf=is_host=true"
+    assert torchrun_args(1, 2, {**k8s, "JOB_COMPLETION_INDEX": "1"}, "key")[-1] == "--rdzv-conf=is_host=false"
+    for bad in ({}, {"GANOPS_RDZV_ENDPOINT": "--evil"}, {"GANOPS_RDZV_ENDPOINT": "host"}):
+        with pytest.raises(GanopsError, match="GANOPS_RDZV_ENDPOINT"):
+            torchrun_args(1, 2, bad, "key")
+    with pytest.raises(GanopsError, match="GANOPS_RDZV_ID"):
+        torchrun_args(1, 2, {"GANOPS_RDZV_ENDPOINT": "h:1", "GANOPS_RDZV_ID": "../x"}, "key")
