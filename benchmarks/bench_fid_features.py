@@ -5,7 +5,7 @@ against cached reference statistics (generate, resize, Inception, streamed stati
 fp32, TF32 and bf16 Inception, with each one's FID distance from the fp32 statistics.
 
 Usage: python benchmarks/bench_fid_features.py [--images 64] [--batch 32] [--device auto|cpu|cuda]
-                                               [--fid-samples 50000] [--fid-batch 500] [--end-to-end]
+                                               [--fid-samples 50000] [--fid-batch 500] [--end-to-end] [--product]
 Ends with: RESULT fid_features ours=<img/s> reference=<img/s> ratio=<ours/reference> x
 """
 
@@ -126,6 +126,35 @@ def gpu_report(ours, reference, device, samples, batch):
               f"(FID between its statistics and fp32's: {fid:.4f})")
 
 
+def product_path(device, samples, batch):
+    """The time of `ganops fid MODEL stats.npz` minus the registry: a DCGAN-64 generator file sampled through
+    sources.source_stats (generation on the device, Inception through InceptionExtractor in fp32 with TF32 off,
+    statistics on the host), then the Frechet distance against reference statistics. Random Inception weights:
+    the same arithmetic as the real ones, so the same time."""
+    import tempfile
+
+    from components.config import TrainConfig
+    from components.evaluation.extractors import InceptionExtractor
+    from components.evaluation.frechet import stats_to_fid
+    from components.evaluation.inception import FIDInceptionV3
+    from components.evaluation.sources import source_stats
+    from components.training.engine import model_spec
+    from components.training.networks import build_generator
+    from components.training.weights import save_generator
+
+    spec = model_spec(TrainConfig(z_dim=100, base_channels=512, extra_layers=0), 3, 64, 0)
+    extractor = InceptionExtractor(FIDInceptionV3().to(device).eval(), device, batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = save_generator(Path(tmp) / "g.safetensors", build_generator(spec).eval(), spec, {})
+        source_stats("model", weights, extractor, 2 * batch, 0, 0)  # warm-up
+        sync(device)
+        start = time.perf_counter()
+        stats, _ = source_stats("model", weights, extractor, samples, 0, 0)
+        stats_to_fid(stats, stats)
+        sync(device)
+    return time.perf_counter() - start
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=64)
@@ -134,9 +163,14 @@ def main():
     parser.add_argument("--fid-samples", type=int, default=50_000)
     parser.add_argument("--fid-batch", type=int, default=500)
     parser.add_argument("--end-to-end", action="store_true", help="also time the end-to-end FID off CUDA")
+    parser.add_argument("--product", action="store_true", help="only time the product's own path (random weights)")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
     set_tf32(False)
+    if args.product:
+        seconds = product_path(device, args.fid_samples, args.fid_batch)
+        print(f"{args.fid_samples:,}-sample FID through ganops' own path on {device}, batch {args.fid_batch}: {seconds:.1f} s")
+        return
     weights = resolve_weights(None, Path(".ganops/cache/inception"), allow_download=False)
     ours = load_inception(weights, device)
     reference = torch.jit.load(str(weights), map_location=device).eval()

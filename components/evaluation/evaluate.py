@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from components.config import EvaluateConfig
+from components.core.device import pick_device
 from components.core.errors import ConfigError
 from components.core.names import DOMAIN, EXTRACTOR_ACCURACY, FID, FID_DOMAIN, FID_DOMAIN_REAL_SPLIT, INCEPTION, metric_name
 from components.core.pixels import to_uint8
@@ -63,8 +64,10 @@ def _generate(weights: Path, image_shape: tuple[int, ...], cfg: EvaluateConfig, 
     generator), with their class labels (cycling through the classes of a conditional generator)."""
     generator, spec, _ = load_generator(Path(weights))
     check_shape(spec, image_shape, f"generator {weights}")
+    device = pick_device("auto")  # the latents come from a CPU generator: the same on every device
     fake_labels = torch.arange(cfg.num_samples) % max(spec.num_classes, 1)
-    generated = to_uint8(sample(generator, cfg.num_samples, seed, cfg.batch_size, labels=fake_labels if spec.conditional else None))
+    generated = to_uint8(sample(generator.to(device), cfg.num_samples, seed, cfg.batch_size, str(device),
+                                labels=fake_labels if spec.conditional else None))
     return generated, spec, fake_labels
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from components.core.device import pick_device
 from components.core.errors import GanopsError
 from components.core.names import FID_INCEPTION, INCEPTION, metric_name
 from components.core.progress import progress_bar
@@ -53,11 +54,13 @@ def folder_batches(folder: Path, batch_size: int) -> Iterator[torch.Tensor]:
 
 
 def generator_batches(weights: Path, count: int, seed: int, batch_size: int) -> Iterator[torch.Tensor]:
-    """uint8 batches of `count` generated images (quantized as PNGs would be)."""
+    """uint8 batches of `count` generated images (quantized as PNGs would be), generated on the GPU when there is one."""
     generator, _, _ = load_generator(weights)
+    device = pick_device("auto")
+    generator.to(device)
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
-        yield to_uint8(sample(generator, n, seed + start, batch_size))
+        yield to_uint8(sample(generator, n, seed + start, batch_size, str(device)))
 
 
 def accumulate(extractor, batches, keep: int, progress=None) -> StatsAccumulator:
