@@ -45,7 +45,8 @@ def model_file_digests(folder: Path) -> dict[str, str]:
 
 def generator_signature(weights_path: Path):
     """The pyfunc's signature (latents (N, z_dim [+ 1 label column]) -> images (N, C, H, W), float32) and a
-    two-row input example, from the spec in the weights file."""
+    two-row input example, from the spec in the weights file. The tensors are unnamed: MLflow then hands predict
+    the array itself (a named one arrives as a dict)."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
@@ -55,8 +56,8 @@ def generator_signature(weights_path: Path):
     example = np.random.default_rng(0).standard_normal((2, width)).astype(np.float32)
     if spec.conditional:
         example[:, -1] = [0, spec.num_classes - 1]
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, width), "latents")]),
-                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, spec.channels, spec.image_size, spec.image_size), "images")]))
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, width))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, spec.channels, spec.image_size, spec.image_size))]))
     return signature, example
 
 

@@ -164,8 +164,8 @@ def test_the_run_shows_its_dataset_commit_and_user_in_mlflow(project):
     import mlflow
 
     info = mlflow.models.get_model_info(f"models:/{MODEL}/1")
-    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 16]  # the smoke preset's z_dim
-    assert info.signature.outputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 1, 8, 8]
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 16]  # the smoke preset's z_dim
+    assert list(info.signature.outputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 1, 8, 8]
 
 
 def test_reproduce_retrains_from_the_record_and_matches_bitwise(project):
