@@ -34,7 +34,7 @@ from components.promotion.gate import AWAIT_APPROVAL, Decision, decide
 from components.promotion.rules import Evidence
 from components.promotion import ledger
 from components.promotion.moves import StaleDecision, commit_decision, prior_decision, reconcile
-from components.registry.models import record_export
+from components.registry.models import record_export, refuse_withdrawn_data
 from components.registry.tracking import RunTracker, open_run, owner_tags, tracking_uri
 from components.serving.export import export_generator, infra_check, manifest_digest
 from components.serving.publish import publish_export
@@ -101,9 +101,10 @@ def validate_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: D
 
 
 @task(name="check-registry", **TASK)
-def check_registry_task(config: RetrainConfig, run: RunTracker, report: ValidationReport) -> None:
-    """Before training: the aliases agree with the promotion ledger (a crash may have left them behind), and the
-    registered model makes images of this dataset's shape."""
+def check_registry_task(config: RetrainConfig, run: RunTracker, report: ValidationReport, dataset_md5: str) -> None:
+    """Before training: the dataset was not withdrawn, the aliases agree with the promotion ledger (a crash may have
+    left them behind), and the registered model makes images of this dataset's shape."""
+    refuse_withdrawn_data(run.mlc, dataset_md5)
     for moved in reconcile(run.mlc, config.registry.model_name):
         get_run_logger().warning("repaired from the promotion ledger: %s", moved)
     check_champion_shape(run.mlc, config.registry.model_name, report.profile.image_shape)
@@ -252,7 +253,7 @@ def _train_to_export(root: Path, config: RetrainConfig, dataset: DatasetVersion,
     report = validate_task(root, config, run, dataset)
     if not report.success:
         raise ValidationFailed(f"validation of {dataset.root} failed, nothing was trained: {format_failures(report)}", report)
-    check_registry_task(config, run, report)
+    check_registry_task(config, run, report, dataset.md5)
     key = training_key(dataset.md5, config)
     trained = train_task(root, config, run, dataset, key)
     scores = evaluate_task(root, config, trained.weights, dataset)

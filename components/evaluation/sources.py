@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from components.core.device import pick_device
+from components.core.atomic import replace_file
 from components.core.errors import GanopsError
 from components.core.names import FID_INCEPTION, INCEPTION, metric_name
 from components.core.progress import progress_bar
@@ -134,7 +135,7 @@ def source_stats(kind: str, value, extractor, num_samples: int, seed: int, keep:
         if stats[0].size != FEATURE_DIM:
             raise GanopsError(f"{value} holds {stats[0].size}-d statistics; Inception FID needs {FEATURE_DIM}-d")
         return stats, np.zeros((0, FEATURE_DIM))
-    if kind == "folder" and cache_dir is not None:
+    if kind == "folder" and cache_dir is not None:  # the default weights only: the key does not name others
         stats, features, _ = reference_stats_cached(cache_dir, folder_key(value, keep), value, extractor, keep, progress)
         return stats, features
     batches = folder_batches(value, extractor.batch_size) if kind == "folder" else generator_batches(value, num_samples, seed, extractor.batch_size)
@@ -166,9 +167,11 @@ def reference_stats_cached(cache_dir: Path, dataset_md5: str, data_root: Path, e
     if path.is_file() and feats_path.is_file():
         return load_stats(path), np.load(feats_path, allow_pickle=False), path
     acc = accumulate(extractor, folder_batches(data_root, extractor.batch_size), keep, progress)
+    if acc.n < 2:
+        raise GanopsError(f"{data_root}: need at least 2 images for statistics, got {acc.n}")
     stats, features = acc.stats(), acc.features()
+    replace_file(lambda tmp: np.save(tmp, features), feats_path)  # both written whole; the statistics, checked first, last
     save_stats(path, *stats, dataset_md5=dataset_md5, extractor=extractor.name, images=acc.n)
-    np.save(feats_path, features)
     return stats, features, path
 
 
@@ -183,13 +186,13 @@ def fid_between(a: str, b: str, project_dir: Path, cache_dir: Path, num_samples:
     with ExitStack() as stack:
         (ka, va), (kb, vb) = resolve_source(a, project_dir, stack), resolve_source(b, project_dir, stack)
         sizes = [source_size(ka, va, num_samples), source_size(kb, vb, num_samples)]
-        cached = [k == "folder" and stats_cache_path(stats_dir, folder_key(v, keep_n), v, extractor).is_file()
+        cached = [weights is None and k == "folder" and stats_cache_path(stats_dir, folder_key(v, keep_n), v, extractor).is_file()
                   for k, v in ((ka, va), (kb, vb))]
         print(fid_plan([("A", a, sizes[0]), ("B", b, sizes[1])], extractor, cached), file=sys.stderr, flush=True)
         todo = sum(n for n, hit in zip(sizes, cached) if not hit)
         progress = progress_bar(todo, label="fid images", unit="image", stderr=True) if todo else None
-        sa, fa = source_stats(ka, va, extractor, num_samples, seed, keep_n, stats_dir, progress)
-        sb, fb = source_stats(kb, vb, extractor, num_samples, seed + 1, keep_n, stats_dir, progress)
+        sa, fa = source_stats(ka, va, extractor, num_samples, seed, keep_n, stats_dir if weights is None else None, progress)
+        sb, fb = source_stats(kb, vb, extractor, num_samples, seed + 1, keep_n, stats_dir if weights is None else None, progress)
         if progress is not None:
             progress.close()
     if save_a is not None:

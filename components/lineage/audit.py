@@ -231,31 +231,48 @@ def _reproduce_link(project_dir: Path, tags: dict, config: dict, config_file: Pa
     return check_reproduction(*compare_weights(registered, again), elsewhere=train.get("device") == "cuda" or bool(train.get("work_pool")))
 
 
-def audit_version(mlc, project_dir: Path, model: str, reproduce: bool = False) -> Audit:
-    """Audit MODEL, MODEL@ALIAS or MODEL@VERSION (default: the champion); with `reproduce`, also retrain it."""
+def _read(read: Callable[[], object], default=None):
+    """A read whose failure the links that use it report (each FAILs with its own missing evidence)."""
+    try:
+        return read()
+    except Exception:  # MLflow, the artifact store and JSON raise their own types
+        return default
+
+
+def _model_links(mlc, name: str, version: str, tags: dict, run_tags: dict, verified: dict | None, tmp: Path) -> tuple[list[Link], Path | None]:
+    """Links 2 and 3 from the registered model's files, downloaded once."""
     import mlflow
 
+    try:
+        model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(tmp / "model")))
+    except Exception as e:  # the artifact store lost files: exactly what an audit reports
+        reason = f"the registered model's files cannot be downloaded: {type(e).__name__}: {str(e)[:200]}"
+        return [_link("weights", FAIL, reason), _link("model code", FAIL, reason)], None
+    weights = next(iter(sorted(model_dir.rglob("*.safetensors"))), None)
+    in_export = ((verified or {}).get("manifest", {}).get("files", {}).get(WEIGHTS) or {}).get("sha256")
+    return [_guarded("weights", lambda: check_weights(file_digest(weights) if weights else None, tags.get(TAG_WEIGHTS_SHA256),
+                                                      run_tags.get(TAG_WEIGHTS_SHA256), in_export)),
+            _guarded("model code", lambda: check_model_files(model_file_digests(model_dir), tags.get(TAG_MODEL_FILES)))], model_dir
+
+
+def audit_version(mlc, project_dir: Path, model: str, reproduce: bool = False) -> Audit:
+    """Audit MODEL, MODEL@ALIAS or MODEL@VERSION (default: the champion); with `reproduce`, also retrain it."""
     name, ref = parse_model_ref(model)
     mv = resolve_version(mlc, name, ref)
     version, tags = str(mv.version), dict(mv.tags or {})
-    run_tags = dict(mlc.get_run(mv.run_id).data.tags)
+    run_tags = _read(lambda: dict(mlc.get_run(mv.run_id).data.tags), {})
     with tempfile.TemporaryDirectory(prefix="ganops-audit-") as tmp:
         try:
             export, verified = _export_link(tags)
-        except GanopsError as e:  # a missing or malformed manifest
+        except (GanopsError, OSError, ValueError) as e:  # a missing or malformed manifest
             export, verified = _link("export", FAIL, str(e)), None
-        links = [export]
-        model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(Path(tmp) / "model")))
-        weights = next(iter(sorted(model_dir.rglob("*.safetensors"))), None)
-        in_export = verified["manifest"]["files"][WEIGHTS]["sha256"] if verified else None
-        links.append(_guarded("weights", lambda: check_weights(file_digest(weights) if weights else None, tags.get(TAG_WEIGHTS_SHA256),
-                                                               run_tags.get(TAG_WEIGHTS_SHA256), in_export)))
-        links.append(_guarded("model code", lambda: check_model_files(model_file_digests(model_dir), tags.get(TAG_MODEL_FILES))))
+        model_links, model_dir = _model_links(mlc, name, version, tags, run_tags, verified, Path(tmp))
+        links = [export, *model_links]
         config_file = _artifact(mlc, mv.run_id, ARTIFACT_CONFIG, Path(tmp))
         links.append(_guarded("config", lambda: check_digest("config", "the run's config artifact",
                                                              file_digest(config_file) if config_file else None, tags.get(TAG_CONFIG_SHA256))))
-        config = json.loads(config_file.read_text()) if config_file and links[-1].status != FAIL else {}
-        links.append(_guarded("data", lambda: _data_link(project_dir, tags, config)))
+        config = _read(lambda: json.loads(config_file.read_text()), {}) if config_file and links[-1].status != FAIL else {}
+        links.append(_guarded("data", lambda: _data_link(project_dir, tags, config if isinstance(config, dict) else {})))
         report_file = _artifact(mlc, mv.run_id, ARTIFACT_VALIDATION_REPORT, Path(tmp))
         links.append(_guarded("validation", lambda: check_validation(
             file_digest(report_file) if report_file else None, tags.get(TAG_VALIDATION_SHA256),
@@ -265,7 +282,8 @@ def audit_version(mlc, project_dir: Path, model: str, reproduce: bool = False) -
                                                                 tags.get(TAG_CODE_DIRTY))))
         links.append(_guarded("promotion", lambda: _promotion_link(mlc, name, version)))
         if reproduce:
-            links.append(_guarded("reproduce", lambda: _reproduce_link(project_dir, tags, config, config_file, model_dir)))
+            links.append(_guarded("reproduce", lambda: _reproduce_link(project_dir, tags, config, config_file, model_dir)
+                                  if model_dir else _link("reproduce", FAIL, "the registered model's files cannot be downloaded")))
     return Audit(name, version, links)
 
 

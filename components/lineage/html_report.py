@@ -46,6 +46,7 @@ class ReportData:
     ledger: list = field(default_factory=list)  # promotion ledger entries, oldest first
     ledger_problems: list[str] = field(default_factory=list)
     audit: Audit | None = None
+    champion: str | None = None
 
 
 def _data_uri(png: bytes) -> str:
@@ -64,6 +65,15 @@ def _validation(mlc, run_id: str, dest: Path) -> dict | None:
         return None
 
 
+def _rules(text: str | None) -> list[dict]:
+    """The gate rules recorded on a version; none when the tag is missing or not the JSON list ganops writes."""
+    try:
+        rules = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return [r for r in rules if isinstance(r, dict)] if isinstance(rules, list) else []
+
+
 def gather(mlc, project_dir: Path, model: str, gate_metric: str, recent: int = 6) -> ReportData:
     """Everything the page shows, for the `recent` newest versions (sample grids for the 3 newest)."""
     aliases = current_aliases(mlc, model)
@@ -76,11 +86,11 @@ def gather(mlc, project_dir: Path, model: str, gate_metric: str, recent: int = 6
             run = mlc.get_run(mv.run_id)
             facts.append(VersionFacts(
                 version, sorted(a for a, v in aliases.items() if v == version), tags.get(TAG_GATE), tags.get(TAG_WITHDRAWN),
-                tags.get(TAG_DATASET_MD5), dict(run.data.metrics), json.loads(tags.get(TAG_GATE_RULES, "[]")),
+                tags.get(TAG_DATASET_MD5), dict(run.data.metrics), _rules(tags.get(TAG_GATE_RULES)),
                 _validation(mlc, mv.run_id, Path(tmp) / version),
                 _last_samples(mlc, mv.run_id, Path(tmp) / version) if i < 3 else None))
     audit = audit_version(mlc, project_dir, f"{model}@{CHAMPION}") if CHAMPION in aliases else None
-    return ReportData(model, gate_metric, facts, chain.entries, problems, audit)
+    return ReportData(model, gate_metric, facts, chain.entries, problems, audit, aliases.get(CHAMPION))
 
 
 def metrics_plot(data: ReportData) -> bytes:
@@ -185,7 +195,7 @@ def _sections(data: ReportData) -> list[str]:
 
 def render(data: ReportData, plot_png: bytes, generated: str) -> str:
     """The page: pure of what `gather` read and the plot."""
-    champion = next((v.version for v in data.versions if CHAMPION in v.aliases), None)
+    champion = data.champion
     audit = data.audit.first_failure if data.audit else None
     verdict = ("no champion" if data.audit is None else f"audit FAILED at link {audit.number} ({audit.name})" if audit
                else "audit: every link verified")

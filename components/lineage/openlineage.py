@@ -37,6 +37,18 @@ def configured(environ: dict | None = None) -> bool:
     return any(k in ("OPENLINEAGE_URL", "OPENLINEAGE_CONFIG") or k.startswith("OPENLINEAGE__TRANSPORT") for k in env)
 
 
+def public_uri(uri: str) -> str:
+    """A URI without user, password or query string: what may leave for a lineage server."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc and not parts.query:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def run_uuid(mlflow_run_id: str) -> str:
     """OpenLineage wants a UUID: an MLflow run id is 32 hexadecimal digits, which is one."""
     return str(uuid.UUID(hex=mlflow_run_id))
@@ -72,6 +84,6 @@ def retrain_event(project_dir, model_name: str, mlflow_run_id: str, tracking_uri
     """The retrain flow's event for `dataset` (a DatasetVersion); returns None, or why it was not sent."""
     if not configured():
         return None
-    remote = dvc_remote_url(project_dir) or f"file://{project_dir}"
+    remote = public_uri(dvc_remote_url(project_dir) or f"file://{project_dir}")
     run = LineageRun(run_uuid(mlflow_run_id), f"retrain.{model_name}", model_name, remote, str(dataset.path), dataset.md5)
-    return emit(run, state, tracking_uri, version, error)
+    return emit(run, state, public_uri(tracking_uri), version, error)

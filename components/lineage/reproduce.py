@@ -41,8 +41,11 @@ def compare_weights(a: dict, b: dict) -> tuple[bool, float, list[str]]:
 
 def _train_command(config: dict, config_file: Path, data: Path, out: Path, code: Path, overrides: list[str]) -> list[str]:
     train = config.get("train", {})
-    nproc = int(train.get("nproc", 1)) if train.get("launcher") == "torchrun" else 1
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] if nproc > 1 else [sys.executable]
+    # The run's world size (as training.job.effective_launcher: several processes or nodes mean torchrun), here on
+    # one node: DDP's averaged gradients depend on it.
+    world = int(train.get("nproc", 1)) * int(train.get("nnodes", 1))
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}"]
+                if world > 1 or train.get("launcher") == "torchrun" else [sys.executable])
     return [*launcher, "-m", "flows.cli", "train", "--config", str(config_file), "--data", str(data), "--out", str(out),
             "--no-validate", *[x for o in overrides for x in ("--set", o)], "-C", str(code)]
 
@@ -61,6 +64,7 @@ def retrain_recorded(project_dir: Path, config: dict, config_file: Path, md5: st
     try:
         dvc_file = (config.get("data") or {}).get("dvc_file", "data.dvc")
         data = materialize_md5(project_dir, dvc_file, md5, data_rev, work / "data")
+        subprocess.run(["git", "-C", str(SOURCE_ROOT), "worktree", "prune"], capture_output=True)  # a killed run's leftovers
         added = subprocess.run(["git", "-C", str(SOURCE_ROOT), "worktree", "add", "--detach", "--quiet", str(code), code_rev],
                                capture_output=True, text=True)
         if added.returncode:

@@ -64,10 +64,8 @@ def after_withdraw(before: dict[str, str], version: str, fallback: str | None) -
     """Every alias on `version` is removed; when it was champion, `fallback` (an unaffected version that passed its
     gate) becomes champion, or none is left."""
     after = {k: v for k, v in before.items() if v != version}
-    if before.get(CHAMPION) == version and fallback:
-        after[CHAMPION] = fallback
-        if after.get(PREVIOUS_CHAMPION) == fallback:  # it is the champion again, not the one before it
-            del after[PREVIOUS_CHAMPION]
+    if before.get(CHAMPION) == version and fallback:  # as after a promotion: the fallback holds no other alias
+        after = {**_without(after, fallback, PREVIOUS_CHAMPION, CHALLENGER, CANDIDATE), CHAMPION: fallback}
     return after
 
 

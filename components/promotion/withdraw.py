@@ -18,10 +18,15 @@ from pathlib import Path
 from components.core.errors import GanopsError
 from components.core.names import CHAMPION, GATE_PROMOTED, TAG_EXPORT_DIR, TAG_EXPORT_URI, TAG_GATE, TAG_WITHDRAWN
 from components.promotion import ledger
-from components.promotion.commands import check_reason, ensure_export, was_champion
+from components.config import export_root
+from components.promotion.commands import check_reason, ensure_export, version_config, was_champion
 from components.promotion.moves import after_withdraw, fallback_champion, move, reconcile, tracked_aliases
 from components.registry.models import all_versions, versions_trained_on
+from components.serving.export import export_dir_for
 from components.serving.publish import unpublish_export
+
+
+QUARANTINE = "quarantined"
 
 
 @dataclass(frozen=True)
@@ -34,14 +39,28 @@ class Withdrawn:
 
 
 def quarantine(folder: Path) -> Path:
-    """Move an export folder to <model folder>/quarantined/v<N> (a rename: whole or not at all)."""
-    target = folder.parent / "quarantined" / folder.name
+    """Move an export folder to <model folder>/quarantined/v<N> (a rename: whole or not at all); a folder already
+    there stays."""
+    if folder.parent.name == QUARANTINE:
+        return folder
+    target = folder.parent / QUARANTINE / folder.name
     if folder.is_dir():
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():  # a run killed after an earlier rename and a rebuild since
             shutil.rmtree(target)
         os.rename(folder, target)
     return target
+
+
+def recorded_export(mlc, project_dir: Path, mv) -> Path:
+    """The export folder the version's tag names, if it is where ganops writes that version's export (or its
+    quarantined copy); raises GanopsError otherwise: a tag never makes ganops move an arbitrary folder."""
+    folder = Path(mv.tags[TAG_EXPORT_DIR]).resolve()
+    expected = export_dir_for(export_root(version_config(mlc, mv.name, str(mv.version)), project_dir), mv.name, str(mv.version)).resolve()
+    if folder not in (expected, expected.parent / QUARANTINE / expected.name):
+        raise GanopsError(f"{mv.name} version {mv.version}: its tag {TAG_EXPORT_DIR} names {folder}, not its export folder "
+                          f"{expected}; not moving it")
+    return folder
 
 
 def _withdraw_version(mlc, project_dir: Path, mv, affected: set[str], reason: str) -> Withdrawn:
@@ -62,7 +81,7 @@ def _withdraw_version(mlc, project_dir: Path, mv, affected: set[str], reason: st
         move(mlc, model, ledger.WITHDRAW, version, reason, lambda b, v: after_withdraw(b, v, fallback))
     export = None
     if mv.tags.get(TAG_EXPORT_DIR):
-        export = str(quarantine(Path(mv.tags[TAG_EXPORT_DIR])))
+        export = str(quarantine(recorded_export(mlc, project_dir, mv)))
         mlc.set_model_version_tag(model, version, TAG_EXPORT_DIR, export)
     if mv.tags.get(TAG_EXPORT_URI):
         unpublish_export(mv.tags[TAG_EXPORT_URI])

@@ -11,7 +11,7 @@ from typing import Iterator
 from components.core.atomic import file_digest
 from components.core.errors import RegistryError
 from components.core.paths import check_path_name
-from components.core.names import CHAMPION, TAG_DATASET_MD5, TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_EXPORT_URI, TAG_TRAIN_KEY, TAG_WEIGHTS_SHA256
+from components.core.names import CHAMPION, TAG_DATASET_MD5, TAG_WITHDRAWN, TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_EXPORT_URI, TAG_TRAIN_KEY, TAG_WEIGHTS_SHA256
 
 
 def parse_model_ref(text: str) -> tuple[str, str | None]:
@@ -128,6 +128,16 @@ def versions_trained_on(mlc, dataset_md5: str) -> list:
     """Every model version (of any model) whose lineage names dataset `dataset_md5`, oldest first."""
     found = search_versions(mlc, f"tags.`{TAG_DATASET_MD5}` = '{dataset_md5}'")
     return sorted(found, key=lambda v: (v.name, int(v.version)))
+
+
+def refuse_withdrawn_data(mlc, dataset_md5: str) -> None:
+    """Raise RegistryError when a version trained on `dataset_md5` was withdrawn (`ganops withdraw`): that data is
+    not trained on, registered or promoted again."""
+    withdrawn = [v for v in versions_trained_on(mlc, dataset_md5) if (v.tags or {}).get(TAG_WITHDRAWN)]
+    if withdrawn:
+        v = withdrawn[0]
+        raise RegistryError(f"dataset {dataset_md5} was withdrawn ({v.name} version {v.version}: {v.tags[TAG_WITHDRAWN]}); "
+                            "import a corrected dataset version instead")
 
 
 def all_versions(mlc, model_name: str) -> list:

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from components.config import load_config
+from components.core.errors import RegistryError
 from components.core.names import TAG_DATA_DIRTY, TAG_DATASET_MD5, TAG_EXPORT_DIR, TAG_WITHDRAWN
 from components.core.paths import state_dir
 from components.promotion import ledger
@@ -100,6 +101,15 @@ def test_withdraw_moves_the_champion_back_and_quarantines_the_export(project):
     assert json.loads(cli(project, "audit", MODEL, "--json").output)["ok"]  # the champion now: version 1
     again = cli(project, "withdraw", "--data", "HEAD", "--reason", "labels of the subset were wrong")
     assert again.exit_code == 0 and ledger.load_chain(mlc, MODEL).last.seq == last.seq  # nothing left to move
+    assert mlc.get_model_version(MODEL, "2").tags[TAG_EXPORT_DIR].endswith(f"{MODEL}/quarantined/v2")  # not moved again
+
+
+def test_withdrawn_data_is_not_trained_on_again(project):
+    from flows.retrain import retrain
+
+    with pytest.raises(RegistryError, match="was withdrawn"):
+        retrain(config=load_config("smoke"), project_dir=str(project))  # data.dvc still names the withdrawn subset
+    assert sorted(str(v.version) for v in registry.client(project).search_model_versions(f"name='{MODEL}'")) == ["1", "2"]
 
 
 def chromium(page, tmp_path):

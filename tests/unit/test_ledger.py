@@ -108,5 +108,6 @@ def test_withdrawing_moves_the_champion_to_the_fallback_and_drops_every_alias_of
     assert after_withdraw(before, "3", "2") == {"champion": "2", "challenger": "4"}
     assert after_withdraw(before, "3", None) == {"previous_champion": "2", "challenger": "4"}
     assert after_withdraw(before, "4", None) == {"champion": "3", "previous_champion": "2"}
+    assert after_withdraw({"champion": "3", "candidate": "2"}, "3", "2") == {"champion": "2"}
     assert fallback_champion([("1", True), ("2", True), ("3", True), ("4", False)], {"3"}) == "2"
     assert fallback_champion([("1", False), ("3", True)], {"3"}) is None

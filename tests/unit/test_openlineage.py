@@ -38,3 +38,10 @@ def test_an_unreachable_backend_is_a_warning_not_an_error(monkeypatch):
     monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TIMEOUT", "2")
     problem = openlineage.emit(run(), openlineage.COMPLETE, "sqlite:///x.db", "3")
     assert problem is not None and problem.startswith("OpenLineage COMPLETE event not sent")
+
+
+def test_credentials_never_leave_in_a_namespace():
+    assert openlineage.public_uri("postgresql://user:pw@db:5432/mlflow?sslmode=require") == "postgresql://db:5432/mlflow"
+    assert openlineage.public_uri("https://u:token@mlflow.example.com/") == "https://mlflow.example.com/"
+    assert openlineage.public_uri("sqlite:////tmp/x/mlflow.db") == "sqlite:////tmp/x/mlflow.db"
+    assert openlineage.public_uri("/srv/dvc-remote") == "/srv/dvc-remote"
