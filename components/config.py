@@ -68,6 +68,11 @@ class ValidationConfig(_Strict):
     max_class_fraction: float = Field(0.2, ge=0, le=1)
     pixel_mean_range: Annotated[tuple[float, float], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)] = Field((40.0, 120.0), description="Bounds on the mean pixel value (0-255).")
     min_pixel_std: float = Field(1.0, ge=0, description="Images with a smaller pixel std (blank images) fail.")
+    profile: Literal["balanced", "imbalanced"] = Field(
+        "balanced", description="imbalanced: the class proportion bounds are off (every label must still be present), "
+                                "for datasets that rebalancing starts from.")
+    max_synthetic_fraction: float = Field(1.0, ge=0, le=1, description="Most of any class that may be synthetic "
+                                          "(files named synthetic-*, written by ganops rebalance); 1 turns the rule off.")
     drift: Literal["warn", "fail", "off"] = Field("warn", description="What drift from the last passed version does.")
     drift_class_tolerance: float = Field(0.05, ge=0, description="Largest allowed change of any class fraction.")
     drift_pixel_tolerance: float = Field(10.0, ge=0, description="Largest allowed change of the mean pixel value or std.")
@@ -211,6 +216,22 @@ class ExportConfig(_Strict):
         return value
 
 
+class SynthesisConfig(_Strict):
+    """When a generator may make training data (`ganops rebalance`, the rebalance flow), and how much of it."""
+
+    min_class_accuracy: float = Field(0.9, ge=0, le=1, description="A classifier trained on the real data must label at "
+                                      "least this fraction of each class's samples as that class.")
+    max_class_fid: float = Field(30.0, gt=0, description="Ceiling on each class's fid_domain (samples against that "
+                                 "class's real images).")
+    min_real_for_fid: int = Field(50, ge=2, description="A class with fewer real images is judged by the classifier "
+                                  "alone: its FID would mostly measure the few real images' covariance.")
+    quality_samples: int = Field(200, ge=10, description="Samples per class for the quality check.")
+    classifier_epochs: int = Field(8, ge=1, description="Epochs of the quality check's classifier (cached per dataset).")
+    max_synthetic_fraction: float = Field(0.75, gt=0, lt=1, description="Most of any class that may be synthetic after "
+                                          "rebalancing; the target is lowered for a class that would exceed it.")
+    seed: int = Field(0, ge=0, description="Seed of the generated images (and the quality check's samples).")
+
+
 class RetrainConfig(_Strict):
     name: str = DEFAULT_PRESET
     seed: int = 0
@@ -221,6 +242,7 @@ class RetrainConfig(_Strict):
     registry: RegistryConfig = RegistryConfig()
     gate: GateConfig = GateConfig()
     export: ExportConfig = ExportConfig()
+    synthesis: SynthesisConfig = SynthesisConfig()
 
     check_name = _path_name("name")
 

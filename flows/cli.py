@@ -219,6 +219,60 @@ def fid(
 
 
 @app.command()
+def generate(
+    source: str = typer.Argument(..., help="MODEL@ALIAS, MODEL@VERSION, an export folder, or s3://.../MODEL/vN (verified first)."),
+    n: int = typer.Option(..., "-n", help="Images per class (all classes of a conditional model, or those of --class); "
+                          "in all for an unconditional one."),
+    out: Path = typer.Option(..., "--out", help="Folder to write: <label>/<i>.png (or images.npz) and .synthetic.json.", file_okay=False),
+    classes: list[str] = typer.Option([], "--class", help="A class name of the model's dataset (repeat for several)."),
+    seed: int = typer.Option(0, "--seed", help="The same seed gives the same bytes."),
+    fmt: str = typer.Option("png", "--format", help="png (an ImageFolder) or npz (x uint8 N,H,W,C and y label names)."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out folder."),
+    project_dir: Path = ProjectOpt,
+) -> None:
+    """Sample a registered generator or an export: N images per class with a manifest (model, version, weights
+    sha256, seed, every file's sha256)."""
+    root = _prepare_env(project_dir)
+    from components.synthesis.commands import generate_images
+
+    result = generate_images(root, source, n, list(classes) or None, seed, out.resolve(), fmt, force)
+    g = result.manifest["generator"]
+    counts = ", ".join(f"{label or 'all'}: {count}" for label, count in result.manifest["counts"].items())
+    typer.echo(f"wrote {len(result.files)} file(s) of {g['model']} version {g['version']} (seed {seed}; {counts}) to {out}")
+
+
+@app.command()
+def rebalance(
+    model: str = typer.Option(..., "--model", help="The class-conditional generator: MODEL@ALIAS or MODEL@VERSION (or an export folder)."),
+    data: Path = typer.Option(..., "--data", help="The real, imbalanced ImageFolder.", file_okay=False),
+    out: Path = typer.Option(..., "--out", help="Where to write the rebalanced ImageFolder.", file_okay=False),
+    target: str = typer.Option("max", "--target", help="'max' (the largest class's count) or images per class."),
+    max_fraction: Optional[float] = typer.Option(None, "--max-synthetic-fraction", min=0.0, max=1.0,
+                                                 help="Most of any class that may be synthetic (synthesis.max_synthetic_fraction)."),
+    do_import: bool = typer.Option(False, "--import", help="Then make it the project's dataset: a new DVC version (commit data.dvc)."),
+    config: Optional[str] = typer.Option("cdcgan", "--config", "-c", help="Preset or YAML: its synthesis and validation sections apply."),
+    set_: list[str] = SetOpt,
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out folder."),
+    project_dir: Path = ProjectOpt,
+) -> None:
+    """Generate what each minority class lacks with a conditional generator that passes the quality check, write
+    real + synthetic (named synthetic-*) as a new ImageFolder, validate it, and with --import version it with DVC."""
+    root = _prepare_env(project_dir)
+    from components.config import load_config
+    from components.synthesis.quality import format_quality
+    from components.synthesis.rebalance import format_plan, parse_target
+
+    cfg = load_config(config, list(set_) + ([f"synthesis.max_synthetic_fraction={max_fraction}"] if max_fraction is not None else []))
+    from components.synthesis.commands import rebalance as rebalance_data
+
+    result = rebalance_data(root, model, data.resolve(), out.resolve(), parse_target(target), cfg, do_import)
+    typer.echo(format_quality(result.quality))
+    typer.echo(f"wrote {out} ({result.validation.images} images, validation passed):\n{format_plan(result.plan)}")
+    if result.dataset:
+        typer.echo(f"imported as data/ (md5 {result.dataset['md5']}); commit data.dvc to record this version")
+
+
+@app.command()
 def lineage(
     model: str = typer.Argument(None, help="MODEL, MODEL@ALIAS or MODEL@VERSION (default alias: champion)."),
     data: str = typer.Option(None, "--data", help="Reverse lineage: the versions trained on this dataset (a DVC md5, "
@@ -227,17 +281,15 @@ def lineage(
     as_json: bool = typer.Option(False, "--json", help="Print the chain as JSON."),
 ) -> None:
     """Show export files -> model version -> training run -> dataset md5 and revision -> validation result; with
-    --data, every model version trained on that dataset. Exit 1 when an export file does not match its manifest."""
+    --data, every model version trained on that dataset; synthetic images back to their generator. Exit 1 when an export file does not match its manifest."""
     root = _prepare_env(project_dir)
-    from components.lineage.chain import format_lineage, format_trained_on, lineage_of, trained_on
-    from components.registry.tracking import client
+    from components.lineage.chain import data_lineage, format_lineage, format_trained_on, lineage_of
 
     if (model is None) == (data is None):
         raise GanopsError("name a MODEL or --data REV|MD5 (one of the two)")
     if data is not None:
-        md5 = dataset_md5_of(root, data)
-        rows = trained_on(client(root), md5)
-        typer.echo(json.dumps({"dataset_md5": md5, "versions": rows}, indent=2) if as_json else format_trained_on(md5, rows))
+        found = data_lineage(root, dataset_md5_of(root, data))
+        typer.echo(json.dumps(found, indent=2) if as_json else format_trained_on(found["dataset_md5"], found["versions"], found["synthetic"]))
         return
     chain = lineage_of(root, model)
     typer.echo(json.dumps(chain, indent=2) if as_json else format_lineage(chain))

@@ -93,3 +93,8 @@ ARTIFACT_REFERENCE_STATS = "reference_stats"
 ARTIFACT_SUMMARY = "summary.json"
 ARTIFACT_GATE = "gate/decision.json"  # the gate's verdict and every rule's result
 ARTIFACT_TRAINING = "training"  # a training job's result on another work pool (orchestration.training_jobs)
+
+# Synthetic data (components.synthesis): the manifest a generated or rebalanced folder carries (hidden, so the folder
+# stays an ImageFolder; DVC tracks it with the images, so a dataset md5 pins it), and the name of synthetic files.
+SYNTHETIC_MANIFEST = ".synthetic.json"
+SYNTHETIC_PREFIX = "synthetic-"

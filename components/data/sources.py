@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from components.core.errors import DataError
+from components.core.names import SYNTHETIC_MANIFEST
 from components.data.images import list_files
 from components.data.png import encode_png
 
@@ -41,7 +42,8 @@ def write_digits(dest: Path) -> int:
 
 
 def copy_image_folder(source: Path, dest: Path) -> int:
-    """Copy an ImageFolder tree (source/<label>/<file>) byte for byte. Returns the number of files copied.
+    """Copy an ImageFolder tree (source/<label>/<file>) byte for byte, and its synthetic-data manifest when it has
+    one. Returns the number of data files copied.
 
     Raises DataError when the source is missing, is not a folder, or holds no files.
     """
@@ -63,6 +65,8 @@ def copy_image_folder(source: Path, dest: Path) -> int:
         count += 1
     if count == 0:
         raise DataError(f"dataset folder {source} holds no files")
+    if (source / SYNTHETIC_MANIFEST).is_file():  # a rebalanced folder's record of its synthetic files travels with it
+        shutil.copyfile(source / SYNTHETIC_MANIFEST, dest / SYNTHETIC_MANIFEST)
     return count
 
 

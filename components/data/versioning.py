@@ -5,12 +5,14 @@ Thin wrappers over DVC's Python API and git. The dataset's identity is the md5 D
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -264,6 +266,32 @@ def verify_dataset(project_dir: Path, dvc_file: str, md5: str, rev: str | None) 
         elif file_digest(obj, "md5") != e["md5"]:
             problems.append(f"{e['relpath']}: its bytes in the DVC cache ({obj}) no longer hash to {e['md5']}")
     return DatasetCheck(md5, len(entries), fetched, problems)
+
+
+def dataset_files(project_dir: Path, md5: str, select: Callable[[str], bool]) -> dict[str, bytes]:
+    """The bytes of every file of dataset `md5` whose relative path `select` accepts, read from the DVC cache, each
+    checked against its listed md5 (a file missing from the cache or no longer matching is left out)."""
+    if not MD5.fullmatch(md5 or ""):
+        return {}
+    try:
+        with _repo(project_dir) as repo:
+            cache = Path(repo.cache.local.path)
+    except DataError:
+        return {}
+    out = {}
+    for entry in _listing(cache, md5) or []:
+        if not select(entry.get("relpath", "")):
+            continue
+        obj = cache / entry["md5"][:2] / entry["md5"][2:]
+        blob = obj.read_bytes() if obj.is_file() else None
+        if blob is not None and hashlib.md5(blob).hexdigest() == entry["md5"]:
+            out[entry["relpath"]] = blob
+    return out
+
+
+def dataset_member(project_dir: Path, md5: str, relpath: str) -> bytes | None:
+    """The bytes of file `relpath` of dataset `md5` from the DVC cache (see dataset_files); None when absent."""
+    return dataset_files(project_dir, md5, lambda rel: rel == relpath).get(relpath)
 
 
 def resolve_dataset(project_dir: Path, data_dir: str, dvc_file: str, revision: str, dest_root: Path) -> DatasetVersion:

@@ -61,8 +61,10 @@ class DomainExtractor:
         return self.model.features(to_unit_range(images_uint8)).double().numpy()
 
 
-def train_extractor(images: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, seed: int) -> tuple[FeatureClassifier, float]:
-    """Train the feature classifier on 90% of the data; returns (model, held-out accuracy)."""
+def train_extractor(images: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, seed: int,
+                    balanced: bool = False) -> tuple[FeatureClassifier, float]:
+    """Train the feature classifier on 90% of the data; returns (model, held-out accuracy). `balanced` weighs each
+    class's loss by the inverse of its frequency, so a minority class is not traded away for the majority."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     n = len(images)
@@ -71,12 +73,14 @@ def train_extractor(images: torch.Tensor, labels: torch.Tensor, num_classes: int
     test_idx, train_idx = order[:held], order[held:]
     model = FeatureClassifier(images.shape[1], images.shape[2], num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    counts = torch.bincount(labels[train_idx], minlength=num_classes).clamp(min=1).float()
+    weights = (counts.sum() / (num_classes * counts)) if balanced else None
     for _ in range(epochs):
         model.train()
         perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
         for i in range(0, len(perm), 64):
             idx = perm[i : i + 64]
-            loss = F.cross_entropy(model(images[idx]), labels[idx])
+            loss = F.cross_entropy(model(images[idx]), labels[idx], weight=weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -87,15 +91,16 @@ def train_extractor(images: torch.Tensor, labels: torch.Tensor, num_classes: int
 
 
 def load_or_train_extractor(cache_dir: Path, dataset_md5: str, images: torch.Tensor, labels: torch.Tensor,
-                            num_classes: int, epochs: int, seed: int = 0, batch_size: int = 500) -> DomainExtractor:
+                            num_classes: int, epochs: int, seed: int = 0, batch_size: int = 500,
+                            balanced: bool = False) -> DomainExtractor:
     """The dataset's extractor from the cache, or trained now on `images` (uint8) and cached (written atomically)."""
-    key = f"{dataset_md5}-v{EXTRACTOR_VERSION}-e{epochs}-s{seed}"
+    key = f"{dataset_md5}-v{EXTRACTOR_VERSION}-e{epochs}-s{seed}" + ("-balanced" if balanced else "")
     weights, meta = cache_dir / f"{key}.safetensors", cache_dir / f"{key}.json"
     model = FeatureClassifier(images.shape[1], images.shape[2], num_classes)
     if weights.is_file() and meta.is_file():
         model.load_state_dict(load_file(str(weights)))
         return DomainExtractor(model.eval(), json.loads(meta.read_text())["accuracy"], key, batch_size)
-    model, accuracy = train_extractor(to_unit_range(images), labels, num_classes, epochs, seed)
+    model, accuracy = train_extractor(to_unit_range(images), labels, num_classes, epochs, seed, balanced)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     replace_file(lambda tmp: save_file(state, str(tmp)), weights)
     info = json.dumps({"accuracy": accuracy, "dataset_md5": dataset_md5, "epochs": epochs})

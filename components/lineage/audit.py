@@ -6,7 +6,8 @@ against the sha256 recorded at registration, on the training run and in the expo
 against the listing recorded at registration (a models-from-code package runs its code at load); 4 the run's config
 artifact against its recorded sha256; 5 the dataset recomputed from the DVC cache (or remote); 6 the validation
 report: its bytes, its verdict and the dataset it names; 7 the code commit in the repository, and whether the tree
-was dirty; 8 the promotion ledger intact and the aliases where it says; 9 with --reproduce, the training repeated from the
+was dirty; 8 the promotion ledger intact and the aliases where it says; 9 the dataset's synthetic images (if any)
+against their manifest, and their generator's weights in the registry (lineage.synthetic); 10 with --reproduce, the training repeated from the
 recorded config, data and code (lineage.reproduce), its weights compared bitwise.
 
 Each check is a pure function of what was read; `audit_version` reads (registry, artifacts, DVC, git) and calls them.
@@ -24,10 +25,12 @@ from components.core.atomic import file_digest
 from components.core.errors import GanopsError
 from components.core.names import (ARTIFACT_CONFIG, ARTIFACT_VALIDATION_REPORT, TAG_CODE_DIRTY, TAG_CODE_GIT_REV,
                                    TAG_CONFIG_SHA256, TAG_DATA_DIRTY, TAG_DATA_GIT_REV, TAG_DATASET_MD5, TAG_EXPORT_DIR,
-                                   TAG_EXPORT_MANIFEST, TAG_MODEL_FILES, TAG_VALIDATION_SHA256, TAG_WEIGHTS_SHA256)
+                                   TAG_EXPORT_MANIFEST, TAG_MODEL_FILES, TAG_VALIDATION_SHA256, TAG_WEIGHTS_SHA256,
+                                   SYNTHETIC_MANIFEST)
 from components.core.paths import SOURCE_ROOT
-from components.data.versioning import DatasetCheck, commit_exists, dvc_file_at, verify_dataset
+from components.data.versioning import DatasetCheck, commit_exists, dataset_files, dvc_file_at, verify_dataset
 from components.lineage.reproduce import compare_weights, retrain_recorded
+from components.lineage.synthetic import check_synthetic, is_synthetic_member, parse_record
 from components.promotion.commands import history
 from components.registry.models import parse_model_ref, resolve_version
 from components.serving.export import verify_export
@@ -35,7 +38,7 @@ from components.serving.formats import WEIGHTS
 from components.serving.mlflow_model import model_file_digests
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
-LINKS = ("export", "weights", "model code", "config", "data", "validation", "code commit", "promotion", "reproduce")
+LINKS = ("export", "weights", "model code", "config", "data", "validation", "code commit", "promotion", "synthetic", "reproduce")
 NOT_RECORDED = "not recorded for this version (registered before ganops recorded it)"
 
 
@@ -231,6 +234,15 @@ def _reproduce_link(project_dir: Path, tags: dict, config: dict, config_file: Pa
     return check_reproduction(*compare_weights(registered, again), elsewhere=train.get("device") == "cuda" or bool(train.get("work_pool")))
 
 
+def _synthetic_link(mlc, project_dir: Path, tags: dict) -> Link:
+    md5 = tags.get(TAG_DATASET_MD5, "")
+    members = dataset_files(project_dir, md5, is_synthetic_member)
+    record = parse_record(members.get(SYNTHETIC_MANIFEST))
+    generator = (record or {}).get("generator") or {}
+    found = _read(lambda: dict(mlc.get_model_version(generator["model"], str(generator["version"])).tags or {})) if record else None
+    return _link("synthetic", *check_synthetic(record, members, found))
+
+
 def _read(read: Callable[[], object], default=None):
     """A read whose failure the links that use it report (each FAILs with its own missing evidence)."""
     try:
@@ -281,6 +293,7 @@ def audit_version(mlc, project_dir: Path, model: str, reproduce: bool = False) -
         links.append(_guarded("code commit", lambda: check_code(rev, bool(rev) and rev != "unknown" and commit_exists(SOURCE_ROOT, rev),
                                                                 tags.get(TAG_CODE_DIRTY))))
         links.append(_guarded("promotion", lambda: _promotion_link(mlc, name, version)))
+        links.append(_guarded("synthetic", lambda: _synthetic_link(mlc, project_dir, tags)))
         if reproduce:
             links.append(_guarded("reproduce", lambda: _reproduce_link(project_dir, tags, config, config_file, model_dir)
                                   if model_dir else _link("reproduce", FAIL, "the registered model's files cannot be downloaded")))

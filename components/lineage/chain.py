@@ -11,6 +11,9 @@ from components.core.names import (ARTIFACT_DATA_DOCS, ARTIFACT_VALIDATION_REPOR
                                    TAG_CONFIG_NAME, TAG_DATA_DIRTY, TAG_DATA_GIT_REV, TAG_DATASET_MD5, TAG_DATASET_PATH, TAG_EXPORT_DIR,
                                    TAG_EXPORT_URI, TAG_GATE, TAG_GATE_REASONS, TAG_VALIDATION, TAG_VALIDATION_IMAGES,
                                    TAG_WITHDRAWN)
+from components.core.names import SYNTHETIC_MANIFEST
+from components.data.versioning import dataset_member
+from components.lineage.synthetic import format_origin, parse_record, summary
 from components.registry.models import current_aliases, parse_model_ref, resolve_version, versions_trained_on
 from components.registry.tracking import client
 from components.serving.export import verify_export
@@ -27,9 +30,23 @@ def _int(text: str | None) -> int | None:
 
 
 def lineage_of(project_dir: Path, model: str) -> dict:
-    """The chain for MODEL, MODEL@ALIAS or MODEL@VERSION (default: the champion) in the project's registry."""
+    """The chain for MODEL, MODEL@ALIAS or MODEL@VERSION (default: the champion) in the project's registry, with
+    the generator behind the dataset's synthetic images when it has some."""
     name, ref = parse_model_ref(model)
-    return resolve_lineage(client(project_dir), name, ref)
+    chain = resolve_lineage(client(project_dir), name, ref)
+    chain["dataset"]["synthetic"] = synthetic_origin(project_dir, chain["dataset"]["md5"])
+    return chain
+
+
+def synthetic_origin(project_dir: Path, dataset_md5: str | None) -> dict | None:
+    """The generator (and its seed and counts) behind dataset `dataset_md5`'s synthetic images, read from the DVC cache."""
+    return summary(parse_record(dataset_member(project_dir, dataset_md5 or "", SYNTHETIC_MANIFEST)))
+
+
+def data_lineage(project_dir: Path, dataset_md5: str) -> dict:
+    """Reverse lineage of a dataset: every model version trained on it, and the generator of its synthetic images."""
+    return {"dataset_md5": dataset_md5, "versions": trained_on(client(project_dir), dataset_md5),
+            "synthetic": synthetic_origin(project_dir, dataset_md5)}
 
 
 def resolve_lineage(mlc, model_name: str, ref: str | None) -> dict:
@@ -85,6 +102,7 @@ def format_lineage(chain: dict) -> str:
         f"  -> validation {'passed' if v['success'] else 'FAILED'} on {v['images']} images; report {v['report']}"
         + (f"; data docs {v['data_docs']}" if v.get("data_docs") else "")
         + (f"; drift: {'; '.join(v['drift']['findings'])}" if (v.get("drift") or {}).get("findings") else ""),
+        *filter(None, [format_origin(d.get("synthetic"))]),
     ])
 
 
@@ -101,10 +119,11 @@ def trained_on(mlc, dataset_md5: str) -> list[dict]:
     return rows
 
 
-def format_trained_on(dataset_md5: str, rows: list[dict]) -> str:
+def format_trained_on(dataset_md5: str, rows: list[dict], synthetic: dict | None = None) -> str:
+    origin = format_origin(synthetic)
     if not rows:
-        return f"no model version was trained on dataset {dataset_md5}"
-    lines = [f"{len(rows)} model version(s) trained on dataset {dataset_md5}:"]
+        return f"no model version was trained on dataset {dataset_md5}" + (f"\n{origin}" if origin else "")
+    lines = [f"{len(rows)} model version(s) trained on dataset {dataset_md5}:", *([origin] if origin else [])]
     for r in rows:
         lines.append(f"  {r['model']} version {r['version']} ({', '.join(r['aliases']) or 'no alias'}); gate {r['gate']}; "
                      f"run {r['run_id']}; export {r['export'] or 'none'}" + (f"; WITHDRAWN {r['withdrawn']}" if r["withdrawn"] else ""))

@@ -46,8 +46,9 @@ def read_plan(prefect_file: Path = PREFECT_FILE) -> DeployPlan:
     except (OSError, yaml.YAMLError, KeyError, TypeError, IndexError) as e:
         raise ConfigError(f"{prefect_file} is not a deployment file with deployments[].name, entrypoint and "
                           f"work_pool.name ({type(e).__name__}: {e})") from None
-    # The retrain deployments (those with a preset) name the models; the train job gets its config from them.
-    models = {load_config(p["preset"], list(p.get("overrides") or [])).registry.model_name for p in parameters if "preset" in p}
+    # The retrain deployments name the models; the train job gets its config from them (rebalance trains none).
+    models = {load_config(p["preset"], list(p.get("overrides") or [])).registry.model_name
+              for d, p in zip(deployments, parameters) if "preset" in p and d["entrypoint"].endswith(":retrain")}
     return DeployPlan(pools, names, models)
 
 

@@ -9,17 +9,18 @@ offending file and the rule it broke.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
 from components.config import ValidationConfig
 from components.core.atomic import file_lock
+from components.core.names import SYNTHETIC_PREFIX
 from components.validation.manifest import (CHANNELS, DECODES, ERROR, FORMAT_OK, HEIGHT, INSIDE, LABEL, MEAN, MODE, PATH,
                                             SHA256, STD, WIDTH)
 from components.validation.report import RuleFailure
 
-LABEL_FRACTION = "label_fraction"
+LABEL_FRACTION, SYNTHETIC_FRACTION = "label_fraction", "synthetic_fraction"
 SUITE, ASSET, DEFINITION, CHECKPOINT, SITE = "ganops-images", "images", "ganops-images", "ganops-images", "local_site"
 
 # Human names for the rules, keyed by (expectation type, column).
@@ -39,6 +40,7 @@ RULES = {
     ("expect_column_values_to_be_in_set", LABEL): "label folder in the allowed set",
     ("expect_column_distinct_values_to_contain_set", LABEL): "every allowed label is present",
     ("expect_column_values_to_be_between", LABEL_FRACTION): "class proportions within bounds",
+    ("expect_column_values_to_be_between", SYNTHETIC_FRACTION): "synthetic share of each class within the bound",
     ("expect_column_values_to_be_unique", SHA256): "no duplicate image content",
     ("expect_column_mean_to_be_between", MEAN): "mean pixel value within bounds",
     ("expect_column_values_to_be_between", STD): "pixel standard deviation above the minimum (no blank images)",
@@ -65,9 +67,13 @@ def build_suite(cfg: ValidationConfig, name: str = SUITE):
     add(gxe.ExpectColumnValuesToBeInSet(column=MODE, value_set=["L"] if cfg.channels == 1 else ["RGB"]))
     add(gxe.ExpectColumnValuesToNotBeNull(column=LABEL))
     add(gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=list(cfg.labels)))
-    if cfg.min_class_fraction > 0:
+    balanced = cfg.profile == "balanced"  # imbalanced: no proportion bounds, but every label still present
+    if cfg.min_class_fraction > 0 or not balanced:
         add(gxe.ExpectColumnDistinctValuesToContainSet(column=LABEL, value_set=list(cfg.labels)))
-    add(gxe.ExpectColumnValuesToBeBetween(column=LABEL_FRACTION, min_value=cfg.min_class_fraction, max_value=cfg.max_class_fraction))
+    if balanced:
+        add(gxe.ExpectColumnValuesToBeBetween(column=LABEL_FRACTION, min_value=cfg.min_class_fraction, max_value=cfg.max_class_fraction))
+    if cfg.max_synthetic_fraction < 1:
+        add(gxe.ExpectColumnValuesToBeBetween(column=SYNTHETIC_FRACTION, min_value=0.0, max_value=cfg.max_synthetic_fraction))
     add(gxe.ExpectColumnValuesToBeUnique(column=SHA256))
     add(gxe.ExpectColumnMeanToBeBetween(column=MEAN, min_value=cfg.pixel_mean_range[0], max_value=cfg.pixel_mean_range[1]))
     add(gxe.ExpectColumnValuesToBeBetween(column=STD, min_value=cfg.min_pixel_std))
@@ -75,9 +81,12 @@ def build_suite(cfg: ValidationConfig, name: str = SUITE):
 
 
 def with_label_fractions(manifest: pd.DataFrame) -> pd.DataFrame:
-    """The manifest plus each row's class fraction, so class proportions are a column GX can check."""
+    """The manifest plus each row's class fraction and its class's synthetic share (files named synthetic-*), so
+    class proportions are columns GX can check."""
     frame = manifest.copy()
     frame[LABEL_FRACTION] = frame[LABEL].map(frame[LABEL].value_counts(normalize=True)).astype(float)
+    synthetic = frame[PATH].map(lambda p: PurePosixPath(p).name.startswith(SYNTHETIC_PREFIX))
+    frame[SYNTHETIC_FRACTION] = frame[LABEL].map(synthetic.groupby(frame[LABEL]).mean()).astype(float).fillna(0.0)
     return frame
 
 

@@ -85,7 +85,7 @@ def test_a_fresh_champion_passes_every_link(project):
     report = audit(project)
     assert report["ok"] and report["version"] == "1", json.dumps(report, indent=1)
     status = {link["name"]: link["status"] for link in report["links"]}
-    assert [link["number"] for link in report["links"]] == list(range(1, 9))
+    assert [link["number"] for link in report["links"]] == list(range(1, 10))
     for name in ("export", "weights", "model code", "config", "data", "validation", "promotion"):
         assert status[name] == "PASS", report
     assert status["code commit"] in ("PASS", "WARN")  # WARN in a working copy with uncommitted edits
@@ -172,7 +172,7 @@ def test_reproduce_retrains_from_the_record_and_matches_bitwise(project):
     result = runner.invoke(app, ["audit", MODEL, "-C", str(project), "--json", "--reproduce"])
     report = json.loads(result.output[result.output.index("{"):])
     link = report["links"][8]
-    assert (link["number"], link["name"]) == (9, "reproduce")
+    assert (link["number"], link["name"]) == (10, "reproduce")
     assert link["status"] == "PASS" and "bitwise equal" in link["evidence"], link
 
 

@@ -154,3 +154,23 @@ def test_persistent_context_writes_data_docs(tmp_path):
     report = validate_folder(make_folder(tmp_path / "data"), CFG, state=tmp_path / "state").to_dict()
     docs = Path(report["data_docs"])
     assert docs.is_file() and "ganops-images" in "".join(p.read_text(errors="ignore") for p in docs.parent.rglob("*.html"))
+
+
+def test_imbalanced_profile_and_the_synthetic_fraction_rule(tmp_path):
+    root = make_folder(tmp_path, n=40)
+    for png in sorted((root / "1").glob("*.png"))[:16]:  # class 1: 4 of 40 images
+        png.unlink()
+    bounded = CFG.model_copy(update={"min_class_fraction": 0.3, "max_class_fraction": 0.7})
+    report = validate_folder(root, bounded).to_dict()
+    assert "class proportions within bounds" in failures_by_rule(report)
+    assert validate_folder(root, bounded.model_copy(update={"profile": "imbalanced"})).success
+    rng = np.random.default_rng(1)
+    for i in range(6):  # class 1: 4 real + 6 synthetic = 60% synthetic
+        (root / "1" / f"synthetic-v1-{i:05d}.png").write_bytes(encode_png(rng.integers(0, 256, (8, 8), dtype=np.uint8)))
+    strict = CFG.model_copy(update={"profile": "imbalanced", "max_synthetic_fraction": 0.5})
+    failed = failures_by_rule(validate_folder(root, strict).to_dict())
+    rule = failed["synthetic share of each class within the bound"]
+    assert rule["file_count"] == 10 and all(f.startswith("1/") for f in rule["files"]), rule
+    assert validate_folder(root, strict.model_copy(update={"max_synthetic_fraction": 0.6})).success
+    (root / "0").rename(tmp_path / "moved")  # imbalanced still needs every label present
+    assert "every allowed label is present" in failures_by_rule(validate_folder(root, strict.model_copy(update={"max_synthetic_fraction": 1.0})).to_dict())

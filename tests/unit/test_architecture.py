@@ -32,6 +32,7 @@ LAYERS = {
     "components.evaluation": 7,
     "components.promotion": 9,
     "components.serving": 8,
+    "components.synthesis": 9.5,  # samples verified exports (serving), judges them with evaluation's parts
     "components.lineage": 10,
     "components.orchestration": 11,
     "flows": 12,

@@ -32,7 +32,7 @@ def test_every_deployment_entrypoint_loads_a_flow(monkeypatch):
         flow = load_flow_from_entrypoint(deployment["entrypoint"])
         flows.add(flow.name)
         assert set(deployment.get("parameters", {})) <= set(flow.parameters.properties)
-    assert flows == {"retrain", "train"}
+    assert flows == {"retrain", "train", "rebalance"}
 
 
 def test_deployment_presets_exist_and_templates_name_the_env_ganops_deploy_sets():
@@ -44,7 +44,7 @@ def test_deployment_presets_exist_and_templates_name_the_env_ganops_deploy_sets(
     templates = set(re.findall(r"\{\{ \$(\w+) \}\}", (INFRA / "prefect.yaml").read_text()))
     assert templates == {SOURCE_ENV, PROJECT_ENV, RESOURCE_ENV}
     for deployment in spec["deployments"]:
-        if deployment["entrypoint"].endswith(":retrain"):
+        if deployment["entrypoint"].endswith((":retrain", ":rebalance")):
             assert deployment["parameters"]["preset"] in preset_names()
     plan = read_plan()
     assert plan.pools == {"ganops-process": "process", "ganops-gpu": "process"}

@@ -1,0 +1,80 @@
+"""Synthetic images in a dataset version, followed back to the generator that made them.
+
+A rebalanced dataset carries `.synthetic.json` (components.synthesis): the generator's model, version, weights
+sha256 and training data md5, and every synthetic file's sha256. Imported with DVC, that manifest is part of the
+dataset's md5, so it is read here from the DVC cache by md5 and checked against the dataset's own files and the
+registry: a verification, not only a record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import PurePosixPath
+
+from components.core.names import SYNTHETIC_MANIFEST, SYNTHETIC_PREFIX, TAG_WEIGHTS_SHA256, TAG_WITHDRAWN
+
+PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
+
+
+def is_synthetic_member(relpath: str) -> bool:
+    """The dataset's manifest of synthetic files, or a synthetic file (named synthetic-*)."""
+    return relpath == SYNTHETIC_MANIFEST or PurePosixPath(relpath).name.startswith(SYNTHETIC_PREFIX)
+
+
+def parse_record(blob: bytes | None) -> dict | None:
+    """The synthetic manifest's JSON, or None when there is none or it is not a JSON object."""
+    try:
+        record = json.loads(blob) if blob is not None else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def summary(record: dict | None) -> dict | None:
+    """What lineage shows: the generator, the seed and the synthetic count per class."""
+    if record is None:
+        return None
+    classes = {c["label"]: c["synthetic"] for c in record.get("classes", []) if c.get("synthetic")}
+    return {"generator": record.get("generator", {}), "seed": record.get("seed"), "files": len(record.get("files", {})),
+            "classes": classes, "quality_passed": (record.get("quality") or {}).get("passed")}
+
+
+def check_synthetic(record: dict | None, members: dict[str, bytes], generator_tags: dict | None) -> tuple[str, str]:
+    """(status, evidence) for a dataset's synthetic images: every listed file present with its sha256, no unlisted
+    synthetic file, and the generator's version in the registry with the recorded weights (pure)."""
+    synthetic = {rel for rel in members if rel != SYNTHETIC_MANIFEST}
+    if record is None:
+        if synthetic:
+            return FAIL, f"{sorted(synthetic)[0]} is named as synthetic, but the dataset has no {SYNTHETIC_MANIFEST} naming its generator"
+        return SKIP, "the dataset holds no synthetic images"
+    files = record.get("files") or {}
+    for rel, sha in sorted(files.items()):
+        if rel not in members:
+            return FAIL, f"{rel}, listed in {SYNTHETIC_MANIFEST}, is not in the dataset"
+        if hashlib.sha256(members[rel]).hexdigest() != sha:
+            return FAIL, f"{rel} does not hash to the sha256 in {SYNTHETIC_MANIFEST}"
+    unlisted = sorted(synthetic - set(files))
+    if unlisted:
+        return FAIL, f"{unlisted[0]} is named as synthetic but not listed in {SYNTHETIC_MANIFEST}"
+    g = record.get("generator") or {}
+    who = f"{g.get('model')} version {g.get('version')}"
+    if generator_tags is None:
+        return FAIL, f"the generator {who} is not in the registry"
+    if generator_tags.get(TAG_WEIGHTS_SHA256) != g.get("weights_sha256"):
+        return FAIL, f"the generator {who} now has weights sha256 {generator_tags.get(TAG_WEIGHTS_SHA256)}, not the recorded {g.get('weights_sha256')}"
+    evidence = (f"{len(files)} synthetic files match {SYNTHETIC_MANIFEST}; made by {who} (weights sha256 verified), "
+                f"trained on dataset {g.get('generator_dataset_md5')}")
+    if generator_tags.get(TAG_WITHDRAWN):
+        return WARN, f"{evidence}; but that generator was withdrawn: {generator_tags[TAG_WITHDRAWN]}"
+    return PASS, evidence
+
+
+def format_origin(origin: dict | None) -> str | None:
+    if origin is None:
+        return None
+    g = origin["generator"]
+    classes = ", ".join(f"{label}: {n}" for label, n in origin["classes"].items())
+    return (f"  -> synthetic {origin['files']} images ({classes}) from {g.get('model')} version {g.get('version')} "
+            f"(weights sha256 {str(g.get('weights_sha256'))[:12]}..., seed {origin['seed']}), itself trained on dataset "
+            f"{g.get('generator_dataset_md5')}: ganops lineage {g.get('model')}@{g.get('version')}")

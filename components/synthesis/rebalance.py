@@ -1,0 +1,115 @@
+"""`ganops rebalance`: count the classes, generate what each minority class lacks, write a new ImageFolder.
+
+The plan is a pure function of the counts, the target and the synthetic-fraction bound. The output holds the real
+files as they were and the synthetic ones named `synthetic-v<version>-<i>.png`, with a hidden manifest naming the
+generator (model, version, weights and export hashes, its own training data md5), the seed, each class's counts,
+the quality check's numbers and every synthetic file's sha256. Imported as a DVC version, the manifest is part of
+the dataset's md5, so lineage can follow a synthetic image back to the generator and the data that trained it.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from components.config import SynthesisConfig, ValidationConfig
+from components.core.atomic import json_bytes, replace_folder
+from components.core.errors import GanopsError
+from components.core.names import SYNTHETIC_MANIFEST, SYNTHETIC_PREFIX
+from components.data.images import list_files
+from components.serving.runtime import Served
+from components.synthesis.generate import Request, check_output, source_record, write_images
+from components.synthesis.quality import QualityReport, folder_digest
+
+MAX = "max"
+
+
+@dataclass(frozen=True)
+class ClassPlan:
+    label: str
+    real: int
+    synthetic: int  # images to generate
+    target: int  # what the class should reach
+    capped: bool  # the synthetic-fraction bound kept it under the target
+
+
+def parse_target(text: str) -> str | int:
+    """--target: 'max' (the largest class's count) or a positive count. Raises GanopsError."""
+    if text == MAX:
+        return MAX
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise GanopsError(f"--target {text!r} must be 'max' or a positive number of images per class")
+
+
+def plan_rebalance(counts: dict[str, int], target: str | int, max_fraction: float) -> list[ClassPlan]:
+    """How many images each class gets so it reaches `target` real + synthetic, never more synthetic than
+    `max_fraction` of the class (pure). A class with no real image gets none: nothing would check them."""
+    if not 0 < max_fraction < 1:
+        raise GanopsError(f"--max-synthetic-fraction {max_fraction} must lie strictly between 0 and 1")
+    goal = max(counts.values(), default=0) if target == MAX else int(target)
+    plans = []
+    for label, real in counts.items():
+        need = max(0, goal - real)
+        cap = math.floor(max_fraction * real / (1 - max_fraction) + 1e-9)  # s / (real + s) <= max_fraction
+        plans.append(ClassPlan(label, real, min(need, cap), goal, need > cap))
+    return plans
+
+
+def count_classes(data: Path, labels: list[str]) -> dict[str, int]:
+    """Real files per label folder (every label of the generator, 0 when absent). Refuses files outside a label
+    folder, unknown labels, and a folder that holds synthetic files already (rebalance the real data)."""
+    if not data.is_dir():
+        raise GanopsError(f"--data {data} is not a folder")
+    counts = {label: 0 for label in labels}
+    for rel in list_files(data):
+        if len(rel.parts) != 2:
+            raise GanopsError(f"{data / rel} is not inside a label folder (<data>/<label>/<image>)")
+        if rel.parts[0] not in counts:
+            raise GanopsError(f"{data / rel.parts[0]}: the generator does not know the class {rel.parts[0]!r} (it knows {', '.join(labels)})")
+        if rel.name.startswith(SYNTHETIC_PREFIX):
+            raise GanopsError(f"{data / rel} is synthetic already (named {SYNTHETIC_PREFIX}*); rebalance the real data instead")
+        counts[rel.parts[0]] += 1
+    if not any(counts.values()):
+        raise GanopsError(f"--data {data} holds no images")
+    return counts
+
+
+def synthetic_prefix(served: Served) -> str:
+    return f"{SYNTHETIC_PREFIX}v{served.version}-"
+
+
+def rebalanced_validation(cfg: ValidationConfig, max_fraction: float) -> ValidationConfig:
+    """The validation a rebalanced set gets: the imbalanced profile, and at most `max_fraction` synthetic per class."""
+    return cfg.model_copy(update={"profile": "imbalanced", "max_synthetic_fraction": max_fraction})
+
+
+def write_rebalanced(served: Served, data: Path, plan: list[ClassPlan], out: Path, cfg: SynthesisConfig,
+                     quality: QualityReport, force: bool = False, progress=None) -> dict:
+    """Write the real files and the planned synthetic ones into `out` (built under a temporary name, then renamed),
+    with the manifest last. Returns the manifest."""
+    check_output(out, force)
+    request = Request({p.label: p.synthetic for p in plan if p.synthetic}, cfg.seed, synthetic_prefix(served))
+
+    def build(tmp: Path) -> dict:
+        for rel in list_files(data):
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(data / rel, tmp / rel)
+        files = write_images(served, request, tmp, "png", progress)
+        manifest = {"generator": source_record(served), "seed": cfg.seed, "max_synthetic_fraction": cfg.max_synthetic_fraction,
+                    "classes": [asdict(p) for p in plan], "quality": quality.to_dict(),
+                    "real_data_sha256": folder_digest(data), "files": files}
+        (tmp / SYNTHETIC_MANIFEST).write_bytes(json_bytes(manifest))
+        return manifest
+
+    return replace_folder(build, out)
+
+
+def format_plan(plan: list[ClassPlan]) -> str:
+    rows = []
+    for p in plan:
+        note = " (capped by the synthetic-fraction bound)" if p.capped else ""
+        rows.append(f"  {p.label:>8}  {p.real:6d} real + {p.synthetic:6d} synthetic = {p.real + p.synthetic:6d} (target {p.target}){note}")
+    return "\n".join(rows)
