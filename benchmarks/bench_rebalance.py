@@ -3,7 +3,7 @@
 The digits are split by a fixed seed into a held-out balanced test set (--test-per-class images of each class) and
 a train split, in which one class (--minority) is cut to --keep (10%) of its size. Per seed: a cdcgan (preset
 `cdcgan`) is trained on the imbalanced train split only, exported, checked by ganops' quality check, and used by
-ganops' rebalance to write real + synthetic. Two classifiers (logistic regression on pixels; the small CNN of
+ganops' rebalance (`--class <minority>`) to write real + synthetic. Two classifiers (logistic regression on pixels; the small CNN of
 fid_domain) are trained on (a) the imbalanced real set, (b) (a) with the minority images duplicated to the same
 count as (c), (c) the rebalanced set, and scored on the test set: minority-class recall and macro F1.
 
@@ -83,7 +83,8 @@ def synthetic_set(train_dir: Path, work: Path, args, seed: int):
                                  f"synthesis.max_synthetic_fraction={args.max_synthetic_fraction}", f"synthesis.seed={seed}"])
     trained = train_to_files(train_dir, cfg, work / "train")
     served = load_served(export_generator(trained.weights, work / "exports", "bench-cdcgan", str(seed), {}), "torchscript")
-    plan = plan_rebalance(count_classes(train_dir, served.labels), "max", cfg.synthesis.max_synthetic_fraction)
+    plan = plan_rebalance(count_classes(train_dir, served.labels), "max", cfg.synthesis.max_synthetic_fraction,
+                          only=[str(args.minority)])  # as `ganops rebalance --class 3`
     quality = check_quality(served, train_dir, [p.label for p in plan if p.synthetic], cfg.synthesis, work / "cache")
     print(format_quality(quality), flush=True)
     write_rebalanced(served, train_dir, plan, work / "rebalanced", cfg.synthesis, quality)

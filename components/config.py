@@ -105,6 +105,8 @@ class TrainConfig(_Strict):
     d_steps: int = Field(1, ge=1, description="Discriminator steps per generator step.")
     feature_matching: bool = Field(False, description="Add the feature-matching loss to G (Salimans et al. 2016).")
     minibatch_discrimination: bool = Field(False, description="Minibatch discrimination layer in D (Salimans et al. 2016).")
+    class_balanced: bool = Field(False, description="Draw real images so every class is seen equally often (a "
+                                 "minority class's images repeat); for a conditional generator on imbalanced data.")
     ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of the generator weights; 0 disables. The EMA generator is evaluated and exported.")
     checkpoint_every: int = Field(500, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; bf16 autocasts on either.")
@@ -221,8 +223,8 @@ class SynthesisConfig(_Strict):
 
     min_class_accuracy: float = Field(0.9, ge=0, le=1, description="A classifier trained on the real data must label at "
                                       "least this fraction of each class's samples as that class.")
-    max_class_fid: float = Field(30.0, gt=0, description="Ceiling on each class's fid_domain (samples against that "
-                                 "class's real images).")
+    class_fid_factor: float = Field(4.0, gt=0, description="Ceiling on each class's fid_domain (samples against the "
+                                    "class's real images), as a multiple of the class's own real-vs-real FID (two halves).")
     min_real_for_fid: int = Field(50, ge=2, description="A class with fewer real images is judged by the classifier "
                                   "alone: its FID would mostly measure the few real images' covariance.")
     quality_samples: int = Field(200, ge=10, description="Samples per class for the quality check.")

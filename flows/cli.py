@@ -249,6 +249,7 @@ def rebalance(
     target: str = typer.Option("max", "--target", help="'max' (the largest class's count) or images per class."),
     max_fraction: Optional[float] = typer.Option(None, "--max-synthetic-fraction", min=0.0, max=1.0,
                                                  help="Most of any class that may be synthetic (synthesis.max_synthetic_fraction)."),
+    classes: list[str] = typer.Option([], "--class", help="Only this class (repeat for several). Default: every class under the target."),
     do_import: bool = typer.Option(False, "--import", help="Then make it the project's dataset: a new DVC version (commit data.dvc)."),
     config: Optional[str] = typer.Option("cdcgan", "--config", "-c", help="Preset or YAML: its synthesis and validation sections apply."),
     set_: list[str] = SetOpt,
@@ -265,7 +266,8 @@ def rebalance(
     cfg = load_config(config, list(set_) + ([f"synthesis.max_synthetic_fraction={max_fraction}"] if max_fraction is not None else []))
     from components.synthesis.commands import rebalance as rebalance_data
 
-    result = rebalance_data(root, model, data.resolve(), out.resolve(), parse_target(target), cfg, do_import)
+    result = rebalance_data(root, model, data.resolve(), out.resolve(), parse_target(target), cfg, do_import,
+                            classes=list(classes) or None)
     typer.echo(format_quality(result.quality))
     typer.echo(f"wrote {out} ({result.validation.images} images, validation passed):\n{format_plan(result.plan)}")
     if result.dataset:

@@ -27,9 +27,10 @@ TASK = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
 @task(name="plan", **TASK)
-def plan_task(root: Path, model: str, data: Path, target: str, config: RetrainConfig) -> tuple[Served, list[ClassPlan]]:
+def plan_task(root: Path, model: str, data: Path, target: str, config: RetrainConfig, classes: list[str] | None) -> tuple[Served, list[ClassPlan]]:
     served = open_generator(root, model)
-    plan = plan_rebalance(count_classes(data, require_conditional(served)), parse_target(target), config.synthesis.max_synthetic_fraction)
+    plan = plan_rebalance(count_classes(data, require_conditional(served)), parse_target(target),
+                          config.synthesis.max_synthetic_fraction, classes)
     get_run_logger().info("%s version %s (export verified); plan:\n%s", served.model_name, served.version, format_plan(plan))
     return served, plan
 
@@ -62,13 +63,14 @@ def import_task(root: Path, out: Path, data_dir: str) -> str:
 
 @flow(name="rebalance", log_prints=True)
 def rebalance(model: str, data: str, out: str, target: str = "max", preset: str = "cdcgan", overrides: list[str] | None = None,
-              import_data: bool = False, data_dir: str = "data", force: bool = False, project_dir: str = ".") -> dict:
-    """Rebalance the ImageFolder `data` with the conditional generator `model` (MODEL@ALIAS) into `out`; with
-    `import_data`, make it the project's dataset as a new DVC version."""
+              import_data: bool = False, data_dir: str = "data", force: bool = False, classes: list[str] | None = None,
+              project_dir: str = ".") -> dict:
+    """Rebalance the ImageFolder `data` with the conditional generator `model` (MODEL@ALIAS) into `out` (only the
+    `classes` named, when given); with `import_data`, make it the project's dataset as a new DVC version."""
     root = Path(project_dir).resolve()
     config = load_config(preset, list(overrides or []))
     data_path, out_path = (root / data).resolve(), (root / out).resolve()
-    served, plan = plan_task(root, model, data_path, target, config)
+    served, plan = plan_task(root, model, data_path, target, config, classes)
     quality = quality_task(root, served, data_path, plan, config)
     manifest = generate_task(served, data_path, plan, out_path, config, quality, force)
     images = validate_task(out_path, config, root)

@@ -78,10 +78,11 @@ def validate_rebalanced(out: Path, config: RetrainConfig, project_dir: Path) -> 
 
 
 def rebalance(project_dir: Path, model: str, data: Path, out: Path, target: str | int, config: RetrainConfig,
-              do_import: bool = False, data_dir: str = "data", force: bool = False) -> Rebalanced:
-    """`ganops rebalance`: plan -> quality check -> write the new ImageFolder -> validate -> (import as a DVC version)."""
+              do_import: bool = False, data_dir: str = "data", force: bool = False, classes: list[str] | None = None) -> Rebalanced:
+    """`ganops rebalance`: plan -> quality check -> write the new ImageFolder -> validate -> (import as a DVC version).
+    `classes` limits the generation to those classes (default: every class under the target)."""
     served = open_generator(project_dir, model)
-    plan = plan_rebalance(count_classes(data, require_conditional(served)), target, config.synthesis.max_synthetic_fraction)
+    plan = plan_rebalance(count_classes(data, require_conditional(served)), target, config.synthesis.max_synthetic_fraction, classes)
     quality = require_quality(served, data, plan, config.synthesis, state_dir(project_dir) / "cache" / "quality")
     total = sum(p.synthetic for p in plan)
     manifest = write_rebalanced(served, data, plan, out, config.synthesis, quality, force,

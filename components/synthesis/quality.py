@@ -3,7 +3,7 @@
 For every class it is to generate: a classifier trained on the real data (the fid_domain extractor's network, its
 loss weighted by inverse class frequency since the data is imbalanced, cached per content hash) must label at least `min_class_accuracy` of the class's samples as that class, and the
 class's fid_domain (its samples against its real images, in that classifier's features) must stay under
-`max_class_fid` (for a class with at least `min_real_for_fid` real images: below that, the FID mostly measures
+`class_fid_factor` times the class's own real-vs-real FID (two random halves) (for a class with at least `min_real_for_fid` real images: below that, the FID mostly measures
 the few real images' covariance, so the classifier decides alone, and the report says so). The decision is a pure
 function of the measured numbers.
 """
@@ -22,7 +22,7 @@ from components.core.atomic import file_digest
 from components.core.errors import GanopsError
 from components.core.pixels import to_unit_range
 from components.data.images import list_files, load_images
-from components.evaluation.domain import DomainExtractor, features_of, load_or_train_extractor
+from components.evaluation.domain import DomainExtractor, features_of, load_or_train_extractor, real_split_fid
 from components.evaluation.frechet import features_to_stats, stats_to_fid
 from components.serving.runtime import Served
 from components.synthesis.generate import images_of, require_conditional
@@ -33,6 +33,7 @@ class ClassQuality:
     label: str
     accuracy: float  # fraction of the samples the classifier labels as `label`
     fid: float  # fid_domain of the samples against the class's real images
+    floor: float  # fid_domain between two random halves of the class's real images
     real_images: int
     samples: int
     passed: bool
@@ -44,7 +45,7 @@ class QualityReport:
     classes: list[ClassQuality]
     classifier_accuracy: float  # on a held-out tenth of the real data
     min_class_accuracy: float
-    max_class_fid: float
+    class_fid_factor: float
     data_sha256: str  # the real data the classifier and the FIDs come from
 
     @property
@@ -59,17 +60,19 @@ class QualityReport:
         return {**asdict(self), "passed": self.passed}
 
 
-def judge_class(label: str, accuracy: float, fid: float, real_images: int, samples: int, cfg: SynthesisConfig) -> ClassQuality:
+def judge_class(label: str, accuracy: float, fid: float, floor: float, real_images: int, samples: int,
+                cfg: SynthesisConfig) -> ClassQuality:
     """Pass or fail one class on its measured numbers (pure)."""
+    ceiling = cfg.class_fid_factor * floor
     if not accuracy >= cfg.min_class_accuracy:
         reason = f"the classifier labels {accuracy:.1%} of its samples as {label!r} (needs {cfg.min_class_accuracy:.0%})"
-    elif real_images >= cfg.min_real_for_fid and not fid <= cfg.max_class_fid:
-        reason = f"its fid_domain is {fid:.2f} (ceiling {cfg.max_class_fid:g})"
+    elif real_images >= cfg.min_real_for_fid and not fid <= ceiling:
+        reason = f"its fid_domain is {fid:.2f}, over {cfg.class_fid_factor:g} x its real-vs-real {floor:.2f} = {ceiling:.2f}"
     else:
-        return ClassQuality(label, accuracy, fid, real_images, samples, True,
+        return ClassQuality(label, accuracy, fid, floor, real_images, samples, True,
                             "ok" if real_images >= cfg.min_real_for_fid else
                             f"ok by the classifier alone: {real_images} real images are too few for a per-class FID")
-    return ClassQuality(label, accuracy, fid, real_images, samples, False, reason)
+    return ClassQuality(label, accuracy, fid, floor, real_images, samples, False, reason)
 
 
 def folder_digest(root: Path) -> str:
@@ -90,8 +93,9 @@ def real_data(root: Path, labels: list[str]) -> tuple[torch.Tensor, np.ndarray]:
     return torch.from_numpy(images), targets
 
 
-def class_numbers(extractor: DomainExtractor, served: Served, label: str, real: torch.Tensor, n: int, seed: int) -> tuple[float, float]:
-    """(accuracy, fid) of `n` samples of `label` against the class's real images `real`."""
+def class_numbers(extractor: DomainExtractor, served: Served, label: str, real: torch.Tensor, n: int, seed: int) -> tuple[float, float, float]:
+    """(accuracy, fid, floor) of `n` samples of `label` against the class's real images `real`; the floor is the FID
+    between two random halves of `real`."""
     fake = torch.from_numpy(images_of(served, label, n, seed)).permute(0, 3, 1, 2).contiguous()
     if tuple(fake.shape[1:]) != tuple(real.shape[1:]):
         raise GanopsError(f"{served.model_name} version {served.version} makes {'x'.join(map(str, fake.shape[1:]))} images "
@@ -99,8 +103,10 @@ def class_numbers(extractor: DomainExtractor, served: Served, label: str, real: 
     with torch.no_grad():
         predicted = extractor.model.eval()(to_unit_range(fake)).argmax(1).numpy()
     accuracy = float(np.mean(predicted == served.labels.index(label)))
-    fid = stats_to_fid(features_to_stats(features_of(extractor, fake)), features_to_stats(features_of(extractor, real))) if len(real) >= 2 else float("inf")
-    return accuracy, fid
+    if len(real) < 4:
+        return accuracy, float("inf"), float("nan")
+    fid = stats_to_fid(features_to_stats(features_of(extractor, fake)), features_to_stats(features_of(extractor, real)))
+    return accuracy, fid, real_split_fid(extractor, real, seed)
 
 
 def check_quality(served: Served, data: Path, classes: list[str], cfg: SynthesisConfig, cache_dir: Path) -> QualityReport:
@@ -112,14 +118,14 @@ def check_quality(served: Served, data: Path, classes: list[str], cfg: Synthesis
     results = []
     for label in classes:
         mine = real[torch.from_numpy(targets == served.labels.index(label))]
-        accuracy, fid = class_numbers(extractor, served, label, mine, cfg.quality_samples, cfg.seed)
-        results.append(judge_class(label, accuracy, fid, len(mine), cfg.quality_samples, cfg))
-    return QualityReport(results, extractor.accuracy, cfg.min_class_accuracy, cfg.max_class_fid, key)
+        accuracy, fid, floor = class_numbers(extractor, served, label, mine, cfg.quality_samples, cfg.seed)
+        results.append(judge_class(label, accuracy, fid, floor, len(mine), cfg.quality_samples, cfg))
+    return QualityReport(results, extractor.accuracy, cfg.min_class_accuracy, cfg.class_fid_factor, key)
 
 
 def format_quality(report: QualityReport) -> str:
     rows = [f"quality check {'passed' if report.passed else 'FAILED'} (classifier held-out accuracy {report.classifier_accuracy:.1%}):"]
     for c in report.classes:
-        rows.append(f"  {c.label:>8}  accuracy {c.accuracy:6.1%}  fid_domain {c.fid:8.2f}  ({c.real_images} real, "
+        rows.append(f"  {c.label:>8}  accuracy {c.accuracy:6.1%}  fid_domain {c.fid:8.2f} (real-vs-real {c.floor:6.2f})  ({c.real_images} real, "
                     f"{c.samples} samples)  {c.reason if c.passed else 'FAIL: ' + c.reason}")
     return "\n".join(rows)

@@ -44,15 +44,18 @@ def parse_target(text: str) -> str | int:
     raise GanopsError(f"--target {text!r} must be 'max' or a positive number of images per class")
 
 
-def plan_rebalance(counts: dict[str, int], target: str | int, max_fraction: float) -> list[ClassPlan]:
-    """How many images each class gets so it reaches `target` real + synthetic, never more synthetic than
-    `max_fraction` of the class (pure). A class with no real image gets none: nothing would check them."""
+def plan_rebalance(counts: dict[str, int], target: str | int, max_fraction: float, only: list[str] | None = None) -> list[ClassPlan]:
+    """How many images each class (of `only`, when given) gets so it reaches `target` real + synthetic, never more
+    synthetic than `max_fraction` of the class (pure). A class with no real image gets none: nothing would check them."""
     if not 0 < max_fraction < 1:
         raise GanopsError(f"--max-synthetic-fraction {max_fraction} must lie strictly between 0 and 1")
+    unknown = [label for label in only or [] if label not in counts]
+    if unknown:
+        raise GanopsError(f"--class {unknown[0]!r} is not a class of the generator ({', '.join(counts)})")
     goal = max(counts.values(), default=0) if target == MAX else int(target)
     plans = []
     for label, real in counts.items():
-        need = max(0, goal - real)
+        need = max(0, goal - real) if not only or label in only else 0
         cap = math.floor(max_fraction * real / (1 - max_fraction) + 1e-9)  # s / (real + s) <= max_fraction
         plans.append(ClassPlan(label, real, min(need, cap), goal, need > cap))
     return plans

@@ -155,16 +155,22 @@ class _Batches:
     """The global batch every rank draws (same indices, latents and fake labels), sliced to this rank's share."""
 
     def __init__(self, state: _State, data: torch.Tensor, targets: torch.Tensor, batch: int, z_dim: int, classes: int,
-                 shard: slice, fmt):
+                 shard: slice, fmt, balanced: bool = False):
         self.state, self.data, self.targets, self.batch, self.z_dim = state, data, targets, batch, z_dim
         self.classes, self.shard, self.fmt, self.n = max(classes, 1), shard, fmt, len(data)
+        # class_balanced: each image drawn with probability 1 / (classes x its class's count), so every class is
+        # seen equally often (a minority class's few images repeat); still a pure function of the seed and step.
+        self.weights = (1.0 / torch.bincount(targets, minlength=self.classes).float()[targets]) if balanced else None
 
     def next(self):
         s, device = self.state, self.data.device
-        if s.cursor + self.batch > self.n:
-            s.order, s.cursor = torch.randperm(self.n, generator=s.rng, device=device), 0
-        idx = s.order[s.cursor : s.cursor + self.batch][self.shard]
-        s.cursor += self.batch
+        if self.weights is not None:
+            idx = torch.multinomial(self.weights, self.batch, replacement=True, generator=s.rng)[self.shard]
+        else:
+            if s.cursor + self.batch > self.n:
+                s.order, s.cursor = torch.randperm(self.n, generator=s.rng, device=device), 0
+            idx = s.order[s.cursor : s.cursor + self.batch][self.shard]
+            s.cursor += self.batch
         z = torch.randn(self.batch, self.z_dim, generator=s.rng, device=device)[self.shard]
         y_fake = torch.randint(self.classes, (self.batch,), generator=s.rng, device=device)[self.shard]
         return self.data[idx].contiguous(memory_format=self.fmt), self.targets[idx], z, y_fake
@@ -314,7 +320,7 @@ def train_gan(
     compiled_graphs = cfg.compile and cfg.compile_mode in ("reduce-overhead", "max-autotune")
     conditional = spec.conditional
     shard = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
-    batches = _Batches(state, data, targets, cfg.batch_size, cfg.z_dim, classes, shard, fmt)
+    batches = _Batches(state, data, targets, cfg.batch_size, cfg.z_dim, classes, shard, fmt, cfg.class_balanced)
 
     bar = progress(cfg.steps) if progress and rank == 0 else None
     if bar is not None and state.start > 1:

@@ -27,7 +27,7 @@ SMALL = ["train.steps=600", "train.ema_decay=0.0",  # an EMA of 0.999 lags far b
          "evaluate.num_samples=256",
          "evaluate.extractor_epochs=2", "evaluate.bootstrap_rounds=0", f"registry.model_name={MODEL}",
          "gate.rules.relative_ceiling.factor=100000.0"]
-RELAXED = ["synthesis.min_class_accuracy=0.5", "synthesis.max_class_fid=1000.0", "synthesis.quality_samples=100"]
+RELAXED = ["synthesis.min_class_accuracy=0.5", "synthesis.class_fid_factor=1000.0", "synthesis.quality_samples=100"]
 
 
 def cli(project, *args):

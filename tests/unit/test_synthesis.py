@@ -30,6 +30,13 @@ def test_plan_rebalance(counts, target, fraction, expected):
         assert p.capped == (p.real + p.synthetic < p.target)  # the bound, not the target, stopped it
 
 
+def test_plan_rebalance_of_named_classes_only():
+    plan = plan_rebalance({"a": 100, "b": 10, "c": 90}, MAX, 0.9, only=["b"])
+    assert {p.label: p.synthetic for p in plan} == {"a": 0, "b": 90, "c": 0}
+    with pytest.raises(GanopsError, match="--class 'z' is not a class"):
+        plan_rebalance({"a": 100}, MAX, 0.9, only=["z"])
+
+
 @pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5])
 def test_plan_rebalance_refuses_a_fraction_outside_0_1(fraction):
     with pytest.raises(GanopsError, match="max-synthetic-fraction"):
@@ -47,19 +54,21 @@ def test_parse_target_refuses(text):
         parse_target(text)
 
 
-CFG = SynthesisConfig(min_class_accuracy=0.9, max_class_fid=30.0, min_real_for_fid=50)
+CFG = SynthesisConfig(min_class_accuracy=0.9, class_fid_factor=4.0, min_real_for_fid=50)
 
 
-@pytest.mark.parametrize("accuracy, fid, real, passed, reason", [
-    (0.95, 20.0, 180, True, "ok"),
-    (0.89, 20.0, 180, False, "labels 89.0%"),
-    (0.95, 31.0, 180, False, "fid_domain is 31.00"),
-    (0.95, 130.0, 18, True, "classifier alone"),       # too few real images for a per-class FID
-    (0.50, 130.0, 18, False, "labels 50.0%"),
-    (float("nan"), 1.0, 180, False, "labels"),         # NaN never passes
+@pytest.mark.parametrize("accuracy, fid, floor, real, passed, reason", [
+    (0.95, 20.0, 10.0, 180, True, "ok"),
+    (0.89, 20.0, 10.0, 180, False, "labels 89.0%"),
+    (0.95, 41.0, 10.0, 180, False, "fid_domain is 41.00, over 4 x its real-vs-real 10.00 = 40.00"),
+    (0.95, 39.0, 10.0, 180, True, "ok"),
+    (0.95, 130.0, 10.0, 18, True, "classifier alone"),       # too few real images for a per-class FID
+    (0.50, 130.0, 10.0, 18, False, "labels 50.0%"),
+    (float("nan"), 1.0, 10.0, 180, False, "labels"),         # NaN never passes
+    (0.95, 1.0, float("nan"), 180, False, "fid_domain"),     # nor does a NaN floor
 ])
-def test_judge_class(accuracy, fid, real, passed, reason):
-    verdict = judge_class("3", accuracy, fid, real, 200, CFG)
+def test_judge_class(accuracy, fid, floor, real, passed, reason):
+    verdict = judge_class("3", accuracy, fid, floor, real, 200, CFG)
     assert verdict.passed is passed and reason in verdict.reason
 
 

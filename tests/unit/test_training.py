@@ -75,15 +75,31 @@ def test_divergence_stops_with_a_clear_error_and_keeps_good_checkpoints(tmp_path
         assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point()), path
 
 
-def test_resume_from_checkpoint_is_bitwise_identical(tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"arch": "cdcgan", "class_balanced": True}])
+def test_resume_from_checkpoint_is_bitwise_identical(tmp_path, extra):
     images, labels = data()
-    full = train_gan(images, labels, TrainConfig(steps=9, checkpoint_every=3, **TINY), seed=3)
+    full = train_gan(images, labels, TrainConfig(steps=9, checkpoint_every=3, **TINY, **extra), seed=3)
     # Stop after 6 steps (as if killed), then resume to 9 from the step-6 checkpoint.
-    train_gan(images, labels, TrainConfig(steps=6, checkpoint_every=3, **TINY), seed=3, checkpoint_dir=tmp_path)
-    resumed = train_gan(images, labels, TrainConfig(steps=9, checkpoint_every=3, **TINY), seed=3, checkpoint_dir=tmp_path, resume=True)
+    train_gan(images, labels, TrainConfig(steps=6, checkpoint_every=3, **TINY, **extra), seed=3, checkpoint_dir=tmp_path)
+    resumed = train_gan(images, labels, TrainConfig(steps=9, checkpoint_every=3, **TINY, **extra), seed=3,
+                        checkpoint_dir=tmp_path, resume=True)
     assert resumed.resumed_from == 6
     assert_bitwise_equal(weights(full), weights(resumed))
     assert resumed.history["step"] == full.history["step"]
+
+
+@pytest.mark.parametrize("balanced, expected", [(False, 0.1), (True, 0.5)])
+def test_class_balanced_batches_show_every_class_equally_often(balanced, expected):
+    from types import SimpleNamespace
+
+    targets = torch.tensor([0] * 90 + [1] * 10)
+    draws = []
+    for _ in range(2):  # a pure function of the seed
+        state = SimpleNamespace(rng=torch.Generator().manual_seed(0), order=torch.arange(100), cursor=0)
+        batches = training._Batches(state, torch.zeros(100, 1, 8, 8), targets, 20, 4, 2, slice(None), torch.contiguous_format, balanced)
+        draws.append(torch.cat([batches.next()[1] for _ in range(300)]))
+    assert torch.equal(draws[0], draws[1])
+    assert abs(draws[0].float().mean().item() - expected) < 0.03
 
 
 def test_corrupt_checkpoint_is_skipped_with_a_warning(tmp_path):
