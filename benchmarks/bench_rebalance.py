@@ -8,6 +8,7 @@ fid_domain) are trained on (a) the imbalanced real set, (b) (a) with the minorit
 count as (c), (c) the rebalanced set, and scored on the test set: minority-class recall and macro F1.
 
 Usage: python benchmarks/bench_rebalance.py [--seeds 0 1 2] [--steps 3000] [--max-synthetic-fraction 0.9]
+       [--no-class-balanced]
 Ends with: RESULT rebalance_minority_recall ours=<(c)> reference=<(a)> ratio=<(c)/(a)> recall
 (means over seeds and both classifiers).
 """
@@ -80,6 +81,7 @@ def fit_predict(kind: str, x, y, test_x, seed: int):
 def synthetic_set(train_dir: Path, work: Path, args, seed: int):
     """Train the cdcgan on the imbalanced split, export it, quality-check and rebalance with ganops' own steps."""
     cfg = load_config("cdcgan", [f"seed={seed}", f"train.steps={args.steps}", "validation.min_images=10",
+                                 f"train.class_balanced={str(args.class_balanced).lower()}",
                                  f"synthesis.max_synthetic_fraction={args.max_synthetic_fraction}", f"synthesis.seed={seed}"])
     trained = train_to_files(train_dir, cfg, work / "train")
     served = load_served(export_generator(trained.weights, work / "exports", "bench-cdcgan", str(seed), {}), "torchscript")
@@ -118,6 +120,8 @@ def main():
     parser.add_argument("--keep", type=float, default=0.1)
     parser.add_argument("--test-per-class", type=int, default=40)
     parser.add_argument("--max-synthetic-fraction", type=float, default=0.9)
+    parser.add_argument("--class-balanced", action=argparse.BooleanOptionalAction, default=True,
+                        help="train the cdcgan with train.class_balanced (the preset's default)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results = []
@@ -128,7 +132,7 @@ def main():
         finally:
             shutil.rmtree(work, ignore_errors=True)
     print(f"\nminority class {args.minority} cut to {args.keep:.0%}; held-out test {args.test_per_class}/class; "
-          f"seeds {args.seeds}; quality check passed on {sum(r['quality_passed'] for r in results)}/{len(results)}")
+          f"seeds {args.seeds}; class-balanced cdcgan: {args.class_balanced}; quality check passed on {sum(r['quality_passed'] for r in results)}/{len(results)}")
     print("| training set | classifier | minority recall | macro F1 |\n| --- | --- | --- | --- |")
     for name in ("a_imbalanced", "b_oversampled", "c_rebalanced"):
         for kind in ("logreg", "cnn"):

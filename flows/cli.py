@@ -166,6 +166,8 @@ def train(
     set_: list[str] = SetOpt,
     validate: bool = typer.Option(True, "--validate/--no-validate", help="Validate the data first, as the flow does "
                                   "(the flow's own training process skips it: the flow validated already)."),
+    in_memory: bool = typer.Option(False, "--in-memory", help="Decode the images into memory instead of the "
+                                   "memory-mapped cache in .ganops/cache/images (built once per dataset content)."),
     project_dir: Path = ProjectOpt,
 ) -> None:
     """Train a generator alone (no registry): checkpoints, samples, loss plot and generator.safetensors in OUT.
@@ -176,17 +178,18 @@ def train(
     from components.config import load_config
     from components.core.paths import state_dir
     from components.core.progress import progress_bar
-    from components.training.job import train_to_files, validate_and_train
+    from components.training.job import image_cache_dir, train_to_files, validate_and_train
 
     cfg = load_config(config, list(set_) + ([f"train.steps={max_steps}"] if max_steps else []))
     out_dir = (out or state_dir(root) / "train" / cfg.name).resolve()
     folder = (data or root / cfg.data.dir).resolve()
     if not folder.is_dir():
         raise GanopsError(f"dataset folder {folder} does not exist")
+    cache = None if in_memory else image_cache_dir(root)
     if validate:
-        result = validate_and_train(folder, cfg, out_dir, state_dir(root), progress=progress_bar, resume=resume)
+        result = validate_and_train(folder, cfg, out_dir, state_dir(root), progress=progress_bar, resume=resume, cache_dir=cache)
     else:
-        result = train_to_files(folder, cfg, out_dir, progress=progress_bar, resume=resume)
+        result = train_to_files(folder, cfg, out_dir, progress=progress_bar, resume=resume, cache_dir=cache)
     if result is not None:  # only rank 0 writes the result (and draws the bar)
         typer.echo(f"trained {cfg.train.arch}/{cfg.train.loss} to step {result.steps} (resumed from {result.resumed_from}) "
                    f"in {result.seconds:.1f} s on {result.device} x{result.world_size}: {result.weights}")

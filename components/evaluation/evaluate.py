@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from components.config import EvaluateConfig
@@ -59,13 +60,24 @@ def _domain(data_root: Path, labels: list[str], dataset_md5: str, cfg: EvaluateC
     return real, targets, extractor
 
 
-def _generate(weights: Path, image_shape: tuple[int, ...], cfg: EvaluateConfig, seed: int):
+def proportional_labels(targets: np.ndarray, num_classes: int, n: int) -> torch.Tensor:
+    """n class labels in the real data's proportions (largest remainders), cycling through the classes in turn so
+    any prefix is mixed: a conditional generator is compared with imbalanced data as the data is, not as if balanced."""
+    counts = np.bincount(targets, minlength=num_classes).astype(float)
+    quota = counts / counts.sum() * n
+    take = np.floor(quota).astype(int)
+    take[np.argsort(-(quota - take), kind="stable")[: n - take.sum()]] += 1
+    order = np.argsort(np.concatenate([np.arange(k) / max(k, 1) for k in take]), kind="stable")
+    return torch.from_numpy(np.repeat(np.arange(num_classes), take)[order])
+
+
+def _generate(weights: Path, image_shape: tuple[int, ...], cfg: EvaluateConfig, seed: int, targets: np.ndarray):
     """`cfg.num_samples` images of the generator at `weights` from the latents of `seed` (the same for every
-    generator), with their class labels (cycling through the classes of a conditional generator)."""
+    generator), with their class labels (a conditional generator's in the real `targets`' proportions)."""
     generator, spec, _ = load_generator(Path(weights))
     check_shape(spec, image_shape, f"generator {weights}")
     device = pick_device("auto")  # the latents come from a CPU generator: the same on every device
-    fake_labels = torch.arange(cfg.num_samples) % max(spec.num_classes, 1)
+    fake_labels = proportional_labels(targets, spec.num_classes, cfg.num_samples) if spec.conditional else torch.zeros(cfg.num_samples, dtype=torch.long)
     generated = to_uint8(sample(generator.to(device), cfg.num_samples, seed, cfg.batch_size, str(device),
                                 labels=fake_labels if spec.conditional else None))
     return generated, spec, fake_labels
@@ -75,7 +87,7 @@ def evaluate_generator(weights: Path, data_root: Path, labels: list[str], datase
                        cache_dir: Path, seed: int) -> Scores:
     """Score the generator stored at `weights` against the ImageFolder at `data_root` (version `dataset_md5`)."""
     real, targets, extractor = _domain(data_root, labels, dataset_md5, cfg, cache_dir, seed)
-    generated, spec, fake_labels = _generate(weights, tuple(real.shape[1:]), cfg, seed)
+    generated, spec, fake_labels = _generate(weights, tuple(real.shape[1:]), cfg, seed, targets)
     real_f, fake_f = features_of(extractor, real), features_of(extractor, generated)
     metrics = {FID_DOMAIN: stats_to_fid(features_to_stats(fake_f), features_to_stats(real_f)),
                FID_DOMAIN_REAL_SPLIT: real_split_fid(extractor, real, seed), EXTRACTOR_ACCURACY: extractor.accuracy}
@@ -99,9 +111,9 @@ def paired_difference(candidate: Path, champion: Path, data_root: Path, labels: 
     the same latents; empty when evaluate.bootstrap_rounds is 0."""
     if not cfg.bootstrap_rounds:
         return {}
-    real, _, extractor = _domain(data_root, labels, dataset_md5, cfg, cache_dir, seed)
+    real, targets, extractor = _domain(data_root, labels, dataset_md5, cfg, cache_dir, seed)
     shape = tuple(real.shape[1:])
-    fakes = [features_of(extractor, _generate(w, shape, cfg, seed)[0]) for w in (candidate, champion)]
+    fakes = [features_of(extractor, _generate(w, shape, cfg, seed, targets)[0]) for w in (candidate, champion)]
     paired = paired_bootstrap_fid(features_of(extractor, real), *fakes, rounds=cfg.bootstrap_rounds, seed=seed)
     return {metric_name(k, DOMAIN): v for k, v in paired.items()}
 

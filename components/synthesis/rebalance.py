@@ -94,6 +94,8 @@ def write_rebalanced(served: Served, data: Path, plan: list[ClassPlan], out: Pat
     """Write the real files and the planned synthetic ones into `out` (built under a temporary name, then renamed),
     with the manifest last. Returns the manifest."""
     check_output(out, force)
+    if out.resolve().is_relative_to(data.resolve()):
+        raise GanopsError(f"--out {out} lies inside --data {data}: the rebalanced set would become part of the real data")
     request = Request({p.label: p.synthetic for p in plan if p.synthetic}, cfg.seed, synthetic_prefix(served))
 
     def build(tmp: Path) -> dict:

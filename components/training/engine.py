@@ -173,7 +173,8 @@ class _Batches:
             s.cursor += self.batch
         z = torch.randn(self.batch, self.z_dim, generator=s.rng, device=device)[self.shard]
         y_fake = torch.randint(self.classes, (self.batch,), generator=s.rng, device=device)[self.shard]
-        return self.data[idx].contiguous(memory_format=self.fmt), self.targets[idx], z, y_fake
+        real = to_unit_range(self.data[idx].to(device, non_blocking=True))  # uint8 kept; one batch made float at a time
+        return real.contiguous(memory_format=self.fmt), self.targets[idx], z, y_fake
 
 
 def _train_step(state: _State, cfg: TrainConfig, draws: list[tuple], nets, autocast, conditional: bool) -> torch.Tensor:
@@ -311,7 +312,9 @@ def train_gan(
     fixed_y = torch.arange(64, device=device) % max(classes, 1)
     if resume and checkpoint_dir is not None:
         _restore(state, checkpoint_dir, device)
-    data = to_unit_range(images).to(device)
+    # uint8 as given (a memory-mapped cache stays on disk on CPU; on CUDA the whole set goes to the device, a quarter
+    # of its float32 size); batches become float in _Batches.
+    data = (torch.from_numpy(images) if isinstance(images, np.ndarray) else images).to(device)
     targets = torch.from_numpy(labels).long().to(device) if labels is not None else torch.zeros(n, dtype=torch.long, device=device)
     if world > 1:
         _distribute(state, device, local_rank)

@@ -20,7 +20,8 @@ from components.config import RetrainConfig, TrainConfig, config_to_dict
 from components.core.atomic import file_digest, file_lock, write_text
 from components.core.device import dist_info
 from components.core.errors import GanopsError
-from components.core.paths import check_path_name
+from components.core.paths import check_path_name, state_dir
+from components.data.cache import cached_images
 from components.data.images import load_images
 from components.training.engine import train_gan
 from components.training.networks import GeneratorSpec
@@ -85,17 +86,23 @@ def finished_outcome(folder: Path) -> TrainOutcome | None:
 
 
 def train_to_files(data_root: Path, config: RetrainConfig, out_dir: Path, on_metrics=None, progress=None,
-                   resume: bool = False) -> TrainOutcome | None:
+                   resume: bool = False, cache_dir: Path | None = None) -> TrainOutcome | None:
     """Train on the ImageFolder at data_root; write generator.safetensors, samples/, loss_curves.png, result.json.
 
-    Checkpoints go to out_dir/checkpoints; resume=True continues from the newest valid one. Returns the outcome
-    (None on ranks other than 0, which write nothing).
+    Checkpoints go to out_dir/checkpoints; resume=True continues from the newest valid one. With `cache_dir` the
+    images are decoded once into a memory-mapped cache there (data.cache) instead of into memory. Returns the
+    outcome (None on ranks other than 0, which write nothing).
     """
     out_dir = Path(out_dir)
     labels = config.validation.labels
     config_dict = config_to_dict(config)
     rank, world, _ = dist_info()
-    images, targets = load_images(Path(data_root), labels)
+    if cache_dir is None:
+        images, targets = load_images(Path(data_root), labels)
+    else:  # every rank opens the same cache: the first to take the lock builds it, the others find it whole
+        with file_lock(Path(cache_dir) / ".build.lock"):
+            images, targets = cached_images(Path(data_root), labels, Path(cache_dir),
+                                            progress=(lambda n: progress(n, "decode", "image")) if progress and rank == 0 else None)
 
     def on_samples(step, samples):
         save_grid(samples, out_dir / "samples" / f"step_{step:06d}.png")
@@ -117,11 +124,16 @@ def train_to_files(data_root: Path, config: RetrainConfig, out_dir: Path, on_met
 
 
 def validate_and_train(data_root: Path, config: RetrainConfig, out_dir: Path, state: Path, progress=None,
-                       resume: bool = False) -> TrainOutcome | None:
+                       resume: bool = False, cache_dir: Path | None = None) -> TrainOutcome | None:
     """`ganops train`: the flow's validation of data_root first (ValidationFailed names each bad file), then
     train_to_files."""
     require_valid(Path(data_root), config.validation, state)
-    return train_to_files(data_root, config, out_dir, progress=progress, resume=resume)
+    return train_to_files(data_root, config, out_dir, progress=progress, resume=resume, cache_dir=cache_dir)
+
+
+def image_cache_dir(project_dir: Path) -> Path:
+    """Where a project's decoded datasets live (data.cache)."""
+    return state_dir(project_dir) / "cache" / "images"
 
 
 RDZV_ENDPOINT_ENV, RDZV_ID_ENV = "GANOPS_RDZV_ENDPOINT", "GANOPS_RDZV_ID"
@@ -194,5 +206,6 @@ def run_training(data_root: Path, config: RetrainConfig, out_dir: Path, project_
         if done is not None:
             return done
         if effective_launcher(config.train) == "inprocess":
-            return train_to_files(data_root, config, out_dir, on_metrics=on_metrics, progress=progress, resume=True)
+            return train_to_files(data_root, config, out_dir, on_metrics=on_metrics, progress=progress, resume=True,
+                                  cache_dir=image_cache_dir(project_dir))
         return train_in_subprocess(data_root, config, out_dir, project_dir)

@@ -64,3 +64,52 @@ def test_copy_image_folder_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="holds no files"):
         copy_image_folder(tmp_path / "empty", tmp_path / "out")
+
+
+def test_the_decoded_cache_equals_the_in_memory_load_and_is_checked_on_open(tmp_path):
+    import warnings
+
+    from components.data.cache import IMAGES, cached_images
+    from components.data.images import load_images
+    from components.data.sources import write_digits
+
+    root = tmp_path / "digits"
+    write_digits(root)
+    labels = [str(i) for i in range(10)]
+    want_x, want_y = load_images(root, labels)
+    x, y = cached_images(root, labels, tmp_path / "cache", workers=2)
+    assert np.array_equal(x, want_x) and np.array_equal(y, want_y) and x.dtype == np.uint8
+    (folder,) = [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
+    built = (folder / IMAGES).stat().st_mtime_ns
+    x[0, 0, 0, 0] ^= 1  # copy-on-write: the cache file is never written through
+    cached_images(root, labels, tmp_path / "cache")
+    assert (folder / IMAGES).stat().st_mtime_ns == built  # reused, not rebuilt
+    with open(folder / IMAGES, "r+b") as f:  # a byte flipped on disk
+        f.seek(-1, 2)
+        last = f.read(1)[0]
+        f.seek(-1, 2)
+        f.write(bytes([last ^ 1]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x, _ = cached_images(root, labels, tmp_path / "cache")
+    assert any("does not match its meta.json" in str(w.message) for w in caught)
+    assert np.array_equal(x, want_x)
+
+
+def test_the_decoded_cache_refuses_other_sizes_and_unknown_labels(tmp_path):
+    from components.core.errors import DataError
+    from components.data.cache import cached_images
+    from components.data.png import encode_png
+
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "1.png").write_bytes(encode_png(np.zeros((8, 8), np.uint8)))
+    (root / "a" / "2.png").write_bytes(encode_png(np.zeros((16, 16), np.uint8)))
+    with pytest.raises(DataError, match=r"2.png is 1x16x16, but the first image is 1x8x8"):
+        cached_images(root, ["a"], tmp_path / "cache", workers=1)
+    (root / "a" / "2.png").unlink()
+    (root / "zz").mkdir()
+    (root / "zz" / "3.png").write_bytes(encode_png(np.zeros((8, 8), np.uint8)))
+    with pytest.raises(DataError, match="zz/3.png is not in a label folder of a"):
+        cached_images(root, ["a"], tmp_path / "cache", workers=1)
+    assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]  # nothing half-built stays

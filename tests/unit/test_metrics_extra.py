@@ -112,3 +112,18 @@ def test_preprocess_matches_the_reference_scaling():
     assert x.shape == (2, 3, 299, 299)
     assert x[0].max().item() == -1.0 and x[1].min().item() == pytest.approx(0.9921875)
     assert torch.equal(to_uint8(torch.tensor([-1.0, 0.0, 1.0, 2.0])), torch.tensor([0, 128, 255, 255], dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("counts, n, expected", [
+    ([90, 10, 100], 20, [9, 1, 10]),
+    ([180, 180], 7, [4, 3]),               # largest remainder, ties to the lower class
+    ([1797 // 10] * 10, 2000, [200] * 10),
+    ([5, 0, 5], 4, [2, 0, 2]),             # a class the data lacks gets no samples
+])
+def test_a_conditional_generator_is_sampled_in_the_real_class_proportions(counts, n, expected):
+    from components.evaluation.evaluate import proportional_labels
+
+    targets = np.repeat(np.arange(len(counts)), counts)
+    labels = proportional_labels(targets, len(counts), n).numpy()
+    assert len(labels) == n and np.bincount(labels, minlength=len(counts)).tolist() == expected
+    assert len(set(labels[: sum(1 for c in expected if c)].tolist())) == sum(1 for c in expected if c)  # mixed from the start

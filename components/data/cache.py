@@ -1,0 +1,109 @@
+"""The decoded dataset on disk: one uint8 array (N, C, H, W) per dataset content, memory-mapped for training.
+
+Decoding a folder of PNGs into one in-memory array costs N x C x H x W bytes of RAM and a serial decode on every run.
+Here the images are decoded once, in parallel (each worker writes its slice of the array), into
+`<cache>/<key>/images.npy`, with `targets.npy` and last `meta.json` (the commit point: the arrays' sha256). The
+folder is built under a temporary name and renamed whole. Training opens the array copy-on-write: pages are read
+from disk as batches touch them, so memory stays bounded by what the OS keeps cached, and the bytes are checked
+against `meta.json` before use (a changed cache is rebuilt, with a warning).
+
+The key hashes every data file's relative path, size and modification time with the labels: a changed, added or
+removed file gives a new cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from components.core.atomic import file_digest, replace_folder
+from components.core.errors import DataError
+from components.data.images import list_files
+
+IMAGES, TARGETS, META = "images.npy", "targets.npy", "meta.json"
+CHUNK = 4096  # images per decode task
+
+
+def cache_key(root: Path, files: list[Path], labels: list[str]) -> str:
+    digest = hashlib.sha256(json.dumps(labels).encode())
+    for rel in files:
+        info = (root / rel).stat()
+        digest.update(f"{rel.as_posix()}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def decode(path: Path) -> np.ndarray:
+    """One image as uint8 (C, H, W)."""
+    with Image.open(path) as im:
+        arr = np.asarray(im)
+    return (arr[:, :, None] if arr.ndim == 2 else arr).transpose(2, 0, 1)
+
+
+def _decode_chunk(task: tuple[str, str, int, list[str]]) -> int:
+    """Decode files into rows start.. of the array at `array` (opened read-write in this worker)."""
+    root, array, start, rels = task
+    out = np.load(array, mmap_mode="r+")
+    for i, rel in enumerate(rels):
+        image = decode(Path(root) / rel)
+        if image.shape != out.shape[1:]:
+            raise DataError(f"{Path(root) / rel} is {'x'.join(map(str, image.shape))}, but the first image is "
+                            f"{'x'.join(map(str, out.shape[1:]))}: training needs one image size")
+        out[start + i] = image
+    out.flush()
+    return len(rels)
+
+
+def build_cache(root: Path, files: list[Path], labels: list[str], target: Path, workers: int, progress=None) -> None:
+    """Decode `files` into the cache folder `target` (built whole under a temporary name, meta.json last)."""
+    index = {name: i for i, name in enumerate(labels)}
+    unknown = next((rel for rel in files if rel.parts[0] not in index), None)
+    if unknown is not None:
+        raise DataError(f"{root / unknown} is not in a label folder of {', '.join(labels)}")
+    shape = decode(root / files[0]).shape
+
+    def build(tmp: Path) -> None:
+        images = np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=np.uint8, shape=(len(files), *shape))
+        del images  # the workers write it
+        np.save(tmp / TARGETS, np.array([index[rel.parts[0]] for rel in files], dtype=np.int64))
+        tasks = [(str(root), str(tmp / IMAGES), s, [r.as_posix() for r in files[s:s + CHUNK]]) for s in range(0, len(files), CHUNK)]
+        with ProcessPoolExecutor(max(1, workers)) as pool:
+            for done in pool.map(_decode_chunk, tasks):
+                if progress is not None:
+                    progress.update(done)
+        meta = {"count": len(files), "shape": list(shape), "labels": labels,
+                "images_sha256": file_digest(tmp / IMAGES), "targets_sha256": file_digest(tmp / TARGETS)}
+        (tmp / META).write_text(json.dumps(meta, indent=2))
+
+    replace_folder(build, target)
+
+
+def _intact(folder: Path) -> bool:
+    try:
+        meta = json.loads((folder / META).read_text())
+        return file_digest(folder / IMAGES) == meta["images_sha256"] and file_digest(folder / TARGETS) == meta["targets_sha256"]
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def cached_images(root: Path, labels: list[str], cache_dir: Path, workers: int | None = None, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """The ImageFolder at `root` as (images uint8 (N, C, H, W) memory-mapped copy-on-write, label indices (N,)),
+    decoded once into `cache_dir` and checked against its recorded sha256 on every open. `progress(total)` makes a
+    progress bar for a build. Raises DataError naming a file outside the labels or of another size."""
+    root = Path(root)
+    files = list_files(root)
+    if not files:
+        raise DataError(f"dataset folder {root} holds no images")
+    target = Path(cache_dir) / cache_key(root, files, labels)
+    intact = _intact(target)
+    if not intact and (target / META).is_file():
+        warnings.warn(f"the decoded image cache {target} does not match its meta.json; decoding {root} again", RuntimeWarning)
+    if not intact:
+        build_cache(root, files, labels, target, workers or os.cpu_count() or 1, progress(len(files)) if progress else None)
+    return np.load(target / IMAGES, mmap_mode="c"), np.load(target / TARGETS)
