@@ -225,7 +225,7 @@ class SynthesisConfig(_Strict):
                                       "least this fraction of each class's samples as that class.")
     class_fid_factor: float = Field(4.0, gt=0, description="Ceiling on each class's fid_domain (samples against the "
                                     "class's real images), as a multiple of the class's own real-vs-real FID (two halves).")
-    min_real_for_fid: int = Field(50, ge=2, description="A class with fewer real images is judged by the classifier "
+    min_real_for_fid: int = Field(50, ge=4, description="A class with fewer real images is judged by the classifier "
                                   "alone: its FID would mostly measure the few real images' covariance.")
     quality_samples: int = Field(200, ge=10, description="Samples per class for the quality check.")
     classifier_epochs: int = Field(8, ge=1, description="Epochs of the quality check's classifier (cached per dataset).")

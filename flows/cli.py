@@ -270,11 +270,11 @@ def rebalance(
     from components.synthesis.commands import rebalance as rebalance_data
 
     result = rebalance_data(root, model, data.resolve(), out.resolve(), parse_target(target), cfg, do_import,
-                            classes=list(classes) or None)
+                            data_dir=cfg.data.dir, force=force, classes=list(classes) or None)
     typer.echo(format_quality(result.quality))
     typer.echo(f"wrote {out} ({result.validation.images} images, validation passed):\n{format_plan(result.plan)}")
     if result.dataset:
-        typer.echo(f"imported as data/ (md5 {result.dataset['md5']}); commit data.dvc to record this version")
+        typer.echo(f"imported as {cfg.data.dir}/ (md5 {result.dataset['md5']}); commit {cfg.data.dir}.dvc to record this version")
 
 
 @app.command()

@@ -63,7 +63,7 @@ def import_task(root: Path, out: Path, data_dir: str) -> str:
 
 @flow(name="rebalance", log_prints=True)
 def rebalance(model: str, data: str, out: str, target: str = "max", preset: str = "cdcgan", overrides: list[str] | None = None,
-              import_data: bool = False, data_dir: str = "data", force: bool = False, classes: list[str] | None = None,
+              import_data: bool = False, force: bool = False, classes: list[str] | None = None,
               project_dir: str = ".") -> dict:
     """Rebalance the ImageFolder `data` with the conditional generator `model` (MODEL@ALIAS) into `out` (only the
     `classes` named, when given); with `import_data`, make it the project's dataset as a new DVC version."""
@@ -74,8 +74,8 @@ def rebalance(model: str, data: str, out: str, target: str = "max", preset: str 
     quality = quality_task(root, served, data_path, plan, config)
     manifest = generate_task(served, data_path, plan, out_path, config, quality, force)
     images = validate_task(out_path, config, root)
-    md5 = import_task(root, out_path, data_dir) if import_data else None
+    md5 = import_task(root, out_path, config.data.dir) if import_data else None
     print(f"rebalanced {data_path} into {out_path}: {images} images, {len(manifest['files'])} synthetic"
-          + (f"; imported as {data_dir}/ (md5 {md5})" if md5 else ""))
+          + (f"; imported as {config.data.dir}/ (md5 {md5})" if md5 else ""))
     return {"out": str(out_path), "images": images, "synthetic": len(manifest["files"]), "dataset_md5": md5,
             "generator": manifest["generator"]}

@@ -15,6 +15,7 @@ import numpy as np
 
 from components.core.atomic import bytes_digest, json_bytes, replace_folder
 from components.core.errors import GanopsError
+from components.core.paths import check_path_name
 from components.core.names import SYNTHETIC_MANIFEST, TAG_DATASET_MD5
 from components.serving.formats import WEIGHTS
 from components.data.png import encode_png
@@ -70,24 +71,32 @@ def require_conditional(served: Served) -> list[str]:
     return served.labels
 
 
+def latent_chunks(seed: int, class_index: int, n: int, z_dim: int):
+    """Standard normal float32 latents of one class, CHUNK rows at a time from one stream seeded with (seed, class
+    index): together a pure function of (seed, class index, n), the same as one draw of n rows."""
+    rng = np.random.default_rng([seed, class_index])
+    for start in range(0, n, CHUNK):
+        yield rng.standard_normal((min(CHUNK, n - start), z_dim), dtype=np.float32)
+
+
 def class_latents(seed: int, class_index: int, n: int, z_dim: int) -> np.ndarray:
-    """Standard normal float32 latents (n, z_dim) of one class: a pure function of (seed, class index, n)."""
-    return np.random.default_rng([seed, class_index]).standard_normal((n, z_dim), dtype=np.float32)
+    return np.concatenate(list(latent_chunks(seed, class_index, n, z_dim)))
+
+
+def image_chunks(served: Served, label: str, n: int, seed: int, progress=None):
+    """n images of `label` ("" unconditional) as uint8 (N, H, W, C) chunks of CHUNK, drawn from one latent stream per
+    (seed, class) chunk by chunk (the same values as one draw): memory stays bounded whatever n is."""
+    index = served.labels.index(label) if label else 0
+    for z in latent_chunks(seed, index, n, served.z_dim):
+        labels = np.full(len(z), index, dtype=np.int64) if label else None
+        yield channels_last_uint8(served.forward(z, labels))
+        if progress is not None:
+            progress.update(len(z))
 
 
 def images_of(served: Served, label: str, n: int, seed: int, progress=None) -> np.ndarray:
-    """n images (N, H, W, C) uint8 of `label` ("" unconditional), CHUNK latents per forward pass (each one
-    reported to `progress.update`)."""
-    index = served.labels.index(label) if label else 0
-    z = class_latents(seed, index, n, served.z_dim)
-    out = []
-    for start in range(0, n, CHUNK):
-        chunk = z[start:start + CHUNK]
-        labels = np.full(len(chunk), index, dtype=np.int64) if label else None
-        out.append(channels_last_uint8(served.forward(chunk, labels)))
-        if progress is not None:
-            progress.update(len(chunk))
-    return np.concatenate(out)
+    """All n images of `label` at once (the quality check's samples; an npz)."""
+    return np.concatenate(list(image_chunks(served, label, n, seed, progress)))
 
 
 def file_name(prefix: str, i: int) -> str:
@@ -103,23 +112,26 @@ def source_record(served: Served) -> dict:
 
 
 def write_images(served: Served, request: Request, out: Path, fmt: str = "png", progress=None) -> dict[str, str]:
-    """Write the request's images under `out` (png: <label>/<prefix><i>.png; npz: one images.npz with x and y).
-    Returns {relative path: sha256}. `progress` (core.progress) advances by each chunk of images."""
+    """Write the request's images under `out` (png: <label>/<prefix><i>.png, chunk by chunk; npz: one images.npz
+    with x and y). Returns {relative path: sha256}. `progress` (core.progress) advances by each chunk of images."""
+    require_safe_names(served)
     files: dict[str, str] = {}
     xs, ys = [], []
     for label, n in request.counts.items():
-        images = images_of(served, label, n, request.seed, progress)
         if fmt == "npz":
-            xs.append(images)
+            xs.append(images_of(served, label, n, request.seed, progress))
             ys += [label] * n
-        else:
-            folder = out / label if label else out
-            folder.mkdir(parents=True, exist_ok=True)
-            for i, image in enumerate(images):
+            continue
+        folder = out / label if label else out
+        folder.mkdir(parents=True, exist_ok=True)
+        i = 0
+        for chunk in image_chunks(served, label, n, request.seed, progress):
+            for image in chunk:
                 blob = encode_png(image[..., 0] if image.shape[-1] == 1 else image)  # the same bytes on every machine
                 name = file_name(request.prefix, i)
                 (folder / name).write_bytes(blob)
                 files[f"{label}/{name}" if label else name] = bytes_digest(blob)
+                i += 1
     if fmt == "npz":
         buffer = io.BytesIO()
         np.savez(buffer, x=np.concatenate(xs), y=np.asarray(ys, dtype=str))
@@ -128,12 +140,30 @@ def write_images(served: Served, request: Request, out: Path, fmt: str = "png", 
     return files
 
 
-def check_output(out: Path, force: bool) -> None:
-    """Refuse a file, or a non-empty folder without --force (nothing is touched)."""
+def require_safe_names(served: Served) -> None:
+    """Class names and the version become file and folder names: each must be one plain name (an export's manifest
+    is only checked against itself when it comes from a folder or S3)."""
+    for label in served.labels:
+        check_path_name(label, f"class name of {served.model_name} version {served.version}")
+    check_path_name(served.version, f"version of {served.model_name}")
+
+
+def check_output(out: Path, force: bool, data: Path | None = None) -> None:
+    """Refuse a file; a folder that overlaps `data` or holds the working directory; and a non-empty folder, unless
+    --force and it holds .synthetic.json (one ganops wrote before). Nothing is touched."""
     if out.exists() and not out.is_dir():
         raise GanopsError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise GanopsError(f"--out {out} exists and is not empty; pass --force to replace it")
+    resolved = out.resolve()
+    if data is not None and (data.resolve().is_relative_to(resolved) or resolved.is_relative_to(data.resolve())):
+        raise GanopsError(f"--out {out} and --data {data} overlap: the real data would be replaced or mixed with the output")
+    if Path.cwd().resolve().is_relative_to(resolved):
+        raise GanopsError(f"--out {out} holds the working directory; choose a folder of its own")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise GanopsError(f"--out {out} exists and is not empty; pass --force to replace it")
+        if not (out / SYNTHETIC_MANIFEST).is_file():
+            raise GanopsError(f"--out {out} is not a folder ganops wrote (it has no {SYNTHETIC_MANIFEST}); "
+                              "--force replaces only those: choose another --out")
 
 
 def generate(served: Served, request: Request, out: Path, fmt: str = "png", force: bool = False, progress=None) -> Generated:

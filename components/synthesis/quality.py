@@ -2,8 +2,9 @@
 
 For every class it is to generate: a classifier trained on the real data (the fid_domain extractor's network, its
 loss weighted by inverse class frequency since the data is imbalanced, cached per content hash) must label at least `min_class_accuracy` of the class's samples as that class, and the
-class's fid_domain (its samples against its real images, in that classifier's features) must stay under
-`class_fid_factor` times the class's own real-vs-real FID (two random halves) (for a class with at least `min_real_for_fid` real images: below that, the FID mostly measures
+class's fid_domain (samples against one random half of its real images, in that classifier's features) must stay
+under `class_fid_factor` times the class's own real-vs-real FID (the other half against the same half, at the same
+size) (for a class with at least `min_real_for_fid` real images: below that, the FID mostly measures
 the few real images' covariance, so the classifier decides alone, and the report says so). The decision is a pure
 function of the measured numbers.
 """
@@ -22,7 +23,7 @@ from components.core.atomic import file_digest
 from components.core.errors import GanopsError
 from components.core.pixels import to_unit_range
 from components.data.images import list_files, load_images
-from components.evaluation.domain import DomainExtractor, features_of, load_or_train_extractor, real_split_fid
+from components.evaluation.domain import DomainExtractor, features_of, load_or_train_extractor
 from components.evaluation.frechet import features_to_stats, stats_to_fid
 from components.serving.runtime import Served
 from components.synthesis.generate import images_of, require_conditional
@@ -32,8 +33,8 @@ from components.synthesis.generate import images_of, require_conditional
 class ClassQuality:
     label: str
     accuracy: float  # fraction of the samples the classifier labels as `label`
-    fid: float  # fid_domain of the samples against the class's real images
-    floor: float  # fid_domain between two random halves of the class's real images
+    fid: float  # fid_domain of h samples against h real images of the class (one random half)
+    floor: float  # fid_domain of the other half of the class's real images against the same half
     real_images: int
     samples: int
     passed: bool
@@ -94,8 +95,8 @@ def real_data(root: Path, labels: list[str]) -> tuple[torch.Tensor, np.ndarray]:
 
 
 def class_numbers(extractor: DomainExtractor, served: Served, label: str, real: torch.Tensor, n: int, seed: int) -> tuple[float, float, float]:
-    """(accuracy, fid, floor) of `n` samples of `label` against the class's real images `real`; the floor is the FID
-    between two random halves of `real`."""
+    """(accuracy of `n` samples of `label`, fid, floor). Both FIDs at the same sizes (FID's bias grows as 1/size):
+    h samples against one random half of the class's h real images each, and the floor the other half against it."""
     fake = torch.from_numpy(images_of(served, label, n, seed)).permute(0, 3, 1, 2).contiguous()
     if tuple(fake.shape[1:]) != tuple(real.shape[1:]):
         raise GanopsError(f"{served.model_name} version {served.version} makes {'x'.join(map(str, fake.shape[1:]))} images "
@@ -103,10 +104,13 @@ def class_numbers(extractor: DomainExtractor, served: Served, label: str, real: 
     with torch.no_grad():
         predicted = extractor.model.eval()(to_unit_range(fake)).argmax(1).numpy()
     accuracy = float(np.mean(predicted == served.labels.index(label)))
-    if len(real) < 4:
+    h = min(len(real) // 2, n)
+    if h < 2:
         return accuracy, float("inf"), float("nan")
-    fid = stats_to_fid(features_to_stats(features_of(extractor, fake)), features_to_stats(features_of(extractor, real)))
-    return accuracy, fid, real_split_fid(extractor, real, seed)
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+    half_a, half_b = (features_to_stats(features_of(extractor, real[order[i * h:(i + 1) * h]])) for i in (0, 1))
+    fid = stats_to_fid(features_to_stats(features_of(extractor, fake[:h])), half_b)
+    return accuracy, fid, stats_to_fid(half_a, half_b)
 
 
 def check_quality(served: Served, data: Path, classes: list[str], cfg: SynthesisConfig, cache_dir: Path) -> QualityReport:

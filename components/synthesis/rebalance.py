@@ -46,7 +46,7 @@ def parse_target(text: str) -> str | int:
 
 def plan_rebalance(counts: dict[str, int], target: str | int, max_fraction: float, only: list[str] | None = None) -> list[ClassPlan]:
     """How many images each class (of `only`, when given) gets so it reaches `target` real + synthetic, never more
-    synthetic than `max_fraction` of the class (pure). A class with no real image gets none: nothing would check them."""
+    synthetic than `max_fraction` of the class (pure). A class with no real image is refused: nothing would check them."""
     if not 0 < max_fraction < 1:
         raise GanopsError(f"--max-synthetic-fraction {max_fraction} must lie strictly between 0 and 1")
     unknown = [label for label in only or [] if label not in counts]
@@ -56,6 +56,9 @@ def plan_rebalance(counts: dict[str, int], target: str | int, max_fraction: floa
     plans = []
     for label, real in counts.items():
         need = max(0, goal - real) if not only or label in only else 0
+        if need and not real:
+            raise GanopsError(f"class {label!r} has no real image: nothing to check its synthetic images against "
+                              "(add some, or leave it out with --class)")
         cap = math.floor(max_fraction * real / (1 - max_fraction) + 1e-9)  # s / (real + s) <= max_fraction
         plans.append(ClassPlan(label, real, min(need, cap), goal, need > cap))
     return plans
@@ -93,9 +96,7 @@ def write_rebalanced(served: Served, data: Path, plan: list[ClassPlan], out: Pat
                      quality: QualityReport, force: bool = False, progress=None) -> dict:
     """Write the real files and the planned synthetic ones into `out` (built under a temporary name, then renamed),
     with the manifest last. Returns the manifest."""
-    check_output(out, force)
-    if out.resolve().is_relative_to(data.resolve()):
-        raise GanopsError(f"--out {out} lies inside --data {data}: the rebalanced set would become part of the real data")
+    check_output(out, force, data)
     request = Request({p.label: p.synthetic for p in plan if p.synthetic}, cfg.seed, synthetic_prefix(served))
 
     def build(tmp: Path) -> dict:

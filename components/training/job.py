@@ -102,7 +102,7 @@ def train_to_files(data_root: Path, config: RetrainConfig, out_dir: Path, on_met
     else:  # every rank opens the same cache: the first to take the lock builds it, the others find it whole
         with file_lock(Path(cache_dir) / ".build.lock"):
             images, targets = cached_images(Path(data_root), labels, Path(cache_dir),
-                                            progress=(lambda n: progress(n, "decode", "image")) if progress and rank == 0 else None)
+                                            progress=(lambda n: progress(n, label="decode", unit="image")) if progress and rank == 0 else None)
 
     def on_samples(step, samples):
         save_grid(samples, out_dir / "samples" / f"step_{step:06d}.png")

@@ -108,8 +108,14 @@ def test_generate_refuses_a_non_empty_folder_and_an_unconditional_class(project,
     (out / "keep.txt").write_text("mine")
     done = cli(project, "generate", f"{MODEL}@champion", "-n", "2", "--out", str(out))
     assert refused(done, "--force") and (out / "keep.txt").read_text() == "mine"
-    assert cli(project, "generate", f"{MODEL}@champion", "-n", "2", "--out", str(out), "--force").exit_code == 0
-    assert not (out / "keep.txt").exists()
+    done = cli(project, "generate", f"{MODEL}@champion", "-n", "2", "--out", str(out), "--force")
+    assert refused(done, "not a folder ganops wrote") and (out / "keep.txt").read_text() == "mine"  # --force replaces only outputs
+    again = tmp_path / "again"
+    assert cli(project, "generate", f"{MODEL}@champion", "-n", "2", "--out", str(again)).exit_code == 0
+    assert cli(project, "generate", f"{MODEL}@champion", "-n", "3", "--out", str(again), "--force").exit_code == 0
+    assert json.loads((again / SYNTHETIC_MANIFEST).read_text())["counts"]["0"] == 3
+    assert refused(cli(project, "rebalance", "--model", f"{MODEL}@champion", "--data", str(project / "data"), "--out",
+                       str(project / "data" / "more")), "overlap")
     plain = train_to_files(project / "data", load_config("smoke", ["train.steps=2"]), tmp_path / "plain")
     export = export_generator(plain.weights, tmp_path / "exports", "plain", "1", {})
     done = cli(project, "generate", str(export), "-n", "2", "--class", "3", "--out", str(tmp_path / "p"))

@@ -19,7 +19,6 @@ from components.synthesis.rebalance import MAX, parse_target, plan_rebalance
     ({"a": 100, "b": 10}, MAX, 0.75, {"a": 0, "b": 30}),         # capped: 30 / 40 = 0.75
     ({"a": 100, "b": 10}, 50, 0.9, {"a": 0, "b": 40}),           # an explicit target
     ({"a": 100, "b": 10}, 5, 0.9, {"a": 0, "b": 0}),             # nothing below the target
-    ({"a": 100, "b": 0}, MAX, 0.9, {"a": 0, "b": 0}),            # no real image: nothing to check synthetic ones against
     ({"a": 3, "b": 1}, MAX, 0.5, {"a": 0, "b": 1}),              # 1 / 2 = 0.5 exactly
 ])
 def test_plan_rebalance(counts, target, fraction, expected):
@@ -28,6 +27,12 @@ def test_plan_rebalance(counts, target, fraction, expected):
     for p in plan:
         assert p.synthetic / max(1, p.real + p.synthetic) <= fraction + 1e-12
         assert p.capped == (p.real + p.synthetic < p.target)  # the bound, not the target, stopped it
+
+
+def test_plan_rebalance_refuses_a_class_without_real_images():
+    with pytest.raises(GanopsError, match="class 'b' has no real image"):
+        plan_rebalance({"a": 100, "b": 0}, MAX, 0.9)
+    assert [p.synthetic for p in plan_rebalance({"a": 100, "b": 0, "c": 10}, MAX, 0.9, only=["c"])] == [0, 0, 90]
 
 
 def test_plan_rebalance_of_named_classes_only():
@@ -76,6 +81,8 @@ def test_class_latents_depend_on_seed_class_and_count_only():
     a = class_latents(7, 3, 10, 16)
     assert a.dtype == np.float32 and a.shape == (10, 16)
     assert np.array_equal(a, class_latents(7, 3, 10, 16))
+    many = class_latents(7, 3, 600, 16)  # drawn in chunks of 256: the same as one draw
+    assert np.array_equal(many, np.random.default_rng([7, 3]).standard_normal((600, 16), dtype=np.float32))
     assert np.array_equal(a[:4], class_latents(7, 3, 4, 16))  # more images extend, never change, the first ones
     assert not np.array_equal(a, class_latents(7, 4, 10, 16)) and not np.array_equal(a, class_latents(8, 3, 10, 16))
 
