@@ -28,7 +28,8 @@ from components.core.names import (ARTIFACT_CONFIG, ARTIFACT_VALIDATION_REPORT, 
                                    TAG_EXPORT_MANIFEST, TAG_MODEL_FILES, TAG_VALIDATION_SHA256, TAG_WEIGHTS_SHA256,
                                    SYNTHETIC_MANIFEST)
 from components.core.paths import SOURCE_ROOT
-from components.data.versioning import DatasetCheck, commit_exists, dataset_files, dvc_file_at, verify_dataset
+from components.data.versioning import (DatasetCheck, commit_exists, dataset_files, dataset_member, dvc_file_at,
+                                       verify_dataset)
 from components.lineage.reproduce import compare_weights, retrain_recorded
 from components.lineage.synthetic import check_synthetic, is_synthetic_member, parse_record
 from components.promotion.commands import history
@@ -236,8 +237,9 @@ def _reproduce_link(project_dir: Path, tags: dict, config: dict, config_file: Pa
 
 def _synthetic_link(mlc, project_dir: Path, tags: dict) -> Link:
     md5 = tags.get(TAG_DATASET_MD5, "")
-    members = dataset_files(project_dir, md5, is_synthetic_member)
-    record = parse_record(members.get(SYNTHETIC_MANIFEST))
+    record = parse_record(dataset_member(project_dir, md5, SYNTHETIC_MANIFEST))
+    listed = set((record or {}).get("files") or {})  # a `ganops generate` folder's files are not named synthetic-*
+    members = dataset_files(project_dir, md5, lambda rel: is_synthetic_member(rel) or rel in listed)
     generator = (record or {}).get("generator") or {}
     found = _read(lambda: dict(mlc.get_model_version(generator["model"], str(generator["version"])).tags or {})) if record else None
     return _link("synthetic", *check_synthetic(record, members, found))

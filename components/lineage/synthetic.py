@@ -23,19 +23,28 @@ def is_synthetic_member(relpath: str) -> bool:
 
 
 def parse_record(blob: bytes | None) -> dict | None:
-    """The synthetic manifest's JSON, or None when there is none or it is not a JSON object."""
+    """The synthetic manifest's JSON, or None when there is none or it lacks the shape every reader relies on (a
+    `generator` object, `files` mapping names to sha256 strings, `classes` a list of objects)."""
     try:
         record = json.loads(blob) if blob is not None else None
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get("generator"), dict):
+        return None
+    files, classes = record.get("files", {}), record.get("classes", [])
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        return None
+    if not isinstance(classes, list) or not all(isinstance(c, dict) for c in classes):
+        return None
+    return record
 
 
 def summary(record: dict | None) -> dict | None:
     """What lineage shows: the generator, the seed and the synthetic count per class."""
     if record is None:
         return None
-    classes = {c["label"]: c["synthetic"] for c in record.get("classes", []) if c.get("synthetic")}
+    classes = ({str(c.get("label")): c["synthetic"] for c in record.get("classes", []) if c.get("synthetic")}
+               or {str(k): v for k, v in (record.get("counts") or {}).items()})  # a `ganops generate` folder
     return {"generator": record.get("generator", {}), "seed": record.get("seed"), "files": len(record.get("files", {})),
             "classes": classes, "quality_passed": (record.get("quality") or {}).get("passed")}
 

@@ -117,3 +117,19 @@ def test_check_synthetic(record, members, tags, status, words):
                                            ("3/0001.png", False), ("synthetic/0001.png", False)])
 def test_is_synthetic_member(rel, expected):
     assert is_synthetic_member(rel) is expected
+
+
+@pytest.mark.parametrize("blob, ok", [
+    (b'{"generator": {"model": "m"}, "files": {"3/a.png": "ab"}, "classes": [{"label": "3", "synthetic": 1}]}', True),
+    (b'{"generator": {"model": "m"}, "counts": {"3": 2}, "files": {}}', True),      # a ganops generate folder
+    (b'{"generator": "m", "files": {}}', False),
+    (b'{"generator": {}, "files": ["3/a.png"]}', False),
+    (b'{"generator": {}, "files": {}, "classes": ["3"]}', False),
+    (b"[1, 2]", False), (b"not json", False), (b"\xff\xfe", False), (None, False),
+])
+def test_a_malformed_synthetic_manifest_reads_as_none_not_a_traceback(blob, ok):
+    from components.lineage.synthetic import format_origin, parse_record, summary
+
+    record = parse_record(blob)
+    assert (record is not None) is ok
+    assert (format_origin(summary(record)) is not None) is ok
