@@ -19,7 +19,7 @@ from components.core.progress import progress_bar
 from components.data.versioning import import_dataset
 from components.serving.runtime import Served
 from components.synthesis.commands import open_generator, require_quality, validate_rebalanced
-from components.synthesis.generate import require_conditional
+from components.synthesis.generate import check_output, require_conditional
 from components.synthesis.quality import QualityReport, format_quality
 from components.synthesis.rebalance import ClassPlan, count_classes, format_plan, parse_target, plan_rebalance, write_rebalanced
 
@@ -27,7 +27,9 @@ TASK = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
 @task(name="plan", **TASK)
-def plan_task(root: Path, model: str, data: Path, target: str, config: RetrainConfig, classes: list[str] | None) -> tuple[Served, list[ClassPlan]]:
+def plan_task(root: Path, model: str, data: Path, out: Path, target: str, config: RetrainConfig, classes: list[str] | None,
+              force: bool) -> tuple[Served, list[ClassPlan]]:
+    check_output(out, force, data)
     served = open_generator(root, model)
     plan = plan_rebalance(count_classes(data, require_conditional(served)), parse_target(target),
                           config.synthesis.max_synthetic_fraction, classes)
@@ -70,7 +72,7 @@ def rebalance(model: str, data: str, out: str, target: str = "max", preset: str 
     root = Path(project_dir).resolve()
     config = load_config(preset, list(overrides or []))
     data_path, out_path = (root / data).resolve(), (root / out).resolve()
-    served, plan = plan_task(root, model, data_path, target, config, classes)
+    served, plan = plan_task(root, model, data_path, out_path, target, config, classes, force)
     quality = quality_task(root, served, data_path, plan, config)
     manifest = generate_task(served, data_path, plan, out_path, config, quality, force)
     images = validate_task(out_path, config, root)

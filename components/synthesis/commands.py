@@ -18,7 +18,7 @@ from components.data.versioning import import_dataset
 from components.registry.tracking import client
 from components.serving.runtime import Served
 from components.serving.service import load_source, parse_source
-from components.synthesis.generate import Generated, generate, plan_request, require_conditional
+from components.synthesis.generate import Generated, check_output, generate, plan_request, require_conditional
 from components.synthesis.quality import QualityReport, check_quality
 from components.synthesis.rebalance import (ClassPlan, count_classes, plan_rebalance, rebalanced_validation,
                                             write_rebalanced)
@@ -81,6 +81,7 @@ def rebalance(project_dir: Path, model: str, data: Path, out: Path, target: str 
               do_import: bool = False, data_dir: str = "data", force: bool = False, classes: list[str] | None = None) -> Rebalanced:
     """`ganops rebalance`: plan -> quality check -> write the new ImageFolder -> validate -> (import as a DVC version).
     `classes` limits the generation to those classes (default: every class under the target)."""
+    check_output(out, force, data)  # before any work: a refused --out costs nothing
     served = open_generator(project_dir, model)
     plan = plan_rebalance(count_classes(data, require_conditional(served)), target, config.synthesis.max_synthetic_fraction, classes)
     quality = require_quality(served, data, plan, config.synthesis, state_dir(project_dir) / "cache" / "quality")
