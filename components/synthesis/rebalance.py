@@ -10,7 +10,6 @@ the dataset's md5, so lineage can follow a synthetic image back to the generator
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,9 +18,10 @@ from components.core.atomic import json_bytes, replace_folder
 from components.core.errors import GanopsError
 from components.core.names import SYNTHETIC_MANIFEST, SYNTHETIC_PREFIX
 from components.data.images import list_files
+from components.data.sources import copy_image_folder
 from components.serving.runtime import Served
 from components.synthesis.generate import Request, check_output, source_record, write_images
-from components.synthesis.quality import QualityReport, folder_digest
+from components.synthesis.quality import QualityReport
 
 MAX = "max"
 
@@ -100,13 +100,11 @@ def write_rebalanced(served: Served, data: Path, plan: list[ClassPlan], out: Pat
     request = Request({p.label: p.synthetic for p in plan if p.synthetic}, cfg.seed, synthetic_prefix(served))
 
     def build(tmp: Path) -> dict:
-        for rel in list_files(data):
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(data / rel, tmp / rel)
+        copy_image_folder(data, tmp)
         files = write_images(served, request, tmp, "png", progress)
         manifest = {"generator": source_record(served), "seed": cfg.seed, "max_synthetic_fraction": cfg.max_synthetic_fraction,
                     "classes": [asdict(p) for p in plan], "quality": quality.to_dict(),
-                    "real_data_sha256": folder_digest(data), "files": files}
+                    "real_data_sha256": quality.data_sha256, "files": files}
         (tmp / SYNTHETIC_MANIFEST).write_bytes(json_bytes(manifest))
         return manifest
 
