@@ -55,34 +55,12 @@ def feature_agreement(ours, reference, device):
     return out
 
 
-class DeviceStats:
-    """Mean and covariance accumulated on the device in float64 (what StatsAccumulator does on the host)."""
-
-    def __init__(self, device):
-        self.n, self.shift, self.sum, self.outer, self.device = 0, None, None, None, device
-
-    def add(self, f):
-        f = f.double()
-        if self.shift is None:
-            self.shift = f.mean(0)
-            self.sum = torch.zeros_like(self.shift)
-            self.outer = torch.zeros(f.shape[1], f.shape[1], dtype=torch.float64, device=self.device)
-        c = f - self.shift
-        self.n += len(f)
-        self.sum += c.sum(0)
-        self.outer.addmm_(c.T, c)
-
-    def stats(self):
-        mean_c = self.sum / self.n
-        cov = (self.outer - self.n * torch.outer(mean_c, mean_c)) / (self.n - 1)
-        return (mean_c + self.shift).cpu().numpy(), cov.cpu().numpy()
-
-
 def fid_end_to_end(model, device, samples, batch, mode, reference_stats, channels_last=False):
     """Seconds for a `samples`-image FID of a DCGAN-64 generator against reference statistics, and its stats."""
     from components.config import TrainConfig
     from components.core.pixels import to_uint8
     from components.evaluation.frechet import stats_to_fid
+    from components.evaluation.stats import StatsAccumulator
     from components.training.engine import model_spec
     from components.training.networks import build_generator
 
@@ -93,7 +71,7 @@ def fid_end_to_end(model, device, samples, batch, mode, reference_stats, channel
         model = model.to(memory_format=torch.channels_last)
     cast = torch.autocast(device.type, dtype=torch.bfloat16) if mode == "bf16" else nullcontext()
     rng = torch.Generator(device=device).manual_seed(0)
-    acc = DeviceStats(device)
+    acc = StatsAccumulator()  # float64 on the device the features are on
     sync(device)
     start = time.perf_counter()
     with torch.no_grad():
@@ -128,8 +106,8 @@ def gpu_report(ours, reference, device, samples, batch):
 
 def product_path(device, samples, batch):
     """The time of `ganops fid MODEL stats.npz` minus the registry: a DCGAN-64 generator file sampled through
-    sources.source_stats (generation on the device, Inception through InceptionExtractor in fp32 with TF32 off,
-    statistics on the host), then the Frechet distance against reference statistics. Random Inception weights:
+    sources.source_stats (generation, Inception through InceptionExtractor in fp32 with TF32 off, and the float64
+    statistics all on the device), then the Frechet distance against reference statistics. Random Inception weights:
     the same arithmetic as the real ones, so the same time."""
     import tempfile
 

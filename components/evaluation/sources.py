@@ -2,7 +2,8 @@
 precomputed statistics (`mu`, `sigma`, as pytorch-fid writes them).
 
 Features stream batch by batch into a StatsAccumulator (with a capped sample for KID and precision/recall).
-Images go to the extractor's device before the resize, so on a GPU the resize runs there too.
+Images go to the extractor's device before the resize, so on a GPU the resize runs there too; a generator's
+images, Inception's features and the float64 statistics stay on the GPU until the statistics are read.
 """
 
 from __future__ import annotations
@@ -55,13 +56,14 @@ def folder_batches(folder: Path, batch_size: int) -> Iterator[torch.Tensor]:
 
 
 def generator_batches(weights: Path, count: int, seed: int, batch_size: int) -> Iterator[torch.Tensor]:
-    """uint8 batches of `count` generated images (quantized as PNGs would be), generated on the GPU when there is one."""
+    """uint8 batches of `count` generated images (quantized as PNGs would be), generated on the GPU when there is one
+    and left there for the extractor."""
     generator, _, _ = load_generator(weights)
     device = pick_device("auto")
     generator.to(device)
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
-        yield to_uint8(sample(generator, n, seed + start, batch_size, str(device)))
+        yield to_uint8(sample(generator, n, seed + start, batch_size, str(device), to_host=False))
 
 
 def accumulate(extractor, batches, keep: int, progress=None) -> StatsAccumulator:

@@ -1,9 +1,11 @@
-"""Feature statistics that stream: mean and covariance accumulate in float64, batch by batch.
+"""Feature statistics that stream: mean and covariance accumulate in float64, batch by batch, on the device the
+features come from.
 
 50,000 x 2048 features never sit in memory: the accumulator keeps a count, a sum and a sum of outer products
 (2048 x 2048 float64 = 32 MiB), shifted by the first batch's mean so the covariance does not lose precision.
-For the metrics that need samples (KID, precision/recall, bootstrap), a capped reservoir keeps a uniform random
-subset of rows.
+Features that an extractor leaves on a GPU are accumulated there (one float64 matrix product per batch); nothing
+crosses to the host until the statistics are read. For the metrics that need samples (KID, precision/recall,
+bootstrap), a capped reservoir keeps a uniform random subset of rows on the host.
 """
 
 from __future__ import annotations
@@ -11,31 +13,33 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from components.core.atomic import replace_file
 
 
 class StatsAccumulator:
-    """Add feature batches (N, D); read mean, cov and an optional uniform sample of at most `keep` rows."""
+    """Add feature batches (N, D) (numpy or torch, any device); read mean, cov (numpy float64) and an optional
+    uniform sample of at most `keep` rows."""
 
     def __init__(self, keep: int = 0, seed: int = 0):
         self.n, self.shift, self.sum, self.outer = 0, None, None, None
         self.keep, self.rng, self.sample, self.seen = keep, np.random.default_rng(seed), [], 0
 
-    def add(self, features: np.ndarray) -> None:
-        f = np.asarray(features, dtype=np.float64)
+    def add(self, features: np.ndarray | torch.Tensor) -> None:
+        f = torch.as_tensor(features).to(torch.float64)
         if f.ndim != 2 or not len(f):
             return
         if self.shift is None:
             self.shift = f.mean(0)
-            self.sum = np.zeros(f.shape[1])
-            self.outer = np.zeros((f.shape[1], f.shape[1]))
+            self.sum = torch.zeros_like(self.shift)
+            self.outer = torch.zeros(f.shape[1], f.shape[1], dtype=torch.float64, device=f.device)
         c = f - self.shift
         self.n += len(f)
         self.sum += c.sum(0)
-        self.outer += c.T @ c
+        self.outer.addmm_(c.T, c)
         if self.keep:
-            self._reservoir(f)
+            self._reservoir(f.cpu().numpy())
 
     def _reservoir(self, f: np.ndarray) -> None:
         for row in f:
@@ -48,13 +52,13 @@ class StatsAccumulator:
                     self.sample[j] = row
 
     def mean(self) -> np.ndarray:
-        return self.shift + self.sum / self.n
+        return (self.shift + self.sum / self.n).cpu().numpy()
 
     def cov(self) -> np.ndarray:
         if self.n < 2:
             raise ValueError(f"need at least 2 feature rows for a covariance, got {self.n}")
         centred = self.sum / self.n
-        return (self.outer - self.n * np.outer(centred, centred)) / (self.n - 1)
+        return ((self.outer - self.n * torch.outer(centred, centred)) / (self.n - 1)).cpu().numpy()
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         return self.mean(), self.cov()

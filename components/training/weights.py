@@ -63,8 +63,9 @@ def load_generator(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, Ge
 
 
 def sample(generator: torch.nn.Module, count: int, seed: int, batch_size: int = 500, device: str = "cpu",
-           labels: torch.Tensor | None = None) -> torch.Tensor:
-    """`count` images in [-1, 1] from a fixed noise seed, so two generators see the same z.
+           labels: torch.Tensor | None = None, to_host: bool = True) -> torch.Tensor:
+    """`count` images in [-1, 1] from a fixed noise seed, so two generators see the same z (drawn on the host: the
+    same on every device). `to_host=False` leaves them on `device`.
 
     A conditional generator gets `labels` (default: the classes in turn, so every class is equally represented).
     """
@@ -78,5 +79,6 @@ def sample(generator: torch.nn.Module, count: int, seed: int, batch_size: int = 
             n = min(batch_size, count - start)
             z = torch.randn(n, generator.z_dim, generator=gen).to(device)
             y = labels[start : start + n].to(device) if classes else None
-            out.append(generator(z, y).float().cpu())
+            images = generator(z, y).float()
+            out.append(images.cpu() if to_host else images)
     return torch.cat(out)

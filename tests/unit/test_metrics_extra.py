@@ -127,3 +127,16 @@ def test_a_conditional_generator_is_sampled_in_the_real_class_proportions(counts
     labels = proportional_labels(targets, len(counts), n).numpy()
     assert len(labels) == n and np.bincount(labels, minlength=len(counts)).tolist() == expected
     assert len(set(labels[: sum(1 for c in expected if c)].tolist())) == sum(1 for c in expected if c)  # mixed from the start
+
+
+def test_streaming_stats_take_tensors_as_they_come_from_an_extractor():
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((300, 8)).astype(np.float32) * 4 + 50)
+    from_tensor, from_numpy = StatsAccumulator(keep=20, seed=3), StatsAccumulator(keep=20, seed=3)
+    for i in range(0, 300, 64):
+        from_tensor.add(x[i : i + 64])
+        from_numpy.add(x[i : i + 64].numpy().astype(np.float64))
+    mu, sigma = features_to_stats(x.double().numpy())
+    np.testing.assert_allclose(from_tensor.mean(), mu, rtol=1e-12)
+    np.testing.assert_allclose(from_tensor.cov(), sigma, rtol=1e-9, atol=1e-10)
+    assert isinstance(from_tensor.mean(), np.ndarray) and from_tensor.cov().dtype == np.float64
+    np.testing.assert_array_equal(from_tensor.features(), from_numpy.features())
