@@ -101,7 +101,8 @@ def time_ours(device, batch, warmup, steps, args):
     # One step more than measured, so the end-of-run logging falls outside the timed window.
     cfg = TrainConfig(arch="dcgan", z_dim=NZ, base_channels=NGF * 8, extra_layers=0, batch_size=batch, steps=warmup + steps + 1,
                       log_every=10_000, sample_every=10_000, device=device.type, compile=args.compile,
-                      compile_mode=args.compile_mode, cuda_graphs=not args.no_cuda_graphs, precision=args.precision, memory_format=args.memory_format)
+                      compile_mode=args.compile_mode, cuda_graphs=not args.no_cuda_graphs, precision=args.precision, memory_format=args.memory_format,
+                      data_placement=args.data_placement)
     clock = StepClock(device, sync_at=(warmup - 1, warmup + steps - 1))
     train_gan(images, None, cfg, seed=0, progress=lambda total: clock)
     return steps * batch / (clock.times[warmup + steps - 1] - clock.times[warmup - 1])
@@ -132,6 +133,7 @@ def main():
     parser.add_argument("--no-cuda-graphs", action="store_true", help="ours: run the step eagerly instead of as one CUDA graph")
     parser.add_argument("--precision", default="auto", help="ours: auto = bf16 autocast on CUDA")
     parser.add_argument("--memory-format", default="auto", help="ours: auto = channels_last on CUDA")
+    parser.add_argument("--data-placement", default="auto", help="ours: host = each batch staged through pinned memory")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
     torch.manual_seed(0)
@@ -139,7 +141,8 @@ def main():
     ours = time_ours(device, args.batch, args.warmup, args.steps, args)
     print(f"device={device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}) "
           f"batch={args.batch} steps={args.steps} precision={args.precision} memory_format={args.memory_format} "
-          f"compile={args.compile_mode if args.compile else 'off'} cuda_graphs={not args.no_cuda_graphs}: plain loop {ref:.1f} img/s, ganops {ours:.1f} img/s")
+          f"compile={args.compile_mode if args.compile else 'off'} cuda_graphs={not args.no_cuda_graphs} "
+          f"data_placement={args.data_placement}: plain loop {ref:.1f} img/s, ganops {ours:.1f} img/s")
     if device.type == "cuda":
         flops = flops_per_step(device, args.batch)
         name = torch.cuda.get_device_name()

@@ -24,6 +24,7 @@ bench() { run 150 python3 benchmarks/bench_train_dcgan.py --steps 300 --warmup 2
     bench --no-cuda-graphs
     bench --precision fp32 --memory-format contiguous
     bench --batch 512
+    bench --data-placement host
     run 120 python3 benchmarks/gpu_equivalence.py --steps 20 --precision fp32
     run 120 python3 benchmarks/gpu_equivalence.py --steps 20 --precision bf16
     run 60 python3 - <<'PY'

@@ -107,6 +107,10 @@ class TrainConfig(_Strict):
     minibatch_discrimination: bool = Field(False, description="Minibatch discrimination layer in D (Salimans et al. 2016).")
     class_balanced: bool = Field(False, description="Draw real images so every class is seen equally often (a "
                                  "minority class's images repeat); for a conditional generator on imbalanced data.")
+    data_placement: Literal["auto", "device", "host"] = Field(
+        "auto", description="Where the uint8 images are indexed: device (the whole set copied to the GPU), host (each "
+        "batch gathered from RAM or the memory-mapped cache into pinned memory and copied without blocking); auto: "
+        "device unless the set takes more than half the free GPU memory. The same run either way.")
     ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of the generator weights; 0 disables. The EMA generator is evaluated and exported.")
     checkpoint_every: int = Field(500, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; bf16 autocasts on either.")

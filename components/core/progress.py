@@ -8,8 +8,9 @@ import time
 
 
 class PrintedProgress:
-    """Progress for logs: a printed line every `every` units with the rate and the time left, so a Prefect worker's
-    log (and the flow run's, which captures prints) shows the work advance."""
+    """Progress for logs: a printed line after the first update (an early estimate of the time left) and then every
+    `every` units with the rate and the time left, so a Prefect worker's log (and the flow run's, which captures
+    prints) shows the work advance."""
 
     def __init__(self, total: int, every: int | None = None, clock=time.monotonic, label: str = "train step", unit: str = "steps",
                  stderr: bool = False):
@@ -19,7 +20,7 @@ class PrintedProgress:
 
     def update(self, n: int = 1) -> None:
         before, self.done = self.done, self.done + n
-        if self.done // self.every > before // self.every or self.done == self.total:
+        if before == 0 or self.done // self.every > before // self.every or self.done == self.total:
             print(progress_line(self.done, self.total, self.clock() - self.started, self.label, self.unit), flush=True,
                   file=sys.stderr if self.stderr else sys.stdout)
 

@@ -8,14 +8,22 @@ from disk as batches touch them, so memory stays bounded by what the OS keeps ca
 against `meta.json` before use (a changed cache is rebuilt, with a warning).
 
 The key hashes every data file's relative path, size and modification time with the labels: a changed, added or
-removed file gives a new cache.
+removed file gives a new cache. `meta.json` also records each array's size, modification time and inode: an open
+whose arrays still match them skips the re-hash (a 49 GB cache would take minutes per process to hash), and any
+change to them makes the next open hash the arrays again. Each open marks its cache as used; after a build only the
+KEEP most recently used caches stay.
+
+Decode workers start from a fork server, not by forking the caller: training may run inside a threaded process
+(a Prefect worker), and a fork there can copy a lock another thread holds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
+import shutil
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -23,12 +31,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from components.core.atomic import file_digest, replace_folder
+from components.core.atomic import file_digest, replace_folder, write_text
 from components.core.errors import DataError
 from components.data.images import list_files
 
 IMAGES, TARGETS, META = "images.npy", "targets.npy", "meta.json"
 CHUNK = 4096  # images per decode task
+KEEP = 3  # decoded dataset states kept in one cache folder
 
 
 def cache_key(root: Path, files: list[Path], labels: list[str]) -> str:
@@ -73,23 +82,49 @@ def build_cache(root: Path, files: list[Path], labels: list[str], target: Path, 
         del images  # the workers write it
         np.save(tmp / TARGETS, np.array([index[rel.parts[0]] for rel in files], dtype=np.int64))
         tasks = [(str(root), str(tmp / IMAGES), s, [r.as_posix() for r in files[s:s + CHUNK]]) for s in range(0, len(files), CHUNK)]
-        with ProcessPoolExecutor(max(1, workers)) as pool:
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        with ProcessPoolExecutor(max(1, workers), mp_context=context) as pool:
             for done in pool.map(_decode_chunk, tasks):
                 if progress is not None:
                     progress.update(done)
         meta = {"count": len(files), "shape": list(shape), "labels": labels,
-                "images_sha256": file_digest(tmp / IMAGES), "targets_sha256": file_digest(tmp / TARGETS)}
+                "images_sha256": file_digest(tmp / IMAGES), "targets_sha256": file_digest(tmp / TARGETS),
+                "stamps": _stamps(tmp)}
         (tmp / META).write_text(json.dumps(meta, indent=2))
 
     replace_folder(build, target)
 
 
+def _stamps(folder: Path) -> dict[str, list[int]]:
+    """Size, modification time and inode of each array (a rename keeps all three)."""
+    return {name: [(st := (folder / name).stat()).st_size, st.st_mtime_ns, st.st_ino] for name in (IMAGES, TARGETS)}
+
+
 def _intact(folder: Path) -> bool:
+    """Whether the arrays are the ones meta.json describes: unchanged since it was written, or hashing to it (then
+    meta.json takes the new stamps, so the next open is cheap again)."""
     try:
         meta = json.loads((folder / META).read_text())
-        return file_digest(folder / IMAGES) == meta["images_sha256"] and file_digest(folder / TARGETS) == meta["targets_sha256"]
+        stamps = _stamps(folder)
+        if meta.get("stamps") == stamps:
+            return True
+        if file_digest(folder / IMAGES) != meta["images_sha256"] or file_digest(folder / TARGETS) != meta["targets_sha256"]:
+            return False
+        write_text(folder / META, json.dumps({**meta, "stamps": stamps}, indent=2))
+        return True
     except (OSError, ValueError, KeyError):
         return False
+
+
+def evict(cache_dir: Path, keep: int = KEEP) -> list[Path]:
+    """Remove all but the `keep` most recently used caches (meta.json's modification time, touched at each open);
+    returns what was removed. A process still mapping a removed array keeps reading it (the file lives until closed)."""
+    caches = sorted((p for p in Path(cache_dir).iterdir() if (p / META).is_file()), key=lambda p: (p / META).stat().st_mtime_ns,
+                    reverse=True)
+    for old in caches[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return caches[keep:]
 
 
 def cached_images(root: Path, labels: list[str], cache_dir: Path, workers: int | None = None, progress=None) -> tuple[np.ndarray, np.ndarray]:
@@ -106,4 +141,7 @@ def cached_images(root: Path, labels: list[str], cache_dir: Path, workers: int |
         warnings.warn(f"the decoded image cache {target} does not match its meta.json; decoding {root} again", RuntimeWarning)
     if not intact:
         build_cache(root, files, labels, target, workers or os.cpu_count() or 1, progress(len(files)) if progress else None)
+    os.utime(target / META)  # used now: eviction keeps the most recently used
+    if not intact:
+        evict(cache_dir)
     return np.load(target / IMAGES, mmap_mode="c"), np.load(target / TARGETS)

@@ -113,3 +113,51 @@ def test_the_decoded_cache_refuses_other_sizes_and_unknown_labels(tmp_path):
     with pytest.raises(DataError, match="zz/3.png is not in a label folder of a"):
         cached_images(root, ["a"], tmp_path / "cache", workers=1)
     assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]  # nothing half-built stays
+
+
+def _tiny_set(root, value):
+    from components.data.png import encode_png
+
+    (root / "a").mkdir(parents=True)
+    for i in range(3):
+        (root / "a" / f"{i}.png").write_bytes(encode_png(np.full((8, 8), value + i, np.uint8)))
+    return root
+
+
+def test_an_unchanged_cache_opens_without_hashing_and_a_copied_one_hashes_once(tmp_path, monkeypatch):
+    import shutil
+
+    from components.data import cache
+
+    root = _tiny_set(tmp_path / "data", 0)
+    cache.cached_images(root, ["a"], tmp_path / "cache", workers=1)
+    hashed = []
+    digest = cache.file_digest
+    monkeypatch.setattr(cache, "file_digest", lambda path: hashed.append(path.name) or digest(path))
+    cache.cached_images(root, ["a"], tmp_path / "cache")
+    assert hashed == []  # size, mtime and inode as meta.json recorded them
+    (folder,) = [p for p in (tmp_path / "cache").iterdir() if (p / cache.META).is_file()]
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved / folder.name, copy_function=shutil.copy2)  # same bytes and mtimes, new inodes
+    shutil.rmtree(tmp_path / "cache")
+    x, _ = cache.cached_images(root, ["a"], moved)
+    assert sorted(hashed) == [cache.IMAGES, cache.TARGETS] and x[2, 0, 0, 0] == 2  # verified, not rebuilt
+    cache.cached_images(root, ["a"], moved)
+    assert len(hashed) == 2  # the new stamps were recorded
+
+
+def test_only_the_most_recently_used_caches_stay(tmp_path):
+    import os
+
+    from components.data import cache
+
+    roots = [_tiny_set(tmp_path / f"data{i}", 10 * i) for i in range(cache.KEEP + 1)]
+    folders = []
+    for i, root in enumerate(roots[: cache.KEEP]):
+        cache.cached_images(root, ["a"], tmp_path / "cache", workers=1)
+        folders.append(max((tmp_path / "cache").iterdir(), key=lambda p: (p / cache.META).stat().st_mtime_ns))
+        os.utime(folders[-1] / cache.META, ns=(i * 10**9, i * 10**9))  # used in this order
+    cache.cached_images(roots[0], ["a"], tmp_path / "cache")  # the oldest used again: now the newest
+    x, _ = cache.cached_images(roots[cache.KEEP], ["a"], tmp_path / "cache", workers=1)  # a new dataset state
+    left = {p for p in (tmp_path / "cache").iterdir() if (p / cache.META).is_file()}
+    assert len(left) == cache.KEEP and folders[0] in left and folders[1] not in left and x[0, 0, 0, 0] == 10 * cache.KEEP

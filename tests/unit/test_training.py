@@ -88,6 +88,30 @@ def test_resume_from_checkpoint_is_bitwise_identical(tmp_path, extra):
     assert resumed.history["step"] == full.history["step"]
 
 
+@pytest.mark.parametrize("extra", [{}, {"arch": "cdcgan", "class_balanced": True}])
+def test_batches_staged_from_the_host_give_the_run_of_a_set_indexed_in_place(tmp_path, extra):
+    """data_placement host (the path for a set larger than GPU memory: rows gathered into staging buffers) against
+    device (indexed where training runs), over several epochs and through a resume: bitwise the same weights."""
+    images, labels = data()
+    in_place = train_gan(images, labels, TrainConfig(steps=9, checkpoint_every=3, data_placement="device", **TINY, **extra), seed=3)
+    cfg = dict(checkpoint_every=3, data_placement="host", **TINY, **extra)
+    train_gan(images, labels, TrainConfig(steps=6, **cfg), seed=3, checkpoint_dir=tmp_path)
+    staged = train_gan(images, labels, TrainConfig(steps=9, **cfg), seed=3, checkpoint_dir=tmp_path, resume=True)
+    assert staged.resumed_from == 6
+    assert_bitwise_equal(weights(in_place), weights(staged))
+
+
+def test_the_set_is_staged_from_the_host_when_it_does_not_fit_the_gpu():
+    from components.training.engine import stream_from_host
+
+    cpu, cuda, gib = torch.device("cpu"), torch.device("cuda", 0), 2**30
+    assert not stream_from_host("auto", cpu, 100 * gib, 0)  # on CPU the data is indexed where it lies
+    assert not stream_from_host("auto", cuda, 30 * gib, 70 * gib)
+    assert stream_from_host("auto", cuda, 40 * gib, 70 * gib)  # over half the free memory
+    assert stream_from_host("host", cuda, 1, 70 * gib) and stream_from_host("host", cpu, 1, 0)
+    assert not stream_from_host("device", cuda, 100 * gib, 70 * gib)
+
+
 @pytest.mark.parametrize("balanced, expected", [(False, 0.1), (True, 0.5)])
 def test_class_balanced_batches_show_every_class_equally_often(balanced, expected):
     from types import SimpleNamespace
