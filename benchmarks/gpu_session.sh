@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 15, as run on the device machine (one H100 or H200, PyTorch preinstalled, no network).
-# Usage: benchmarks/gpu_session.sh train|fid   (from the repository root; output also goes to $OUT/<phase>.log)
-#   train: bench_train_dcgan.py in its variants against the plain DCGAN loop, gpu_equivalence.py (eager, CUDA graph,
-#          DDP over NCCL), and where the time of a 50,000-sample fp32 FID goes (random Inception weights).
-#   fid:   bench_fid_features.py (feature agreement with the TorchScript reference, 50,000-sample FID timings).
+# Usage: benchmarks/gpu_session.sh train|fid|variants   (from the repository root; output also goes to $OUT/<phase>.log)
+#   train:    what the targets need, in about 5 minutes: bench_train_dcgan.py (the default step, and batches staged
+#             from pinned host memory) against the plain DCGAN loop, gpu_equivalence.py in fp32 (eager, CUDA graph,
+#             CUDA graph with staged batches, DDP over NCCL), and the 50,000-sample FID through ganops' own path
+#             (bench_fid_features.py --product, random Inception weights: the same arithmetic).
+#   fid:      bench_fid_features.py with the real weights (feature agreement with the TorchScript reference, the
+#             50,000-sample FID in fp32, TF32 and bf16).
+#   variants: the step variants measured before (eager, fp32, batch 512, torch.compile) and bf16 equivalence.
 # Packages the machine lacks travel as wheels in .whl/; the Inception weights (87 MB, over one call's transfer
 # limit) travel in two halves, .gpu/inception.part00 with `train` (kept in /root) and part01 with `fid`.
 set -u
-phase=${1:?train or fid}
+phase=${1:?train, fid or variants}
 out=${OUT:-/tmp}
 export PYTHONUNBUFFERED=1
 if [ -d .whl ]; then
@@ -21,27 +25,14 @@ bench() { run 150 python3 benchmarks/bench_train_dcgan.py --steps 300 --warmup 2
   if [ "$phase" = train ]; then
     [ -f .gpu/inception.part00 ] && cp .gpu/inception.part00 /root/
     bench
+    bench --data-placement host
+    run 150 python3 benchmarks/gpu_equivalence.py --steps 20 --precision fp32
+    run 120 python3 benchmarks/bench_fid_features.py --product --fid-samples 50000 --fid-batch 500
+  elif [ "$phase" = variants ]; then
     bench --no-cuda-graphs
     bench --precision fp32 --memory-format contiguous
     bench --batch 512
-    bench --data-placement host
-    run 120 python3 benchmarks/gpu_equivalence.py --steps 20 --precision fp32
     run 120 python3 benchmarks/gpu_equivalence.py --steps 20 --precision bf16
-    run 60 python3 - <<'PY'
-import time, torch
-from components.evaluation.inception import FIDInceptionV3, preprocess
-m = FIDInceptionV3().cuda().eval(); x8 = torch.randint(0, 256, (500, 3, 64, 64), dtype=torch.uint8, device="cuda")
-def t(f, n=100):
-    f(); torch.cuda.synchronize(); s = time.perf_counter()
-    for _ in range(n): f()
-    torch.cuda.synchronize(); return time.perf_counter() - s
-with torch.no_grad():
-    x = preprocess(x8)
-    print(f"50,000 images in batches of 500: resize {t(lambda: preprocess(x8)):.1f} s, Inception fp32 {t(lambda: m(x)):.1f} s")
-    torch.backends.cudnn.benchmark = True
-    print(f"Inception fp32 with cudnn.benchmark: {t(lambda: m(x)):.1f} s")
-PY
-    run 200 python3 benchmarks/bench_train_dcgan.py --steps 300 --warmup 20 --compile --memory-format contiguous
     run 200 python3 benchmarks/bench_train_dcgan.py --steps 300 --warmup 20 --compile --compile-mode reduce-overhead --memory-format contiguous
   else
     cat /root/inception.part00 .gpu/inception.part01 > /tmp/pt_inception.pt
