@@ -104,7 +104,7 @@ def time_ours(device, batch, warmup, steps, args):
                       compile_mode=args.compile_mode, cuda_graphs=not args.no_cuda_graphs, precision=args.precision, memory_format=args.memory_format,
                       data_placement=args.data_placement)
     clock = StepClock(device, sync_at=(warmup - 1, warmup + steps - 1))
-    train_gan(images, None, cfg, seed=0, progress=lambda total: clock)
+    train_gan(images, None, cfg, seed=0, progress=lambda total, initial: clock)
     return steps * batch / (clock.times[warmup + steps - 1] - clock.times[warmup - 1])
 
 

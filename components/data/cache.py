@@ -1,17 +1,19 @@
-"""The decoded dataset on disk: one uint8 array (N, C, H, W) per dataset content, memory-mapped for training.
+"""The decoded dataset on disk: one uint8 array (N, C, H, W) per dataset state, memory-mapped for training.
 
 Decoding a folder of PNGs into one in-memory array costs N x C x H x W bytes of RAM and a serial decode on every run.
 Here the images are decoded once, in parallel (each worker writes its slice of the array), into
 `<cache>/<key>/images.npy`, with `targets.npy` and last `meta.json` (the commit point: the arrays' sha256). The
 folder is built under a temporary name and renamed whole. Training opens the array copy-on-write: pages are read
-from disk as batches touch them, so memory stays bounded by what the OS keeps cached, and the bytes are checked
-against `meta.json` before use (a changed cache is rebuilt, with a warning).
+from disk as batches touch them, so memory stays bounded by what the OS keeps cached.
 
 The key hashes every data file's relative path, size and modification time with the labels: a changed, added or
-removed file gives a new cache. `meta.json` also records each array's size, modification time and inode: an open
-whose arrays still match them skips the re-hash (a 49 GB cache would take minutes per process to hash), and any
-change to them makes the next open hash the arrays again. Each open marks its cache as used; after a build only the
-KEEP most recently used caches stay.
+removed file gives a new cache. The arrays are checked against their sha256 at an open unless they are "clean" as
+git decides it: `meta.json` records each array's size, modification time and inode and when it took them, and an
+open skips the re-hash (a 49 GB cache would take minutes per process) only when all three still match and the
+modification time is more than a second older than the record (a write in the same clock tick cannot hide). A
+change that keeps size, time and inode (a bit flip on disk, `touch -r` after an edit) goes unseen. A cache that
+does not match is rebuilt, with a warning. Each open marks its cache as used; after a build only the KEEP most
+recently used caches stay.
 
 Decode workers start from a fork server, not by forking the caller: training may run inside a threaded process
 (a Prefect worker), and a fork there can copy a lock another thread holds.
@@ -24,6 +26,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -38,6 +41,8 @@ from components.data.images import list_files
 IMAGES, TARGETS, META = "images.npy", "targets.npy", "meta.json"
 CHUNK = 4096  # images per decode task
 KEEP = 3  # decoded dataset states kept in one cache folder
+STAMPS, STAMPED_AT = "stamps", "stamped_at"
+SETTLED_NS = 10**9  # how much older than its record a modification time must be to be trusted
 
 
 def cache_key(root: Path, files: list[Path], labels: list[str]) -> str:
@@ -90,7 +95,7 @@ def build_cache(root: Path, files: list[Path], labels: list[str], target: Path, 
                     progress.update(done)
         meta = {"count": len(files), "shape": list(shape), "labels": labels,
                 "images_sha256": file_digest(tmp / IMAGES), "targets_sha256": file_digest(tmp / TARGETS),
-                "stamps": _stamps(tmp)}
+                **_stamp_record(tmp)}
         (tmp / META).write_text(json.dumps(meta, indent=2))
 
     replace_folder(build, target)
@@ -101,36 +106,58 @@ def _stamps(folder: Path) -> dict[str, list[int]]:
     return {name: [(st := (folder / name).stat()).st_size, st.st_mtime_ns, st.st_ino] for name in (IMAGES, TARGETS)}
 
 
+def _stamp_record(folder: Path) -> dict:
+    return {STAMPS: _stamps(folder), STAMPED_AT: time.time_ns()}
+
+
+def _clean(meta: dict, stamps: dict[str, list[int]]) -> bool:
+    """Unchanged since meta.json recorded them, and old enough then that a later write would have moved the time."""
+    return meta.get(STAMPS) == stamps and all(mtime < meta.get(STAMPED_AT, 0) - SETTLED_NS for _, mtime, _ in stamps.values())
+
+
 def _intact(folder: Path) -> bool:
-    """Whether the arrays are the ones meta.json describes: unchanged since it was written, or hashing to it (then
-    meta.json takes the new stamps, so the next open is cheap again)."""
+    """Whether the arrays are the ones meta.json describes: clean, or hashing to it (then meta.json takes the new
+    stamps if it can, so the next open is cheap again)."""
     try:
         meta = json.loads((folder / META).read_text())
-        stamps = _stamps(folder)
-        if meta.get("stamps") == stamps:
+        if _clean(meta, _stamps(folder)):
             return True
         if file_digest(folder / IMAGES) != meta["images_sha256"] or file_digest(folder / TARGETS) != meta["targets_sha256"]:
             return False
-        write_text(folder / META, json.dumps({**meta, "stamps": stamps}, indent=2))
-        return True
     except (OSError, ValueError, KeyError):
         return False
+    try:
+        write_text(folder / META, json.dumps({**meta, **_stamp_record(folder)}, indent=2))
+    except OSError as e:  # a read-only cache: still intact, just hashed again next time
+        warnings.warn(f"could not record the checked state of {folder / META}: {e}", RuntimeWarning)
+    return True
 
 
 def evict(cache_dir: Path, keep: int = KEEP) -> list[Path]:
     """Remove all but the `keep` most recently used caches (meta.json's modification time, touched at each open);
-    returns what was removed. A process still mapping a removed array keeps reading it (the file lives until closed)."""
+    returns what was removed. Each is first renamed to a leftover name that the next build sweeps, so a kill mid-way
+    leaves nothing that looks like a cache. A process still mapping a removed array keeps reading it (the file lives
+    until closed)."""
     caches = sorted((p for p in Path(cache_dir).iterdir() if (p / META).is_file()), key=lambda p: (p / META).stat().st_mtime_ns,
                     reverse=True)
     for old in caches[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
+        doomed = old.parent / f".{old.name}.new-{os.getpid()}-evict"
+        old.rename(doomed)
+        shutil.rmtree(doomed)
     return caches[keep:]
+
+
+def _mark_used(folder: Path) -> None:
+    try:
+        os.utime(folder / META)
+    except OSError:  # a read-only cache is used as it is
+        pass
 
 
 def cached_images(root: Path, labels: list[str], cache_dir: Path, workers: int | None = None, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """The ImageFolder at `root` as (images uint8 (N, C, H, W) memory-mapped copy-on-write, label indices (N,)),
-    decoded once into `cache_dir` and checked against its recorded sha256 on every open. `progress(total)` makes a
-    progress bar for a build. Raises DataError naming a file outside the labels or of another size."""
+    decoded once into `cache_dir` and checked against its recorded sha256 unless clean (see above). `progress(total)`
+    makes a progress bar for a build. Raises DataError naming a file outside the labels or of another size."""
     root = Path(root)
     files = list_files(root)
     if not files:
@@ -141,7 +168,7 @@ def cached_images(root: Path, labels: list[str], cache_dir: Path, workers: int |
         warnings.warn(f"the decoded image cache {target} does not match its meta.json; decoding {root} again", RuntimeWarning)
     if not intact:
         build_cache(root, files, labels, target, workers or os.cpu_count() or 1, progress(len(files)) if progress else None)
-    os.utime(target / META)  # used now: eviction keeps the most recently used
+    _mark_used(target)  # eviction keeps the most recently used
     if not intact:
         evict(cache_dir)
     return np.load(target / IMAGES, mmap_mode="c"), np.load(target / TARGETS)

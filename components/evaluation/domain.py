@@ -109,9 +109,11 @@ def load_or_train_extractor(cache_dir: Path, dataset_md5: str, images: torch.Ten
 
 
 def features_of(extractor, images_uint8: torch.Tensor) -> np.ndarray:
-    """Features of every image, `extractor.batch_size` at a time."""
+    """Features of every image as float64 on the host, `extractor.batch_size` at a time (any extractor: numpy, or
+    a tensor on its device)."""
     step = extractor.batch_size
-    return np.concatenate([extractor(images_uint8[i : i + step]) for i in range(0, len(images_uint8), step)])
+    return np.concatenate([torch.as_tensor(extractor(images_uint8[i : i + step])).double().cpu().numpy()
+                           for i in range(0, len(images_uint8), step)])
 
 
 def real_split_fid(extractor, real_uint8: torch.Tensor, seed: int) -> float:

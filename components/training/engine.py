@@ -181,7 +181,7 @@ class _StagedRows:
         np.take(self.images, idx.numpy(), axis=0, out=buffer.numpy(), mode="clip")  # indices are in range; clip: unbuffered
         rows = buffer.to(self.device, non_blocking=True)
         if event is not None:
-            event.record()
+            event.record(torch.cuda.current_stream(self.device))
         return rows
 
 
@@ -215,7 +215,9 @@ class _Batches:
             u = torch.rand(self.batch, generator=s.rng, device=device, dtype=torch.float64)
             offset = torch.minimum((u * self.counts[c]).long(), self.counts[c] - 1)
             idx = self.by_class[self.starts[c] + offset][self.shard]
-            return idx, idx.cpu() if staged else None  # staged + balanced: one host read per step
+            # staged + balanced: one host read per draw, which waits for the device, so the gather does not overlap
+            # the step (class_balanced is for small imbalanced sets, which fit on the device)
+            return idx, idx.cpu() if staged else None
         if s.cursor + self.batch > self.n:
             s.order, s.cursor = torch.randperm(self.n, generator=s.rng, device=device), 0
         window = slice(s.cursor, s.cursor + self.batch)
@@ -232,6 +234,21 @@ class _Batches:
         rows = self.data(host_idx) if host_idx is not None else self.data[idx]
         real = to_unit_range(rows)  # uint8 kept; one batch made float at a time
         return real.contiguous(memory_format=self.fmt), self.targets[idx], z, y_fake
+
+
+def _place_data(images: np.ndarray, labels: np.ndarray | None, cfg: TrainConfig, device: torch.device,
+                world: int) -> tuple[torch.Tensor | _StagedRows, torch.Tensor]:
+    """(images as the loop indexes them, label indices on the device). uint8 as given: indexed where training runs (a
+    memory-mapped cache stays on disk on CPU; on CUDA the set is copied to the device, a quarter of its float32
+    size), or staged batch by batch from the host when it does not fit (train.data_placement)."""
+    images = images.numpy() if isinstance(images, torch.Tensor) else images
+    if labels is not None and len(labels) != len(images):
+        raise GanopsError(f"{len(images)} images but {len(labels)} labels: every image needs one")
+    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
+    data = (_StagedRows(images, device, cfg.batch_size // world) if stream_from_host(cfg.data_placement, device, images.nbytes, free)
+            else torch.from_numpy(images).to(device))
+    targets = (torch.from_numpy(np.asarray(labels)).long() if labels is not None else torch.zeros(len(images), dtype=torch.long)).to(device)
+    return data, targets
 
 
 def _train_step(state: _State, cfg: TrainConfig, draws: list[tuple], nets, autocast, conditional: bool) -> torch.Tensor:
@@ -345,7 +362,7 @@ def train_gan(
 ) -> TrainResult:
     """Train on uint8 images (N, C, H, W) with integer labels (N,). Deterministic on CPU for a given seed.
 
-    progress(total) may return an object with update(n) and close() (e.g. a tqdm bar).
+    progress(total, initial=steps already done) may return an object with update(n) and close() (e.g. a tqdm bar).
     Raises GanopsError when a loss becomes NaN or infinite; the checkpoints written so far are all finite.
     """
     # Longer than 60 lines: it is the loop itself, and each phase is one call.
@@ -369,14 +386,7 @@ def train_gan(
     fixed_y = torch.arange(64, device=device) % max(classes, 1)
     if resume and checkpoint_dir is not None:
         _restore(state, checkpoint_dir, device)
-    # uint8 as given: indexed where training runs (a memory-mapped cache stays on disk on CPU; on CUDA the set is
-    # copied to the device, a quarter of its float32 size), or staged batch by batch from the host when it does not
-    # fit (train.data_placement); batches become float in _Batches.
-    images = images.numpy() if isinstance(images, torch.Tensor) else images
-    free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
-    data = (_StagedRows(images, device, cfg.batch_size // world) if stream_from_host(cfg.data_placement, device, images.nbytes, free)
-            else torch.from_numpy(images).to(device))
-    targets = torch.from_numpy(labels).long().to(device) if labels is not None else torch.zeros(n, dtype=torch.long, device=device)
+    data, targets = _place_data(images, labels, cfg, device, world)
     if world > 1:
         _distribute(state, device, local_rank)
     nets = tuple(torch.compile(m, mode=cfg.compile_mode) for m in (state.G, state.D)) if cfg.compile else (state.G, state.D)
@@ -386,9 +396,7 @@ def train_gan(
     shard = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
     batches = _Batches(state, data, targets, cfg.batch_size, cfg.z_dim, classes, shard, fmt, cfg.class_balanced)
 
-    bar = progress(cfg.steps) if progress and rank == 0 else None
-    if bar is not None and state.start > 1:
-        bar.update(state.start - 1)
+    bar = progress(cfg.steps, initial=state.start - 1) if progress and rank == 0 else None
     sums = torch.zeros(len(TRACKED), device=device)  # on device: no host sync inside the inner loop
     window, started, window_start = 0, time.perf_counter(), time.perf_counter()
     state.G.train(); state.D.train()

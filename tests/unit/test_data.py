@@ -1,5 +1,6 @@
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -124,31 +125,60 @@ def _tiny_set(root, value):
     return root
 
 
-def test_an_unchanged_cache_opens_without_hashing_and_a_copied_one_hashes_once(tmp_path, monkeypatch):
+def _age(folder, seconds):
+    from components.data import cache
+
+    for name in (cache.IMAGES, cache.TARGETS):
+        info = (folder / name).stat()
+        os.utime(folder / name, ns=(info.st_atime_ns, info.st_mtime_ns - seconds * 10**9))
+
+
+def test_a_clean_cache_opens_without_hashing_and_a_copied_one_hashes_once(tmp_path, monkeypatch):
     import shutil
 
     from components.data import cache
 
     root = _tiny_set(tmp_path / "data", 0)
     cache.cached_images(root, ["a"], tmp_path / "cache", workers=1)
+    (folder,) = [p for p in (tmp_path / "cache").iterdir() if (p / cache.META).is_file()]
     hashed = []
     digest = cache.file_digest
     monkeypatch.setattr(cache, "file_digest", lambda path: hashed.append(path.name) or digest(path))
     cache.cached_images(root, ["a"], tmp_path / "cache")
-    assert hashed == []  # size, mtime and inode as meta.json recorded them
-    (folder,) = [p for p in (tmp_path / "cache").iterdir() if (p / cache.META).is_file()]
+    assert len(hashed) == 2  # just built: its times are too close to the record to be trusted yet
+    _age(folder, 10)  # as if built a while ago
+    cache.cached_images(root, ["a"], tmp_path / "cache")
+    cache.cached_images(root, ["a"], tmp_path / "cache")
+    assert len(hashed) == 4  # hashed once more (the times changed), then clean
     moved = tmp_path / "moved"
-    shutil.copytree(folder, moved / folder.name, copy_function=shutil.copy2)  # same bytes and mtimes, new inodes
+    shutil.copytree(folder, moved / folder.name, copy_function=shutil.copy2)  # same bytes and times, new inodes
     shutil.rmtree(tmp_path / "cache")
     x, _ = cache.cached_images(root, ["a"], moved)
-    assert sorted(hashed) == [cache.IMAGES, cache.TARGETS] and x[2, 0, 0, 0] == 2  # verified, not rebuilt
     cache.cached_images(root, ["a"], moved)
-    assert len(hashed) == 2  # the new stamps were recorded
+    assert len(hashed) == 6 and x[2, 0, 0, 0] == 2  # verified once, not rebuilt, then clean
+
+
+def test_a_write_that_keeps_the_times_of_a_fresh_cache_is_caught(tmp_path):
+    import warnings
+
+    from components.data import cache
+
+    root = _tiny_set(tmp_path / "data", 0)
+    cache.cached_images(root, ["a"], tmp_path / "cache", workers=1)
+    (folder,) = [p for p in (tmp_path / "cache").iterdir() if (p / cache.META).is_file()]
+    images = folder / cache.IMAGES
+    before = images.stat()
+    with open(images, "r+b") as f:  # a write in the same clock tick as the record: the times do not move
+        f.seek(-1, 2)
+        f.write(b"\x7f")
+    os.utime(images, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x, _ = cache.cached_images(root, ["a"], tmp_path / "cache")
+    assert any("does not match its meta.json" in str(w.message) for w in caught) and x[2, 0, 7, 7] == 2
 
 
 def test_only_the_most_recently_used_caches_stay(tmp_path):
-    import os
-
     from components.data import cache
 
     roots = [_tiny_set(tmp_path / f"data{i}", 10 * i) for i in range(cache.KEEP + 1)]

@@ -102,8 +102,7 @@ def test_batches_staged_from_the_host_give_the_run_of_a_set_indexed_in_place(tmp
 
 
 def test_the_set_is_staged_from_the_host_when_it_does_not_fit_the_gpu():
-    from components.training.engine import stream_from_host
-
+    stream_from_host = training.stream_from_host
     cpu, cuda, gib = torch.device("cpu"), torch.device("cuda", 0), 2**30
     assert not stream_from_host("auto", cpu, 100 * gib, 0)  # on CPU the data is indexed where it lies
     assert not stream_from_host("auto", cuda, 30 * gib, 70 * gib)
@@ -244,3 +243,19 @@ def test_torchrun_is_standalone_on_one_node_and_a_c10d_rendezvous_on_several():
             torchrun_args(1, 2, bad, "key")
     with pytest.raises(GanopsError, match="GANOPS_RDZV_ID"):
         torchrun_args(1, 2, {"GANOPS_RDZV_ENDPOINT": "h:1", "GANOPS_RDZV_ID": "../x"}, "key")
+
+
+def test_class_balanced_batches_skip_a_class_without_images():
+    from types import SimpleNamespace
+
+    targets = torch.tensor([0] * 60 + [2] * 30 + [3] * 10)  # class 1 has none
+    state = SimpleNamespace(rng=torch.Generator().manual_seed(0), order=torch.arange(100), cursor=0)
+    batches = training._Batches(state, torch.zeros(100, 1, 8, 8), targets, 30, 4, 4, slice(None), torch.contiguous_format, True)
+    seen = torch.bincount(torch.cat([batches.next()[1] for _ in range(200)]), minlength=4) / 6000
+    assert seen[1] == 0 and all(abs(seen[c].item() - 1 / 3) < 0.03 for c in (0, 2, 3))
+
+
+def test_images_and_labels_of_different_lengths_are_refused():
+    images, labels = data()
+    with pytest.raises(GanopsError, match="64 images but 63 labels"):
+        train_gan(images, labels[:63], TrainConfig(steps=1, **TINY), seed=0)
