@@ -1,8 +1,8 @@
 """One retrain per model at a time: a Prefect global concurrency limit of one slot per registered model, when the
 runs share a configured Prefect server; a lock file per model in the project's state folder otherwise.
 
-The limit is created on first use (and by `ganops deploy`); the slot is a lease, so a killed run's slot frees
-itself.
+The limit is created on first use (and by `ganops deploy`); the slot is a lease (LEASE_SECONDS), so a killed run's
+slot frees itself when the lease runs out.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from components.core.atomic import file_lock
 
 # Set by orchestration.local_server while a run's temporary Prefect server is the API.
 TEMPORARY_SERVER_ENV = "GANOPS_TEMPORARY_PREFECT_SERVER"
+# The slot's lease, renewed in the background while a run holds it: a killed run's slot frees itself this long after
+# its last renewal, so the next run of that model waits up to this long.
+LEASE_SECONDS = 300.0
 
 
 def limit_name(model_name: str) -> str:
@@ -58,5 +61,6 @@ def one_retrain_per_model(model_name: str, timeout_seconds: float, lock_dir: Pat
     from prefect.concurrency.sync import concurrency
 
     ensure_limits({model_name})
-    with concurrency(limit_name(model_name), occupy=1, timeout_seconds=timeout_seconds, strict=True):
+    with concurrency(limit_name(model_name), occupy=1, timeout_seconds=timeout_seconds, lease_duration=LEASE_SECONDS,
+                     strict=True):
         yield
