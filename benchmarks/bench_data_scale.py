@@ -5,9 +5,10 @@
 3. `ganops train` runs as its own process for one epoch through the memory-mapped cache, then (the reference, same
    run) with --in-memory, which decodes the whole set into one array; each process's peak resident set is read
    from the OS (wait4's rusage of that child). Target: under 1.5 GB through the cache.
-4. Steps/s on a small set (5,000 images), cache against in-memory, same config (target: no slower).
+4. Steps/s on a small set (5,000 images), cache against in-memory, same config, the median of alternated runs
+   (target: no slower).
 
-Usage: python benchmarks/bench_data_scale.py [--count 200000] [--small 5000] [--steps-small 300]
+Usage: python benchmarks/bench_data_scale.py [--count 200000] [--small 5000] [--steps-small 300] [--repeats 3]
 Ends with: RESULT data_scale_rss ours=<MB, cache> reference=<MB, in memory> ratio=<ours/reference> peak_rss
 """
 
@@ -15,6 +16,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,6 +56,7 @@ def main():
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--small", type=int, default=5000)
     parser.add_argument("--steps-small", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3, help="alternated runs of each path on the small set")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ganops-bench-data-"))
     try:
@@ -71,10 +74,16 @@ def main():
         print(f"one epoch ({epoch} steps) through the cache: peak RSS {cache_rss:,.0f} MB (target < 1536)", flush=True)
         memory_rss, _ = train(big, home, 20, in_memory=True)
         print(f"--in-memory, 20 steps: peak RSS {memory_rss:,.0f} MB", flush=True)
-        _, t_cache = train(small, home, args.steps_small, in_memory=False)
-        _, t_mem = train(small, home, args.steps_small, in_memory=True)
-        print(f"{args.small:,} images, {args.steps_small} steps: cache {args.steps_small / t_cache:.1f} steps/s, "
-              f"in memory {args.steps_small / t_mem:.1f} steps/s (ratio {t_mem / t_cache:.3f})", flush=True)
+        # Alternated and repeated: on a shared 2-core machine one run's speed moves by 15% from one minute to the next.
+        times = {False: [], True: []}
+        for _ in range(args.repeats):
+            for in_memory in (False, True):
+                times[in_memory].append(train(small, home, args.steps_small, in_memory=in_memory)[1])
+        t_cache, t_mem = statistics.median(times[False]), statistics.median(times[True])
+        print(f"{args.small:,} images, {args.steps_small} steps, median of {args.repeats} alternated runs: cache "
+              f"{args.steps_small / t_cache:.1f} steps/s, in memory {args.steps_small / t_mem:.1f} steps/s (ratio "
+              f"{t_mem / t_cache:.3f}; each run: cache {', '.join(f'{args.steps_small / t:.1f}' for t in times[False])}, "
+              f"in memory {', '.join(f'{args.steps_small / t:.1f}' for t in times[True])})", flush=True)
         print(f"RESULT data_scale_rss ours={cache_rss:.0f} reference={memory_rss:.0f} ratio={cache_rss / memory_rss:.3f} peak_rss_mb")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -15,8 +15,8 @@ change that keeps size, time and inode (a bit flip on disk, `touch -r` after an 
 does not match is rebuilt, with a warning. Each open marks its cache as used; after a build only the KEEP most
 recently used caches stay.
 
-Decode workers start from a fork server, not by forking the caller: training may run inside a threaded process
-(a Prefect worker), and a fork there can copy a lock another thread holds.
+Decode workers are forked from a single-threaded caller and started from a fork server inside a threaded one (a
+Prefect worker), where a fork can copy a lock another thread holds (`start_method`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import threading
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -74,6 +75,16 @@ def _decode_chunk(task: tuple[str, str, int, list[str]]) -> int:
     return len(rels)
 
 
+def start_method(threads: int, methods: list[str]) -> str:
+    """How decode workers start: forked from a single-threaded caller (quick, and nothing of the caller's script is
+    imported again); from a fork server (spawn where there is none) when other threads run, since a fork there can
+    copy a lock another thread holds. Those workers import the caller's main script again, as spawned processes
+    do, so a script that starts the work at import time needs the `if __name__ == "__main__":` guard."""
+    if threads == 1 and "fork" in methods:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
 def build_cache(root: Path, files: list[Path], labels: list[str], target: Path, workers: int, progress=None) -> None:
     """Decode `files` into the cache folder `target` (built whole under a temporary name, meta.json last)."""
     index = {name: i for i, name in enumerate(labels)}
@@ -87,8 +98,7 @@ def build_cache(root: Path, files: list[Path], labels: list[str], target: Path, 
         del images  # the workers write it
         np.save(tmp / TARGETS, np.array([index[rel.parts[0]] for rel in files], dtype=np.int64))
         tasks = [(str(root), str(tmp / IMAGES), s, [r.as_posix() for r in files[s:s + CHUNK]]) for s in range(0, len(files), CHUNK)]
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        context = multiprocessing.get_context(start_method(threading.active_count(), multiprocessing.get_all_start_methods()))
         with ProcessPoolExecutor(max(1, workers), mp_context=context) as pool:
             for done in pool.map(_decode_chunk, tasks):
                 if progress is not None:

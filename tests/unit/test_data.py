@@ -191,3 +191,12 @@ def test_only_the_most_recently_used_caches_stay(tmp_path):
     x, _ = cache.cached_images(roots[cache.KEEP], ["a"], tmp_path / "cache", workers=1)  # a new dataset state
     left = {p for p in (tmp_path / "cache").iterdir() if (p / cache.META).is_file()}
     assert len(left) == cache.KEEP and folders[0] in left and folders[1] not in left and x[0, 0, 0, 0] == 10 * cache.KEEP
+
+
+def test_decode_workers_fork_only_from_a_single_threaded_caller():
+    from components.data.cache import start_method
+
+    linux, mac = ["fork", "spawn", "forkserver"], ["spawn", "fork", "forkserver"]
+    assert start_method(1, linux) == "fork" and start_method(1, mac) == "fork"
+    assert start_method(3, linux) == "forkserver"  # a Prefect worker's threads
+    assert start_method(1, ["spawn"]) == "spawn" and start_method(2, ["spawn"]) == "spawn"
