@@ -5,6 +5,7 @@ Every GanopsError becomes one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -128,9 +129,11 @@ def run(
     from components.core.names import FID_DOMAIN, FID_DOMAIN_REAL_SPLIT
     from components.core.paths import state_dir
     from components.orchestration.local_server import prefect_api
-    from flows.retrain import retrain
 
-    with prefect_api(state_dir(root) / "prefect" / "server.log"):  # a temporary server dies with this process
+    # A temporary server dies with this process; the flow's imports (about 7 s) overlap its start.
+    with prefect_api(state_dir(root) / "prefect" / "server.log", meanwhile=lambda: importlib.import_module("flows.retrain")):
+        from flows.retrain import retrain
+
         summary = retrain(config=cfg, project_dir=str(root))
     uri, metrics, metric = summary["tracking_uri"], summary["scores"]["metrics"], summary["gate_metric"]
     floor = f"; real-vs-real floor {metrics[FID_DOMAIN_REAL_SPLIT]:.3f}" if metric == FID_DOMAIN else ""

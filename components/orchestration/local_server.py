@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from components.core.errors import GanopsError
 from components.orchestration.concurrency import TEMPORARY_SERVER_ENV
@@ -37,11 +37,14 @@ def server_command(port: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def prefect_api(log: Path) -> Iterator[str]:
+def prefect_api(log: Path, meanwhile: Callable[[], object] | None = None) -> Iterator[str]:
     """Yield the Prefect API URL: PREFECT_API_URL when set, else a temporary server's (its output in `log`; stopped
-    on exit, and by the watchdog if this process is killed)."""
+    on exit, and by the watchdog if this process is killed). `meanwhile()` runs while the server starts (it takes
+    about 13 s here): the caller's own imports overlap it."""
     configured = os.environ.get("PREFECT_API_URL")
     if configured:
+        if meanwhile is not None:
+            meanwhile()
         yield configured
         return
     port = _free_port()
@@ -51,6 +54,8 @@ def prefect_api(log: Path) -> Iterator[str]:
         proc = subprocess.Popen(server_command(port), env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/api"
     try:
+        if meanwhile is not None:
+            meanwhile()
         _wait_healthy(url, proc, log)
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
