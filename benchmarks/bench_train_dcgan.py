@@ -3,7 +3,7 @@ re-implementation of the classic PyTorch DCGAN example loop (fp32, eager, Sigmoi
 fake backward passes), both measured in this run on this machine.
 
 Usage: python benchmarks/bench_train_dcgan.py [--steps 10] [--warmup 3] [--device auto|cpu|cuda] [--compile [--compile-mode M]] [--no-cuda-graphs]
-       [--precision auto|fp32|bf16] [--memory-format auto|channels_last|contiguous]
+       [--precision auto|fp32|bf16] [--memory-format auto|channels_last|contiguous] [--profile]
 On CUDA it also prints the model FLOP utilisation (FLOPs counted with torch.utils.flop_counter).
 Ends with: RESULT train_dcgan64 ours=<img/s> reference=<img/s> ratio=<ours/reference> x
 """
@@ -108,6 +108,18 @@ def time_ours(device, batch, warmup, steps, args):
     return steps * batch / (clock.times[warmup + steps - 1] - clock.times[warmup - 1])
 
 
+def profile_ours(device, args):
+    """The kernels of ours' step, eager (a CUDA graph shows as one launch): where the GPU time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    args.no_cuda_graphs = True
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        time_ours(device, args.batch, args.warmup, args.steps, args)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60))
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -134,9 +146,12 @@ def main():
     parser.add_argument("--precision", default="auto", help="ours: auto = bf16 autocast on CUDA")
     parser.add_argument("--memory-format", default="auto", help="ours: auto = channels_last on CUDA")
     parser.add_argument("--data-placement", default="auto", help="ours: host = each batch staged through pinned memory")
+    parser.add_argument("--profile", action="store_true", help="instead of timing: ours' kernels over the steps, eager (a graph hides them)")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
     torch.manual_seed(0)
+    if args.profile:
+        return profile_ours(device, args)
     ref = time_reference(device, args.batch, args.warmup, args.steps)
     ours = time_ours(device, args.batch, args.warmup, args.steps, args)
     print(f"device={device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}) "
