@@ -5,7 +5,7 @@ against cached reference statistics (generate, resize, Inception, streamed stati
 fp32, TF32 and bf16 Inception, with each one's FID distance from the fp32 statistics.
 
 Usage: python benchmarks/bench_fid_features.py [--images 64] [--batch 32] [--device auto|cpu|cuda]
-                                               [--fid-samples 50000] [--fid-batch 500] [--end-to-end] [--product]
+                                               [--fid-samples 50000] [--fid-batch 500] [--end-to-end] [--product [--product-modes fp32,tf32]]
 Ends with: RESULT fid_features ours=<img/s> reference=<img/s> ratio=<ours/reference> x
 """
 
@@ -104,11 +104,12 @@ def gpu_report(ours, reference, device, samples, batch):
               f"(FID between its statistics and fp32's: {fid:.4f})")
 
 
-def product_path(device, samples, batch):
+def product_path(device, samples, batch, mode="fp32"):
     """The time of `ganops fid MODEL stats.npz` minus the registry: a DCGAN-64 generator file sampled through
     sources.source_stats (generation, Inception through InceptionExtractor in fp32 with TF32 off, and the float64
     statistics all on the device), then the Frechet distance against reference statistics. Random Inception weights:
-    the same arithmetic as the real ones, so the same time."""
+    the same arithmetic as the real ones, so the same time. mode: fp32 or tf32.
+    Returns the seconds and the largest |feature difference| on one batch from the plain fp32 extractor."""
     import tempfile
 
     from components.config import TrainConfig
@@ -121,7 +122,11 @@ def product_path(device, samples, batch):
     from components.training.weights import save_generator
 
     spec = model_spec(TrainConfig(z_dim=100, base_channels=512, extra_layers=0), 3, 64, 0)
-    extractor = InceptionExtractor(FIDInceptionV3().to(device).eval(), device, batch)
+    torch.manual_seed(0)
+    model = FIDInceptionV3().to(device).eval()
+    extractor = InceptionExtractor(model, device, batch, allow_tf32=mode == "tf32")
+    probe = torch.randint(0, 256, (64, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    diff = (extractor(probe) - InceptionExtractor(model, device, batch)(probe)).abs().max().item()
     with tempfile.TemporaryDirectory() as tmp:
         weights = save_generator(Path(tmp) / "g.safetensors", build_generator(spec).eval(), spec, {})
         source_stats("model", weights, extractor, 2 * batch, 0, 0)  # warm-up
@@ -130,7 +135,7 @@ def product_path(device, samples, batch):
         stats, _ = source_stats("model", weights, extractor, samples, 0, 0)
         stats_to_fid(stats, stats)
         sync(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, diff
 
 
 def main():
@@ -142,12 +147,15 @@ def main():
     parser.add_argument("--fid-batch", type=int, default=500)
     parser.add_argument("--end-to-end", action="store_true", help="also time the end-to-end FID off CUDA")
     parser.add_argument("--product", action="store_true", help="only time the product's own path (random weights)")
+    parser.add_argument("--product-modes", default="fp32", help="with --product: comma-separated fp32|tf32")
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
     set_tf32(False)
     if args.product:
-        seconds = product_path(device, args.fid_samples, args.fid_batch)
-        print(f"{args.fid_samples:,}-sample FID through ganops' own path on {device}, batch {args.fid_batch}: {seconds:.1f} s")
+        for mode in args.product_modes.split(","):
+            seconds, diff = product_path(device, args.fid_samples, args.fid_batch, mode)
+            print(f"{args.fid_samples:,}-sample FID through ganops' own path on {device}, batch {args.fid_batch}, {mode}: "
+                  f"{seconds:.1f} s (features' largest difference from fp32's: {diff:.3g})")
         return
     weights = resolve_weights(None, Path(".ganops/cache/inception"), allow_download=False)
     ours = load_inception(weights, device)
