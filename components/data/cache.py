@@ -16,16 +16,21 @@ does not match is rebuilt, with a warning. Each open marks its cache as used; af
 recently used caches stay.
 
 Decode workers are forked from a single-threaded caller and started from a fork server inside a threaded one (a
-Prefect worker), where a fork can copy a lock another thread holds (`start_method`).
+Prefect worker), where a fork can copy a lock another thread holds (`start_method`). On Linux each worker is killed
+when the process that started it dies (`_die_with_parent`): an idle forked worker outlives a SIGKILLed caller
+otherwise, and holds what it inherited, such as the caller's lock on the cache folder, so the next run would wait.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import threading
 import time
 import warnings
@@ -75,6 +80,19 @@ def _decode_chunk(task: tuple[str, str, int, list[str]]) -> int:
     return len(rels)
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _die_with_parent(parent: int | None) -> None:
+    """Pool initializer: the kernel kills this worker when the process that started it dies (Linux). `parent` is
+    the caller's pid when the worker is forked from it: had the caller died before the signal was armed, the worker
+    has been handed to another parent already, and exits."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
 def start_method(threads: int, methods: list[str]) -> str:
     """How decode workers start: forked from a single-threaded caller (quick, and nothing of the caller's script is
     imported again); from a fork server (spawn where there is none) when other threads run, since a fork there can
@@ -98,8 +116,10 @@ def build_cache(root: Path, files: list[Path], labels: list[str], target: Path, 
         del images  # the workers write it
         np.save(tmp / TARGETS, np.array([index[rel.parts[0]] for rel in files], dtype=np.int64))
         tasks = [(str(root), str(tmp / IMAGES), s, [r.as_posix() for r in files[s:s + CHUNK]]) for s in range(0, len(files), CHUNK)]
-        context = multiprocessing.get_context(start_method(threading.active_count(), multiprocessing.get_all_start_methods()))
-        with ProcessPoolExecutor(max(1, workers), mp_context=context) as pool:
+        method = start_method(threading.active_count(), multiprocessing.get_all_start_methods())
+        parent = os.getpid() if method == "fork" else None  # from a fork server, the server is the parent
+        with ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context(method), initializer=_die_with_parent,
+                                 initargs=(parent,)) as pool:
             for done in pool.map(_decode_chunk, tasks):
                 if progress is not None:
                     progress.update(done)

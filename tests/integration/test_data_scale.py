@@ -1,10 +1,13 @@
 """The decoded, memory-mapped dataset cache under training (a smaller set than the benchmark's 200,000 images):
-the same weights as the in-memory path bit for bit, resume through it bitwise, and a `ganops train` process whose
-peak memory does not hold the decoded set (the in-memory path's does)."""
+the same weights as the in-memory path bit for bit, resume through it bitwise, a `ganops train` SIGKILLed while its
+workers decode leaves none of them behind, and a `ganops train` process whose peak memory does not hold the decoded
+set (the in-memory path's does)."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from safetensors.torch import load_file
 
 from components.config import load_config
 from components.training.job import train_to_files
-from components.core.processes import peak_rss_mb
+from components.core.processes import alive, peak_rss_mb
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -56,10 +59,47 @@ def peak_mb(args: list[str], home: Path) -> float:
     return peak
 
 
+def forked_children(pid: int) -> list[int]:
+    """The processes forked from `pid` that still run its program (its decode workers), from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid and (stat.parent / "cmdline").read_bytes() == Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def kill_mid_build(args: list[str], home: Path) -> list[int]:
+    """Start `ganops train`, SIGKILL it while its workers decode into the half-built cache; their pids."""
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "train", *args], cwd=REPO, env={**os.environ, "GANOPS_HOME": str(home)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        workers, deadline = [], time.monotonic() + 120
+        while not (workers and list(home.glob("cache/images/.*.new-*/images.npy"))) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            workers = forked_children(proc.pid)
+        assert workers and proc.poll() is None, "the cache build was not caught under way"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return workers
+
+
 def test_training_through_the_cache_keeps_memory_bounded(photos, tmp_path):
     args = ["-c", "rgb32", "--data", str(photos), "--no-validate", "--max-steps", "10", "--out", str(tmp_path / "out"),
             "--set", *SETTINGS]
-    peak_mb(args, tmp_path / "home")  # builds the cache (in worker processes)
+    workers = kill_mid_build(args, tmp_path / "home")
+    deadline = time.monotonic() + 10
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [w for w in workers if alive(w)]
+    for w in left:
+        os.kill(w, signal.SIGKILL)  # they would hold the killed run's lock on the cache folder: the rerun would wait
+    assert not left, "decode workers outlived the killed `ganops train`"
+    peak_mb(args, tmp_path / "home")  # builds the cache (in worker processes), over what the kill left
     cached = peak_mb(args, tmp_path / "home")
     in_memory = peak_mb([*args, "--in-memory"], tmp_path / "home")
     # In memory the process holds the decoded set (20,000 x 3 x 32 x 32 = 59 MB, briefly twice while it is stacked);

@@ -200,3 +200,18 @@ def test_decode_workers_fork_only_from_a_single_threaded_caller():
     assert start_method(1, linux) == "fork" and start_method(1, mac) == "fork"
     assert start_method(3, linux) == "forkserver"  # a Prefect worker's threads
     assert start_method(1, ["spawn"]) == "spawn" and start_method(2, ["spawn"]) == "spawn"
+
+
+@pytest.mark.skipif(not os.uname().sysname == "Linux", reason="a parent-death signal is Linux's")
+def test_a_decode_worker_whose_parent_died_before_it_armed_the_signal_exits():
+    import multiprocessing
+
+    from components.data.cache import _die_with_parent
+
+    context = multiprocessing.get_context("fork")
+    orphan = context.Process(target=_die_with_parent, args=(os.getpid() + 10**6,))  # "started by" a pid that is gone
+    armed = context.Process(target=_die_with_parent, args=(os.getpid(),))
+    for child in (orphan, armed):
+        child.start()
+        child.join(10)
+    assert (orphan.exitcode, armed.exitcode) == (1, 0)
