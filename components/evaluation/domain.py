@@ -54,6 +54,10 @@ class DomainExtractor:
     batch_size: int = 500
     name: str = DOMAIN
 
+    @property
+    def tag(self) -> str:
+        return self.name
+
     @torch.no_grad()
     def __call__(self, images_uint8: torch.Tensor) -> np.ndarray:
         """Features (N, 128) of uint8 images (N, C, H, W)."""

@@ -121,7 +121,8 @@ def paired_difference(candidate: Path, champion: Path, data_root: Path, labels: 
 def _inception_metrics(generated: torch.Tensor, data_root: Path, dataset_md5: str, cfg: EvaluateConfig,
                        cache_dir: Path) -> tuple[dict[str, float], Path]:
     """Standard Inception FID (+ KID, precision/recall) against cached reference statistics of the dataset."""
-    extractor = EXTRACTORS[INCEPTION](ExtractorInputs(cache_dir, cfg.inception_batch_size, weights=cfg.inception_weights or None))
+    extractor = EXTRACTORS[INCEPTION](ExtractorInputs(cache_dir, cfg.inception_batch_size, weights=cfg.inception_weights or None,
+                                                      precision=cfg.inception_precision))
     ref_stats, ref_feats, path = reference_stats_cached(cache_dir / "stats", dataset_md5, Path(data_root), extractor, keep=2000)
     acc = StatsAccumulator(keep=2000)
     for i in range(0, len(generated), extractor.batch_size):

@@ -105,7 +105,8 @@ def fid_plan(sources: list[tuple[str, str, int]], extractor, cached: list[bool])
     sides = [f"{label} = {text} ({'statistics' if n == 0 else 'cached statistics' if hit else f'{n:,} images'})"
              for (label, text, n), hit in zip(sources, cached)]
     total = sum(n for (_, _, n), hit in zip(sources, cached) if not hit)
-    return (f"FID plan: {'; '.join(sides)}; Inception-v3 (pool3, {FEATURE_DIM}-d) on {extractor.device}, batches of "
+    tf32 = " in TF32" if extractor.allow_tf32 else ""
+    return (f"FID plan: {'; '.join(sides)}; Inception-v3 (pool3, {FEATURE_DIM}-d) on {extractor.device}{tf32}, batches of "
             f"{extractor.batch_size}: {total:,} images to embed")
 
 
@@ -159,7 +160,7 @@ def compare(stats_a, feats_a, stats_b, feats_b, extra: bool, bootstrap: int = 0)
 
 
 def stats_cache_path(cache_dir: Path, dataset_key: str, data_root: Path, extractor) -> Path:
-    return cache_dir / f"{dataset_key}-{extractor.name}-{len(list_image_files(data_root))}.npz"
+    return cache_dir / f"{dataset_key}-{extractor.tag}-{len(list_image_files(data_root))}.npz"
 
 
 def reference_stats_cached(cache_dir: Path, dataset_md5: str, data_root: Path, extractor, keep: int, progress=None):
@@ -173,16 +174,17 @@ def reference_stats_cached(cache_dir: Path, dataset_md5: str, data_root: Path, e
         raise GanopsError(f"{data_root}: need at least 2 images for statistics, got {acc.n}")
     stats, features = acc.stats(), acc.features()
     replace_file(lambda tmp: np.save(tmp, features), feats_path)  # both written whole; the statistics, checked first, last
-    save_stats(path, *stats, dataset_md5=dataset_md5, extractor=extractor.name, images=acc.n)
+    save_stats(path, *stats, dataset_md5=dataset_md5, extractor=extractor.tag, images=acc.n)
     return stats, features, path
 
 
 
 def fid_between(a: str, b: str, project_dir: Path, cache_dir: Path, num_samples: int, batch_size: int, extra: bool,
-                keep: int, bootstrap: int, weights: str | None, seed: int, save_a: Path | None = None) -> dict:
+                keep: int, bootstrap: int, weights: str | None, seed: int, save_a: Path | None = None,
+                precision: str = "fp32") -> dict:
     """`ganops fid A B`: the standard Inception FID (and with `extra` KID and precision/recall, with `bootstrap`
     an interval) between two sources, each a folder, an .npz of statistics or a registered model."""
-    extractor = EXTRACTORS[INCEPTION](ExtractorInputs(cache_dir, batch_size, weights=weights))
+    extractor = EXTRACTORS[INCEPTION](ExtractorInputs(cache_dir, batch_size, weights=weights, precision=precision))
     keep_n = keep if (extra or bootstrap) else 0
     stats_dir = cache_dir / "stats"
     with ExitStack() as stack:
@@ -198,5 +200,5 @@ def fid_between(a: str, b: str, project_dir: Path, cache_dir: Path, num_samples:
         if progress is not None:
             progress.close()
     if save_a is not None:
-        save_stats(save_a, *sa, source=a, extractor=extractor.name)
+        save_stats(save_a, *sa, source=a, extractor=extractor.tag)
     return compare(sa, fa, sb, fb, extra, bootstrap)

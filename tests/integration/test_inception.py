@@ -84,6 +84,19 @@ def test_fid_cli_folders_and_npz(folders, tmp_path):
     assert json.loads(again.output.strip().splitlines()[-1]) == out
     bad = runner.invoke(app, ["fid", str(tmp_path / "nope.npz"), str(folders / "a"), "-C", str(tmp_path)])
     assert bad.exit_code != 0 and "nope.npz" in str(bad.exception)
+    # TF32 (CUDA only: the same features here) keeps its statistics apart from fp32's, and says so in the plan
+    tf32 = runner.invoke(app, ["fid", str(folders / "a"), str(folders / "b"), "--json", "--precision", "tf32", "-C", str(tmp_path)])
+    assert tf32.exit_code == 0, tf32.output
+    assert " in TF32, batches of 50" in tf32.output and "(cached statistics)" not in tf32.output
+    assert json.loads(tf32.output.strip().splitlines()[-1])["fid_inception"] == pytest.approx(out["fid_inception"], rel=1e-6)
+    wrong = runner.invoke(app, ["fid", str(folders / "a"), str(folders / "b"), "--precision", "bf16", "-C", str(tmp_path)])
+    assert "precision 'bf16' is not one of fp32, tf32" in str(wrong.exception)  # one line, exit 2 from `ganops`
+
+
+def test_inception_batches_are_larger_on_a_gpu():
+    from components.evaluation.extractors import inception_batch_size
+
+    assert inception_batch_size(torch.device("cuda")) == 256 and inception_batch_size(torch.device("cpu")) == 50
 
 
 def test_evaluate_generator_with_inception(folders, tmp_path):
