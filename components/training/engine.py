@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from components.config import TrainConfig
-from components.core.device import dist_info, pick_device
+from components.core.device import dist_info, keep_freed_host_memory, pick_device
 from components.core.errors import GanopsError
 from components.core.names import D_FAKE, D_REAL, GRAD_D, GRAD_G, IMAGES_PER_S, LOSS_D, LOSS_G
 from components.core.pixels import to_unit_range
@@ -381,6 +381,7 @@ def train_gan(
     graphs = graphs_enabled(cfg, device, world)
     if device.type == "cuda":  # fixed shapes: pick the fastest convolution algorithms once, unless asked to be deterministic
         torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
+    keep_freed_host_memory()  # CPU steps reuse freed activations' memory instead of faulting in new pages
 
     state, fixed_z = _build(cfg, spec, seed, n, device, fmt, graphs)
     fixed_y = torch.arange(64, device=device) % max(classes, 1)
