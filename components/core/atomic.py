@@ -118,7 +118,8 @@ def write_text(target: Path, text: str, durable: bool = False) -> Path:
 def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock on `path` (created if missing) for the block; other processes wait.
 
-    The kernel drops the lock when the holder dies, even by SIGKILL, so a killed run never blocks the next one.
+    The kernel drops the lock when the last process holding its open file dies, even by SIGKILL: a forked child
+    shares it, so children that can outlive a killed holder must die with it (see data/cache.py).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

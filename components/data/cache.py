@@ -16,9 +16,10 @@ does not match is rebuilt, with a warning. Each open marks its cache as used; af
 recently used caches stay.
 
 Decode workers are forked from a single-threaded caller and started from a fork server inside a threaded one (a
-Prefect worker), where a fork can copy a lock another thread holds (`start_method`). On Linux each worker is killed
-when the process that started it dies (`_die_with_parent`): an idle forked worker outlives a SIGKILLed caller
-otherwise, and holds what it inherited, such as the caller's lock on the cache folder, so the next run would wait.
+Prefect worker), where a fork can copy a lock another thread holds (`start_method`; a progress bar on a terminal
+runs a thread, so there it is the fork server). On Linux each worker is killed when its parent dies
+(`_die_with_parent`): an idle forked worker outlives a SIGKILLed caller otherwise, and holds what it inherited, such
+as the caller's lock on the cache folder, so the next run would wait.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from PIL import Image
 
 from components.core.atomic import file_digest, replace_folder, write_text
 from components.core.errors import DataError
+from components.core.processes import alive
 from components.data.images import list_files
 
 IMAGES, TARGETS, META = "images.npy", "targets.npy", "meta.json"
@@ -83,13 +85,13 @@ def _decode_chunk(task: tuple[str, str, int, list[str]]) -> int:
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
-def _die_with_parent(parent: int | None) -> None:
-    """Pool initializer: the kernel kills this worker when the process that started it dies (Linux). `parent` is
-    the caller's pid when the worker is forked from it: had the caller died before the signal was armed, the worker
-    has been handed to another parent already, and exits."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if parent is not None and os.getppid() != parent:
+def _die_with_parent(caller: int) -> None:
+    """Pool initializer: the kernel kills this worker when its parent dies (Linux): the caller when forked from it,
+    else the fork server, which exits when the caller does. Had the caller died before the signal was armed, the
+    worker exits now."""
+    if sys.platform.startswith("linux") and ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL):
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed in a decode worker")
+    if os.getppid() != caller and not alive(caller):
         os._exit(1)
 
 
@@ -117,9 +119,8 @@ def build_cache(root: Path, files: list[Path], labels: list[str], target: Path, 
         np.save(tmp / TARGETS, np.array([index[rel.parts[0]] for rel in files], dtype=np.int64))
         tasks = [(str(root), str(tmp / IMAGES), s, [r.as_posix() for r in files[s:s + CHUNK]]) for s in range(0, len(files), CHUNK)]
         method = start_method(threading.active_count(), multiprocessing.get_all_start_methods())
-        parent = os.getpid() if method == "fork" else None  # from a fork server, the server is the parent
         with ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context(method), initializer=_die_with_parent,
-                                 initargs=(parent,)) as pool:
+                                 initargs=(os.getpid(),)) as pool:
             for done in pool.map(_decode_chunk, tasks):
                 if progress is not None:
                     progress.update(done)

@@ -2,7 +2,7 @@
 (`fid_domain`, `kid_inception`), and `gate.metric` may name the FID of any of them.
 
 An extractor is a callable from uint8 images (N, C, H, W) to features (N, D), with `name`, `batch_size` and `tag`
-(its name and anything that changes its features' bits, such as TF32: what cached statistics are keyed by):
+(its name and its precision setting where that is not fp32: what cached statistics are keyed by):
 float64 numpy (domain), or a float32 tensor left on the extractor's device (inception), which StatsAccumulator
 accumulates there. Builders take an ExtractorInputs and return one.
 """
@@ -23,6 +23,10 @@ from components.evaluation.domain import load_or_train_extractor
 from components.evaluation.inception import load_inception, preprocess, resolve_weights
 
 
+FP32, TF32 = "fp32", "tf32"
+INCEPTION_PRECISIONS = (FP32, TF32)  # TF32 applies on CUDA only
+
+
 @dataclass(frozen=True)
 class ExtractorInputs:
     """What a builder may need: the cache folder and batch size always; the dataset for extractors trained on it
@@ -38,7 +42,7 @@ class ExtractorInputs:
     epochs: int = 8
     seed: int = 0
     weights: str | None = None
-    precision: str = "fp32"  # inception on CUDA: fp32 | tf32
+    precision: str = FP32  # inception: one of INCEPTION_PRECISIONS
 
 
 @dataclass
@@ -51,7 +55,7 @@ class InceptionExtractor:
 
     @property
     def tag(self) -> str:
-        return f"{self.name}-tf32" if self.allow_tf32 else self.name
+        return f"{self.name}-{TF32}" if self.allow_tf32 else self.name
 
     @torch.no_grad()
     def __call__(self, images_uint8: torch.Tensor) -> torch.Tensor:
@@ -65,7 +69,6 @@ class InceptionExtractor:
             return self.model(x)  # stays on the device: no host round trip per batch
 
 
-INCEPTION_PRECISIONS = ("fp32", "tf32")
 
 
 def inception_batch_size(device: torch.device) -> int:
@@ -87,7 +90,8 @@ def domain_extractor(inputs: ExtractorInputs):
 def inception_extractor(inputs: ExtractorInputs) -> InceptionExtractor:
     """The standard FID Inception-v3 (weights resolved as the README says; cached under cache_dir/inception)."""
     if inputs.precision not in INCEPTION_PRECISIONS:
-        raise GanopsError(f"Inception precision {inputs.precision!r} is not one of {', '.join(INCEPTION_PRECISIONS)}")
+        raise GanopsError(f"Inception precision {inputs.precision!r} (--precision, evaluate.inception_precision) is not one of "
+                          f"{', '.join(INCEPTION_PRECISIONS)}")
     device = pick_device(inputs.device)
-    return InceptionExtractor(load_inception(resolve_weights(inputs.weights, inputs.cache_dir / "inception"), device),
-                              device, inputs.batch_size or inception_batch_size(device), allow_tf32=inputs.precision == "tf32")
+    return InceptionExtractor(load_inception(resolve_weights(inputs.weights, inputs.cache_dir / "inception"), device), device,
+                              inputs.batch_size or inception_batch_size(device), allow_tf32=inputs.precision == TF32 and device.type == "cuda")

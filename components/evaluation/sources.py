@@ -26,7 +26,7 @@ from components.core.progress import progress_bar
 from components.core.pixels import to_uint8
 from components.data.images import SUFFIX_FORMATS, list_image_files
 from components.evaluation.extra import bootstrap_fid, kid, precision_recall
-from components.evaluation.extractors import EXTRACTORS, ExtractorInputs
+from components.evaluation.extractors import EXTRACTORS, FP32, ExtractorInputs
 from components.evaluation.frechet import frechet_distance
 from components.evaluation.inception import FEATURE_DIM
 from components.evaluation.stats import StatsAccumulator, load_stats, save_stats
@@ -181,10 +181,10 @@ def reference_stats_cached(cache_dir: Path, dataset_md5: str, data_root: Path, e
 
 def fid_between(a: str, b: str, project_dir: Path, cache_dir: Path, num_samples: int, batch_size: int, extra: bool,
                 keep: int, bootstrap: int, weights: str | None, seed: int, save_a: Path | None = None,
-                precision: str = "fp32") -> dict:
+                precision: str | None = None) -> dict:
     """`ganops fid A B`: the standard Inception FID (and with `extra` KID and precision/recall, with `bootstrap`
     an interval) between two sources, each a folder, an .npz of statistics or a registered model."""
-    extractor = EXTRACTORS[INCEPTION](ExtractorInputs(cache_dir, batch_size, weights=weights, precision=precision))
+    extractor = EXTRACTORS[INCEPTION](ExtractorInputs(cache_dir, batch_size, weights=weights, precision=precision or FP32))
     keep_n = keep if (extra or bootstrap) else 0
     stats_dir = cache_dir / "stats"
     with ExitStack() as stack:

@@ -381,7 +381,8 @@ def train_gan(
     graphs = graphs_enabled(cfg, device, world)
     if device.type == "cuda":  # fixed shapes: pick the fastest convolution algorithms once, unless asked to be deterministic
         torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
-    keep_freed_host_memory()  # CPU steps reuse freed activations' memory instead of faulting in new pages
+    if device.type == "cpu":
+        keep_freed_host_memory()  # steps reuse freed activations' memory instead of faulting in new pages
 
     state, fixed_z = _build(cfg, spec, seed, n, device, fmt, graphs)
     fixed_y = torch.arange(64, device=device) % max(classes, 1)

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from components.config import load_config
 from components.training.job import train_to_files
-from components.core.processes import alive, peak_rss_mb
+from components.core.processes import peak_rss_mb, same_process_alive, start_ticks
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -72,8 +72,8 @@ def forked_children(pid: int) -> list[int]:
     return found
 
 
-def kill_mid_build(args: list[str], home: Path) -> list[int]:
-    """Start `ganops train`, SIGKILL it while its workers decode into the half-built cache; their pids."""
+def kill_mid_build(args: list[str], home: Path) -> list[tuple[int, int | None]]:
+    """Start `ganops train`, SIGKILL it while its workers decode into the half-built cache; their (pid, start ticks)."""
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "train", *args], cwd=REPO, env={**os.environ, "GANOPS_HOME": str(home)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -82,6 +82,7 @@ def kill_mid_build(args: list[str], home: Path) -> list[int]:
             time.sleep(0.02)
             workers = forked_children(proc.pid)
         assert workers and proc.poll() is None, "the cache build was not caught under way"
+        workers = [(w, start_ticks(w)) for w in workers]
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -93,11 +94,11 @@ def test_training_through_the_cache_keeps_memory_bounded(photos, tmp_path):
             "--set", *SETTINGS]
     workers = kill_mid_build(args, tmp_path / "home")
     deadline = time.monotonic() + 10
-    while any(map(alive, workers)) and time.monotonic() < deadline:
+    while any(same_process_alive(*w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = [w for w in workers if alive(w)]
-    for w in left:
-        os.kill(w, signal.SIGKILL)  # they would hold the killed run's lock on the cache folder: the rerun would wait
+    left = [w for w in workers if same_process_alive(*w)]
+    for pid, _ in left:
+        os.kill(pid, signal.SIGKILL)  # they would hold the killed run's lock on the cache folder: the rerun would wait
     assert not left, "decode workers outlived the killed `ganops train`"
     peak_mb(args, tmp_path / "home")  # builds the cache (in worker processes), over what the kill left
     cached = peak_mb(args, tmp_path / "home")

@@ -11,7 +11,9 @@ from typer.testing import CliRunner
 from components.config import EvaluateConfig
 from components.data.images import load_images
 from components.data.sources import write_digits
+from components.evaluation.extractors import InceptionExtractor, inception_batch_size
 from components.evaluation.inception import InceptionWeightsError, load_inception, packaged_weights, preprocess, resolve_weights
+from components.evaluation.sources import stats_cache_path
 from flows.cli import app
 
 runner = CliRunner()
@@ -84,19 +86,22 @@ def test_fid_cli_folders_and_npz(folders, tmp_path):
     assert json.loads(again.output.strip().splitlines()[-1]) == out
     bad = runner.invoke(app, ["fid", str(tmp_path / "nope.npz"), str(folders / "a"), "-C", str(tmp_path)])
     assert bad.exit_code != 0 and "nope.npz" in str(bad.exception)
-    # TF32 (CUDA only: the same features here) keeps its statistics apart from fp32's, and says so in the plan
-    tf32 = runner.invoke(app, ["fid", str(folders / "a"), str(folders / "b"), "--json", "--precision", "tf32", "-C", str(tmp_path)])
+    # TF32 is CUDA's: there the plan says so and fp32's cached statistics are not used; on CPU it is fp32
+    tf32 = runner.invoke(app, ["fid", str(folders / "a"), str(folders / "b"), "--json", "--extra", "--keep", "24", "--precision",
+                               "tf32", "--batch-size", "50", "-C", str(tmp_path)])
     assert tf32.exit_code == 0, tf32.output
-    assert " in TF32, batches of 50" in tf32.output and "(cached statistics)" not in tf32.output
-    assert json.loads(tf32.output.strip().splitlines()[-1])["fid_inception"] == pytest.approx(out["fid_inception"], rel=1e-6)
+    on_gpu = torch.cuda.is_available()
+    assert (" in TF32, batches of 50" in tf32.output) == on_gpu and (": 0 images to embed" in tf32.output) != on_gpu
+    assert json.loads(tf32.output.strip().splitlines()[-1])["fid_inception"] == pytest.approx(out["fid_inception"], rel=1e-2 if on_gpu else 1e-9)
     wrong = runner.invoke(app, ["fid", str(folders / "a"), str(folders / "b"), "--precision", "bf16", "-C", str(tmp_path)])
-    assert "precision 'bf16' is not one of fp32, tf32" in str(wrong.exception)  # one line, exit 2 from `ganops`
+    assert "precision 'bf16' (--precision, evaluate.inception_precision) is not one of fp32, tf32" in str(wrong.exception)  # one line, exit 2 from `ganops`
 
 
-def test_inception_batches_are_larger_on_a_gpu():
-    from components.evaluation.extractors import inception_batch_size
-
+def test_inception_batches_are_larger_on_a_gpu_and_tf32_statistics_are_cached_apart(folders, tmp_path):
     assert inception_batch_size(torch.device("cuda")) == 256 and inception_batch_size(torch.device("cpu")) == 50
+    fp32, tf32 = (InceptionExtractor(torch.nn.Identity(), torch.device("cuda"), allow_tf32=on) for on in (False, True))
+    assert stats_cache_path(tmp_path, "k", folders / "a", fp32) != stats_cache_path(tmp_path, "k", folders / "a", tf32)
+    assert fp32.tag == "inception"  # fp32's statistics cached before TF32 existed still count
 
 
 def test_evaluate_generator_with_inception(folders, tmp_path):

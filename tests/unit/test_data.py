@@ -1,6 +1,9 @@
+import ctypes
 import hashlib
 import io
+import multiprocessing
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +11,7 @@ import pytest
 from PIL import Image
 
 from components.core.atomic import replace_folder
+from components.data.cache import _die_with_parent, start_method
 from components.data.images import load_images
 from components.data.png import encode_png
 from components.data.sources import copy_image_folder, digits_arrays, write_digits
@@ -194,24 +198,26 @@ def test_only_the_most_recently_used_caches_stay(tmp_path):
 
 
 def test_decode_workers_fork_only_from_a_single_threaded_caller():
-    from components.data.cache import start_method
-
     linux, mac = ["fork", "spawn", "forkserver"], ["spawn", "fork", "forkserver"]
     assert start_method(1, linux) == "fork" and start_method(1, mac) == "fork"
     assert start_method(3, linux) == "forkserver"  # a Prefect worker's threads
     assert start_method(1, ["spawn"]) == "spawn" and start_method(2, ["spawn"]) == "spawn"
 
 
+def _armed_signal(caller: int) -> None:
+    """A decode worker's start, then exit with the parent-death signal the kernel holds for it (prctl's 2: get)."""
+    _die_with_parent(caller)
+    sig = ctypes.c_int()
+    ctypes.CDLL(None).prctl(2, ctypes.byref(sig))
+    os._exit(sig.value)
+
+
 @pytest.mark.skipif(not os.uname().sysname == "Linux", reason="a parent-death signal is Linux's")
-def test_a_decode_worker_whose_parent_died_before_it_armed_the_signal_exits():
-    import multiprocessing
-
-    from components.data.cache import _die_with_parent
-
+def test_a_decode_worker_dies_with_its_parent_or_exits_when_the_caller_is_gone():
     context = multiprocessing.get_context("fork")
-    orphan = context.Process(target=_die_with_parent, args=(os.getpid() + 10**6,))  # "started by" a pid that is gone
-    armed = context.Process(target=_die_with_parent, args=(os.getpid(),))
-    for child in (orphan, armed):
+    gone = context.Process(target=_armed_signal, args=(os.getpid() + 10**6,))  # "started by" a pid that does not run
+    armed = context.Process(target=_armed_signal, args=(os.getpid(),))
+    for child in (gone, armed):
         child.start()
         child.join(10)
-    assert (orphan.exitcode, armed.exitcode) == (1, 0)
+    assert (gone.exitcode, armed.exitcode) == (1, signal.SIGKILL)

@@ -1,7 +1,4 @@
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,32 +261,3 @@ def test_images_and_labels_of_different_lengths_are_refused():
         train_gan(images, labels[:63], TrainConfig(steps=1, **TINY), seed=0)
 
 
-
-FAULTS_SCRIPT = """
-import resource, sys
-import numpy as np
-from components.config import TrainConfig
-from components.training import engine
-if sys.argv[1] == "default":
-    engine.keep_freed_host_memory = lambda: False
-cfg = TrainConfig(arch="dcgan", base_channels=32, batch_size=64, steps=25, log_every=1000, sample_every=1000, ema_decay=0.0)
-images = np.random.default_rng(0).integers(0, 256, (256, 3, 32, 32), dtype=np.uint8)
-faults = []
-class Clock:
-    def update(self, n): faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
-    def close(self): pass
-engine.train_gan(images, None, cfg, seed=0, progress=lambda total, initial: Clock())
-print((faults[24] - faults[9]) / 15)
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_cpu_steps_reuse_freed_memory_instead_of_faulting_in_new_pages():
-    def faults_per_step(mode: str) -> float:
-        out = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parents[2])
-        return float(out.stdout.split()[-1])
-
-    default, kept = faults_per_step("default"), faults_per_step("kept")
-    assert default > 200  # glibc's defaults: fresh pages for activations, step after step
-    assert kept < default / 10, (kept, default)
