@@ -69,8 +69,6 @@ class InceptionExtractor:
             return self.model(x)  # stays on the device: no host round trip per batch
 
 
-
-
 def inception_batch_size(device: torch.device) -> int:
     """Images per Inception batch when none is set: 256 on a GPU (a few GB of activations at 299x299), 50 on CPU."""
     return 256 if device.type == "cuda" else 50
