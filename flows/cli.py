@@ -171,6 +171,8 @@ def train(
                                   "(the flow's own training process skips it: the flow validated already)."),
     in_memory: bool = typer.Option(False, "--in-memory", help="Decode the images into memory instead of the "
                                    "memory-mapped cache in .ganops/cache/images (built once per dataset content)."),
+    dataset_md5: Optional[str] = typer.Option(None, "--dataset-md5", help="DVC's md5 of the --data folder, checked by the "
+                                              "caller (the flows pass it): the cache is keyed by it instead of the files' times."),
     project_dir: Path = ProjectOpt,
 ) -> None:
     """Train a generator alone (no registry): checkpoints, samples, loss plot and generator.safetensors in OUT.
@@ -190,9 +192,10 @@ def train(
         raise GanopsError(f"dataset folder {folder} does not exist")
     cache = None if in_memory else image_cache_dir(root)
     if validate:
-        result = validate_and_train(folder, cfg, out_dir, state_dir(root), progress=progress_bar, resume=resume, cache_dir=cache)
+        result = validate_and_train(folder, cfg, out_dir, state_dir(root), progress=progress_bar, resume=resume, cache_dir=cache,
+                                    dataset_md5=dataset_md5)
     else:
-        result = train_to_files(folder, cfg, out_dir, progress=progress_bar, resume=resume, cache_dir=cache)
+        result = train_to_files(folder, cfg, out_dir, progress=progress_bar, resume=resume, cache_dir=cache, dataset_md5=dataset_md5)
     if result is not None:  # only rank 0 writes the result (and draws the bar)
         typer.echo(f"trained {cfg.train.arch}/{cfg.train.loss} to step {result.steps} (resumed from {result.resumed_from}) "
                    f"in {result.seconds:.1f} s on {result.device} x{result.world_size}: {result.weights}")

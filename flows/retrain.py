@@ -120,7 +120,8 @@ def train_task(root: Path, config: RetrainConfig, run: RunTracker, dataset: Data
         out = job_result_folder(root, key)
         outcome = submit_training(config, dataset, run, out)
     else:
-        outcome = run_training(dataset.root, config, out, root, on_metrics=lambda step, m: run.metrics(m, step), progress=progress_bar)
+        outcome = run_training(dataset.root, config, out, root, on_metrics=lambda step, m: run.metrics(m, step), progress=progress_bar,
+                               dataset_md5=dataset.md5)
     if outcome.reused or not live:  # metrics that were not logged as training went
         run.history(outcome.history)
     for path in outcome.grids:

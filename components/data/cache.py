@@ -6,8 +6,9 @@ Here the images are decoded once, in parallel (each worker writes its slice of t
 folder is built under a temporary name and renamed whole. Training opens the array copy-on-write: pages are read
 from disk as batches touch them, so memory stays bounded by what the OS keeps cached.
 
-The key hashes every data file's relative path, size and modification time with the labels: a changed, added or
-removed file gives a new cache. The arrays are checked against their sha256 at an open unless they are "clean" as
+The key hashes the labels with the dataset's DVC md5 when the caller checked the folder against it (the flows), else
+with every data file's relative path, size and modification time: a changed, added or removed file gives a new
+cache. The arrays are checked against their sha256 at an open unless they are "clean" as
 git decides it: `meta.json` records each array's size, modification time and inode and when it took them, and an
 open skips the re-hash (a 49 GB cache would take minutes per process) only when all three still match and the
 modification time is more than a second older than the record (a write in the same clock tick cannot hide). A
@@ -45,6 +46,7 @@ from components.core.atomic import file_digest, replace_folder, write_text
 from components.core.errors import DataError
 from components.core.processes import alive
 from components.data.images import list_files
+from components.data.versioning import MD5
 
 IMAGES, TARGETS, META = "images.npy", "targets.npy", "meta.json"
 CHUNK = 4096  # images per decode task
@@ -53,8 +55,16 @@ STAMPS, STAMPED_AT = "stamps", "stamped_at"
 SETTLED_NS = 10**9  # how much older than its record a modification time must be to be trusted
 
 
-def cache_key(root: Path, files: list[Path], labels: list[str]) -> str:
+def cache_key(root: Path, files: list[Path], labels: list[str], dataset_md5: str | None = None) -> str:
+    """The cache's name. Given the dataset's DVC md5 (the flows pass it: their data was checked against it), that md5
+    with the labels, so files that a `dvc checkout` wrote again find their cache; else every file's relative path,
+    size and modification time with the labels."""
     digest = hashlib.sha256(json.dumps(labels).encode())
+    if dataset_md5 is not None:
+        if not MD5.fullmatch(dataset_md5):
+            raise DataError(f"dataset md5 {dataset_md5!r} is not 32 lowercase hex digits (DVC's md5 of a folder)")
+        digest.update(f"dvc md5 {dataset_md5}".encode())
+        return digest.hexdigest()[:32]
     for rel in files:
         info = (root / rel).stat()
         digest.update(f"{rel.as_posix()}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
@@ -185,15 +195,17 @@ def _mark_used(folder: Path) -> None:
         pass
 
 
-def cached_images(root: Path, labels: list[str], cache_dir: Path, workers: int | None = None, progress=None) -> tuple[np.ndarray, np.ndarray]:
+def cached_images(root: Path, labels: list[str], cache_dir: Path, workers: int | None = None, progress=None,
+                  dataset_md5: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ImageFolder at `root` as (images uint8 (N, C, H, W) memory-mapped copy-on-write, label indices (N,)),
     decoded once into `cache_dir` and checked against its recorded sha256 unless clean (see above). `progress(total)`
-    makes a progress bar for a build. Raises DataError naming a file outside the labels or of another size."""
+    makes a progress bar for a build; `dataset_md5` keys it by DVC's md5 (cache_key). Raises DataError naming a
+    file outside the labels or of another size."""
     root = Path(root)
     files = list_files(root)
     if not files:
         raise DataError(f"dataset folder {root} holds no images")
-    target = Path(cache_dir) / cache_key(root, files, labels)
+    target = Path(cache_dir) / cache_key(root, files, labels, dataset_md5)
     intact = _intact(target)
     if not intact and (target / META).is_file():
         warnings.warn(f"the decoded image cache {target} does not match its meta.json; decoding {root} again", RuntimeWarning)

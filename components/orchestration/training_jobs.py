@@ -95,7 +95,7 @@ def train_job(project_dir: Path, config: RetrainConfig, dataset_md5: str, data_r
         raise DataError(f"{config.data.dvc_file} at {data_revision} tracks dataset md5 {dataset.md5}, not {dataset_md5} "
                         "as the retrain flow asked; commit data.dvc before training on another work pool")
     out = train_folder(project_dir, training_key(dataset_md5, config))
-    outcome = run_training(dataset.root, config, out, project_dir, progress=PrintedProgress)
+    outcome = run_training(dataset.root, config, out, project_dir, progress=PrintedProgress, dataset_md5=dataset.md5)
     for path in [outcome.weights, outcome.loss_plot]:
         mlc.log_artifact(run_id, str(path), ARTIFACT_TRAINING)
     for path in outcome.grids:

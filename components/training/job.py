@@ -23,6 +23,7 @@ from components.core.errors import GanopsError
 from components.core.paths import check_path_name, state_dir
 from components.data.cache import cached_images
 from components.data.images import load_images
+from components.data.versioning import MD5
 from components.training.engine import train_gan
 from components.training.networks import GeneratorSpec
 from components.training.pictures import save_grid, save_loss_plot
@@ -86,11 +87,12 @@ def finished_outcome(folder: Path) -> TrainOutcome | None:
 
 
 def train_to_files(data_root: Path, config: RetrainConfig, out_dir: Path, on_metrics=None, progress=None,
-                   resume: bool = False, cache_dir: Path | None = None) -> TrainOutcome | None:
+                   resume: bool = False, cache_dir: Path | None = None, dataset_md5: str | None = None) -> TrainOutcome | None:
     """Train on the ImageFolder at data_root; write generator.safetensors, samples/, loss_curves.png, result.json.
 
     Checkpoints go to out_dir/checkpoints; resume=True continues from the newest valid one. With `cache_dir` the
-    images are decoded once into a memory-mapped cache there (data.cache) instead of into memory. Returns the
+    images are decoded once into a memory-mapped cache there (data.cache; keyed by `dataset_md5`, DVC's md5 of the
+    folder, when the caller checked the folder against it) instead of into memory. Returns the
     outcome (None on ranks other than 0, which write nothing).
     """
     out_dir = Path(out_dir)
@@ -101,7 +103,7 @@ def train_to_files(data_root: Path, config: RetrainConfig, out_dir: Path, on_met
         images, targets = load_images(Path(data_root), labels)
     else:  # every rank opens the same cache: the first to take the lock builds it, the others find it whole
         with file_lock(Path(cache_dir) / ".build.lock"):
-            images, targets = cached_images(Path(data_root), labels, Path(cache_dir),
+            images, targets = cached_images(Path(data_root), labels, Path(cache_dir), dataset_md5=dataset_md5,
                                             progress=(lambda n: progress(n, label="decode", unit="image")) if progress and rank == 0 else None)
 
     def on_samples(step, samples):
@@ -124,11 +126,11 @@ def train_to_files(data_root: Path, config: RetrainConfig, out_dir: Path, on_met
 
 
 def validate_and_train(data_root: Path, config: RetrainConfig, out_dir: Path, state: Path, progress=None,
-                       resume: bool = False, cache_dir: Path | None = None) -> TrainOutcome | None:
+                       resume: bool = False, cache_dir: Path | None = None, dataset_md5: str | None = None) -> TrainOutcome | None:
     """`ganops train`: the flow's validation of data_root first (ValidationFailed names each bad file), then
     train_to_files."""
     require_valid(Path(data_root), config.validation, state)
-    return train_to_files(data_root, config, out_dir, progress=progress, resume=resume, cache_dir=cache_dir)
+    return train_to_files(data_root, config, out_dir, progress=progress, resume=resume, cache_dir=cache_dir, dataset_md5=dataset_md5)
 
 
 def image_cache_dir(project_dir: Path) -> Path:
@@ -162,11 +164,13 @@ def torchrun_args(nproc: int, nnodes: int, env: dict, default_id: str) -> list[s
 
 
 def launch_command(config_file: Path, data_root: Path, out_dir: Path, launcher: str, nproc: int, project_dir: Path,
-                   nnodes: int = 1) -> list[str]:
+                   nnodes: int = 1, dataset_md5: str | None = None) -> list[str]:
     """The command that runs `ganops train` as its own process, or under torchrun with `nproc` processes on each of
     `nnodes` nodes (the flow validated the data already)."""
+    if dataset_md5 is not None and not MD5.fullmatch(dataset_md5):
+        raise GanopsError(f"dataset md5 {dataset_md5!r} is not 32 lowercase hex digits: not passed to the training process")
     args = ["-m", "flows.cli", "train", "--config", str(config_file), "--data", str(data_root), "--out", str(out_dir), "--resume",
-            "--no-validate", "-C", str(project_dir)]
+            "--no-validate", "-C", str(project_dir)] + (["--dataset-md5", dataset_md5] if dataset_md5 else [])
     # Under core.watchdog: the training process dies with the flow's process, even when that one is SIGKILLed.
     watched = [sys.executable, "-m", "components.core.watchdog", str(os.getpid()), "--"]
     if launcher == "torchrun":
@@ -174,13 +178,14 @@ def launch_command(config_file: Path, data_root: Path, out_dir: Path, launcher: 
     return [*watched, sys.executable, *args]
 
 
-def train_in_subprocess(data_root: Path, config: RetrainConfig, out_dir: Path, project_dir: Path) -> TrainOutcome:
+def train_in_subprocess(data_root: Path, config: RetrainConfig, out_dir: Path, project_dir: Path,
+                        dataset_md5: str | None = None) -> TrainOutcome:
     """Run the job in a child process (plain or torchrun) and return its result.json. The child's output is
     printed line by line as it comes (its progress reaches the flow's log and a worker's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     config_file = write_text(out_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
     cmd = launch_command(config_file, data_root, out_dir, effective_launcher(config.train), config.train.nproc, project_dir,
-                         config.train.nnodes)
+                         config.train.nnodes, dataset_md5)
     tail: list[str] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
         for line in child.stdout:
@@ -197,7 +202,7 @@ def effective_launcher(train: TrainConfig) -> str:
 
 
 def run_training(data_root: Path, config: RetrainConfig, out_dir: Path, project_dir: Path, on_metrics=None,
-                 progress=None) -> TrainOutcome:
+                 progress=None, dataset_md5: str | None = None) -> TrainOutcome:
     """The flow's training step into out_dir, a folder named by the training key (identity.training_key): its
     finished result when the weights are intact, else training that resumes from the folder's checkpoints, in this
     process or (launcher subprocess/torchrun) in a child."""
@@ -207,5 +212,5 @@ def run_training(data_root: Path, config: RetrainConfig, out_dir: Path, project_
             return done
         if effective_launcher(config.train) == "inprocess":
             return train_to_files(data_root, config, out_dir, on_metrics=on_metrics, progress=progress, resume=True,
-                                  cache_dir=image_cache_dir(project_dir))
-        return train_in_subprocess(data_root, config, out_dir, project_dir)
+                                  cache_dir=image_cache_dir(project_dir), dataset_md5=dataset_md5)
+        return train_in_subprocess(data_root, config, out_dir, project_dir, dataset_md5)

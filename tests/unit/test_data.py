@@ -101,6 +101,26 @@ def test_the_decoded_cache_equals_the_in_memory_load_and_is_checked_on_open(tmp_
     assert np.array_equal(x, want_x)
 
 
+def test_a_cache_keyed_by_the_dvc_md5_survives_rewritten_files(tmp_path):
+    from components.data.cache import cached_images
+    from components.data.sources import write_digits
+
+    root, cache, md5 = tmp_path / "digits", tmp_path / "cache", "0123456789abcdef0123456789abcdef"
+    write_digits(root)
+    labels = [str(i) for i in range(10)]
+    cached_images(root, labels, cache, workers=1, dataset_md5=md5)
+    cached_images(root, labels, cache, workers=1)
+    before = sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
+    assert len(before) == 2  # by md5, and by the files' times
+    for f in root.rglob("*.png"):  # what a `dvc checkout` does: the same bytes, written again
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    x, _ = cached_images(root, labels, cache, workers=1, dataset_md5=md5)
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == before  # found, not built again
+    assert x.shape[0] == 1797
+    with pytest.raises(DataError, match="dataset md5 'HEAD' is not 32 lowercase hex digits"):
+        cached_images(root, labels, cache, dataset_md5="HEAD")
+
+
 def test_the_decoded_cache_refuses_other_sizes_and_unknown_labels(tmp_path):
     from components.core.errors import DataError
     from components.data.cache import cached_images

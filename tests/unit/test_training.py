@@ -245,6 +245,19 @@ def test_torchrun_is_standalone_on_one_node_and_a_c10d_rendezvous_on_several():
         torchrun_args(1, 2, {"GANOPS_RDZV_ENDPOINT": "h:1", "GANOPS_RDZV_ID": "../x"}, "key")
 
 
+def test_the_training_process_gets_the_dataset_md5_only_when_it_is_one(tmp_path):
+    from components.core.errors import GanopsError
+    from components.training.job import launch_command
+
+    def cmd(md5):
+        return launch_command(tmp_path / "c.yaml", tmp_path / "data", tmp_path / "out", "subprocess", 1, tmp_path, 1, md5)
+
+    md5 = "0123456789abcdef0123456789abcdef"
+    assert cmd(md5)[-2:] == ["--dataset-md5", md5] and "--dataset-md5" not in cmd(None)
+    with pytest.raises(GanopsError, match="not 32 lowercase hex digits"):
+        cmd("--evil")
+
+
 def test_class_balanced_batches_skip_a_class_without_images():
     from types import SimpleNamespace
 
