@@ -46,7 +46,7 @@ from components.core.atomic import file_digest, replace_folder, write_text
 from components.core.errors import DataError
 from components.core.processes import alive
 from components.data.images import list_files
-from components.data.versioning import MD5
+from components.data.versioning import check_md5
 
 IMAGES, TARGETS, META = "images.npy", "targets.npy", "meta.json"
 CHUNK = 4096  # images per decode task
@@ -61,9 +61,7 @@ def cache_key(root: Path, files: list[Path], labels: list[str], dataset_md5: str
     size and modification time with the labels."""
     digest = hashlib.sha256(json.dumps(labels).encode())
     if dataset_md5 is not None:
-        if not MD5.fullmatch(dataset_md5):
-            raise DataError(f"dataset md5 {dataset_md5!r} is not 32 lowercase hex digits (DVC's md5 of a folder)")
-        digest.update(f"dvc md5 {dataset_md5}".encode())
+        digest.update(f"dvc md5 {check_md5(dataset_md5)}".encode())
         return digest.hexdigest()[:32]
     for rel in files:
         info = (root / rel).stat()

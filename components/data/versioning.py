@@ -242,11 +242,17 @@ def _listing(cache: Path, md5: str) -> list[dict] | None:
     return json.loads(path.read_bytes()) if path.is_file() else None
 
 
+def check_md5(md5: str) -> str:
+    """`md5` if it is a dataset md5 as DVC writes it; raises DataError naming it otherwise."""
+    if not MD5.fullmatch(md5 or ""):
+        raise DataError(f"dataset md5 {md5!r} is not 32 lowercase hex digits (DVC's md5 of a folder)")
+    return md5
+
+
 def verify_dataset(project_dir: Path, dvc_file: str, md5: str, rev: str | None) -> DatasetCheck:
     """Recompute dataset `md5` from the DVC cache, fetching from the remote (data.dvc at `rev`) what the cache lacks:
     the listing's own md5 must be `md5` and each file's md5 its listed one. Raises DataError when md5 is not one."""
-    if not MD5.fullmatch(md5 or ""):
-        raise DataError(f"dataset md5 {md5!r} is not 32 hexadecimal digits")
+    check_md5(md5)
     with _repo(project_dir) as repo:
         cache = Path(repo.cache.local.path)
         entries, fetched = _listing(cache, md5), False

@@ -23,7 +23,7 @@ from components.core.errors import GanopsError
 from components.core.paths import check_path_name, state_dir
 from components.data.cache import cached_images
 from components.data.images import load_images
-from components.data.versioning import MD5
+from components.data.versioning import check_md5
 from components.training.engine import train_gan
 from components.training.networks import GeneratorSpec
 from components.training.pictures import save_grid, save_loss_plot
@@ -167,10 +167,8 @@ def launch_command(config_file: Path, data_root: Path, out_dir: Path, launcher: 
                    nnodes: int = 1, dataset_md5: str | None = None) -> list[str]:
     """The command that runs `ganops train` as its own process, or under torchrun with `nproc` processes on each of
     `nnodes` nodes (the flow validated the data already)."""
-    if dataset_md5 is not None and not MD5.fullmatch(dataset_md5):
-        raise GanopsError(f"dataset md5 {dataset_md5!r} is not 32 lowercase hex digits: not passed to the training process")
     args = ["-m", "flows.cli", "train", "--config", str(config_file), "--data", str(data_root), "--out", str(out_dir), "--resume",
-            "--no-validate", "-C", str(project_dir)] + (["--dataset-md5", dataset_md5] if dataset_md5 else [])
+            "--no-validate", "-C", str(project_dir)] + (["--dataset-md5", check_md5(dataset_md5)] if dataset_md5 is not None else [])
     # Under core.watchdog: the training process dies with the flow's process, even when that one is SIGKILLed.
     watched = [sys.executable, "-m", "components.core.watchdog", str(os.getpid()), "--"]
     if launcher == "torchrun":
