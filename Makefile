@@ -4,11 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-fast bench lock ui clean help
+.PHONY: run test test-fast lint format docs bench lock ui clean help
 
 help:
 	@echo "make run   - set up if needed, then run the retrain pipeline on the bundled digits dataset"
-	@echo "make test  - set up if needed, then run the test suite (unit + end to end)"
+	@echo "make test  - set up if needed, then lint, then run the test suite (unit + end to end)"
+	@echo "make test-fast - the tests not marked slow (no end-to-end runs of Prefect, MLflow, DVC and GX); no lint"
+	@echo "make lint  - ruff (lint and format check) and mypy, as make test runs them"
+	@echo "make docs  - regenerate docs/reference/ from the code"
 	@echo "make bench - run the benchmarks in benchmarks/"
 	@echo "make ui    - open the MLflow UI on the local store"
 
@@ -24,11 +27,26 @@ run: $(STAMP)
 # Two workers, one test file each at a time (module fixtures stay on one worker); the slowest tests are listed.
 PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
-test: $(STAMP)
+test: lint
 	$(PYTEST)
+
+# The same checks as .pre-commit-config.yaml: ruff's rules and formatter (pyproject.toml [tool.ruff]), then mypy.
+LINTED := components flows benchmarks tests
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix $(LINTED)
+	$(BIN)/ruff format $(LINTED)
 
 test-fast: $(STAMP)
 	$(PYTEST) -m "not slow"
+
+# The reference pages in docs/reference/ are generated from the code; tests/unit/test_docs.py fails when one is stale.
+docs: $(STAMP)
+	$(BIN)/python -m flows.reference
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -29,21 +29,46 @@ from components.core.processes import peak_rss_mb  # noqa: E402
 from components.data.cache import cached_images  # noqa: E402
 
 LABELS = ["china", "flower"]
-SETTINGS = ["train.base_channels=32", "train.batch_size=128", "train.log_every=100", "train.sample_every=100000",
-            "train.checkpoint_every=100000", "train.ema_decay=0.0", "validation.min_images=100"]
+SETTINGS = [
+    "train.base_channels=32",
+    "train.batch_size=128",
+    "train.log_every=100",
+    "train.sample_every=100000",
+    "train.checkpoint_every=100000",
+    "train.ema_decay=0.0",
+    "validation.min_images=100",
+]
 
 
 def make(out: Path, count: int) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_dataset.py"), str(out), "--size", "32", "--count",
-                    str(count)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "make_dataset.py"), str(out), "--size", "32", "--count", str(count)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - started
 
 
 def train(data: Path, home: Path, steps: int, in_memory: bool) -> tuple[float, float]:
     """(peak RSS of the `ganops train` process in MB, its reported training seconds)."""
-    cmd = [sys.executable, "-m", "flows.cli", "train", "-c", "rgb32", "--data", str(data), "--no-validate", "--max-steps",
-           str(steps), "--out", str(home / "out"), "--set", *SETTINGS] + (["--in-memory"] if in_memory else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "train",
+        "-c",
+        "rgb32",
+        "--data",
+        str(data),
+        "--no-validate",
+        "--max-steps",
+        str(steps),
+        "--out",
+        str(home / "out"),
+        "--set",
+        *SETTINGS,
+    ] + (["--in-memory"] if in_memory else [])
     peak_mb, stdout, stderr, code = peak_rss_mb(cmd, {**os.environ, "GANOPS_HOME": str(home)}, REPO)
     if code != 0:
         raise SystemExit(f"ganops train failed: {stderr[-2000:]}")
@@ -68,7 +93,10 @@ def main():
         build = time.perf_counter() - started
         size_mb = images.nbytes / 2**20
         del images
-        print(f"cache build: {args.count / build:,.0f} images/s decoded ({build:.1f} s, {size_mb:.0f} MB uint8) on {os.cpu_count()} cores", flush=True)
+        print(
+            f"cache build: {args.count / build:,.0f} images/s decoded ({build:.1f} s, {size_mb:.0f} MB uint8) on {os.cpu_count()} cores",
+            flush=True,
+        )
         epoch = args.count // 128
         cache_rss, _ = train(big, home, epoch, in_memory=False)
         print(f"one epoch ({epoch} steps) through the cache: peak RSS {cache_rss:,.0f} MB (target < 1536)", flush=True)
@@ -80,10 +108,13 @@ def main():
             for in_memory in (False, True):
                 times[in_memory].append(train(small, home, args.steps_small, in_memory=in_memory)[1])
         t_cache, t_mem = statistics.median(times[False]), statistics.median(times[True])
-        print(f"{args.small:,} images, {args.steps_small} steps, median of {args.repeats} alternated runs: cache "
-              f"{args.steps_small / t_cache:.1f} steps/s, in memory {args.steps_small / t_mem:.1f} steps/s (ratio "
-              f"{t_mem / t_cache:.3f}; each run: cache {', '.join(f'{args.steps_small / t:.1f}' for t in times[False])}, "
-              f"in memory {', '.join(f'{args.steps_small / t:.1f}' for t in times[True])})", flush=True)
+        print(
+            f"{args.small:,} images, {args.steps_small} steps, median of {args.repeats} alternated runs: cache "
+            f"{args.steps_small / t_cache:.1f} steps/s, in memory {args.steps_small / t_mem:.1f} steps/s (ratio "
+            f"{t_mem / t_cache:.3f}; each run: cache {', '.join(f'{args.steps_small / t:.1f}' for t in times[False])}, "
+            f"in memory {', '.join(f'{args.steps_small / t:.1f}' for t in times[True])})",
+            flush=True,
+        )
         print(f"RESULT data_scale_rss ours={cache_rss:.0f} reference={memory_rss:.0f} ratio={cache_rss / memory_rss:.3f} peak_rss_mb")
     finally:
         shutil.rmtree(work, ignore_errors=True)

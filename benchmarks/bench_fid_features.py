@@ -61,8 +61,8 @@ def fid_end_to_end(model, device, samples, batch, mode, reference_stats, channel
     from components.core.pixels import to_uint8
     from components.evaluation.frechet import stats_to_fid
     from components.evaluation.stats import StatsAccumulator
-    from components.training.engine import model_spec
     from components.training.networks import build_generator
+    from components.training.state import model_spec
 
     torch.manual_seed(0)
     generator = build_generator(model_spec(TrainConfig(z_dim=100, base_channels=512, extra_layers=0), 3, 64, 0)).to(device).eval()
@@ -100,8 +100,10 @@ def gpu_report(ours, reference, device, samples, batch):
     print(f"{samples:,}-sample FID end to end, fp32 Inception, batch {batch}: {seconds:.1f} s")
     for mode, cl in (("fp32", True), ("tf32", False), ("tf32", True), ("bf16", True)):
         seconds, _, fid = fid_end_to_end(ours, device, samples, batch, mode, base, channels_last=cl)
-        print(f"{samples:,}-sample FID end to end, {mode}{' channels_last' if cl else ''}: {seconds:.1f} s "
-              f"(FID between its statistics and fp32's: {fid:.4f})")
+        print(
+            f"{samples:,}-sample FID end to end, {mode}{' channels_last' if cl else ''}: {seconds:.1f} s "
+            f"(FID between its statistics and fp32's: {fid:.4f})"
+        )
 
 
 def product_path(device, samples, batch, mode="fp32"):
@@ -113,11 +115,11 @@ def product_path(device, samples, batch, mode="fp32"):
 
     from components.config import TrainConfig
     from components.evaluation.extractors import TF32, InceptionExtractor
+    from components.evaluation.fid_between import source_stats
     from components.evaluation.frechet import stats_to_fid
     from components.evaluation.inception import FIDInceptionV3
-    from components.evaluation.sources import source_stats
-    from components.training.engine import model_spec
     from components.training.networks import build_generator
+    from components.training.state import model_spec
     from components.training.weights import save_generator
 
     spec = model_spec(TrainConfig(z_dim=100, base_channels=512, extra_layers=0), 3, 64, 0)
@@ -144,7 +146,9 @@ def main():
     parser.add_argument("--product", action="store_true", help="only time the product's own path (random weights)")
     parser.add_argument("--product-modes", default="fp32", help="with --product: comma-separated fp32|tf32")
     args = parser.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    )
     set_tf32(False)
     if args.product:
         for mode in args.product_modes.split(","):
@@ -155,11 +159,15 @@ def main():
     ours = load_inception(weights, device)
     reference = torch.jit.load(str(weights), map_location=device).eval()
     gen = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, 256, (args.batch, 3, 64, 64), dtype=torch.uint8, generator=gen) for _ in range(max(1, args.images // args.batch))]
+    batches = [
+        torch.randint(0, 256, (args.batch, 3, 64, 64), dtype=torch.uint8, generator=gen) for _ in range(max(1, args.images // args.batch))
+    ]
     ref = throughput(reference, batches, device)
     mine = throughput(ours, batches, device)
-    print(f"device={device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}) "
-          f"batch={args.batch} images={sum(len(b) for b in batches)} (64x64 -> 299x299, fp32): ours {mine:.1f} img/s, TorchScript {ref:.1f} img/s")
+    print(
+        f"device={device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}) "
+        f"batch={args.batch} images={sum(len(b) for b in batches)} (64x64 -> 299x299, fp32): ours {mine:.1f} img/s, TorchScript {ref:.1f} img/s"
+    )
     if device.type == "cuda" or args.end_to_end:
         gpu_report(ours, reference, device, args.fid_samples, args.fid_batch)
     print(f"RESULT fid_features ours={mine:.2f} reference={ref:.2f} ratio={mine / ref:.2f} x")

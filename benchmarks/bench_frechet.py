@@ -46,8 +46,10 @@ def main():
     a, b = stats(rng, args.dim, args.samples), stats(rng, args.dim, args.samples)
     ours_s, ours = best_time(lambda: frechet_distance(*a, *b), args.repeats)
     ref_s, ref = best_time(lambda: reference(*a, *b), args.repeats)
-    print(f"dim={args.dim} samples={args.samples}: ours {ours:.9f} in {ours_s:.3f} s, scipy sqrtm {ref:.9f} in {ref_s:.3f} s, "
-          f"relative difference {abs(ours - ref) / abs(ref):.2e}")
+    print(
+        f"dim={args.dim} samples={args.samples}: ours {ours:.9f} in {ours_s:.3f} s, scipy sqrtm {ref:.9f} in {ref_s:.3f} s, "
+        f"relative difference {abs(ours - ref) / abs(ref):.2e}"
+    )
     print(f"RESULT frechet_{args.dim} ours={ours_s:.4f} reference={ref_s:.4f} ratio={ref_s / ours_s:.2f} x_faster")
 
 

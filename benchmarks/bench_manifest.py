@@ -17,8 +17,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from components.config import ValidationConfig  # noqa: E402
+from components.data.importers import digits_arrays  # noqa: E402
 from components.data.png import encode_png  # noqa: E402
-from components.data.sources import digits_arrays  # noqa: E402
 from components.validation.validate import validate_folder  # noqa: E402
 
 
@@ -28,7 +28,7 @@ def write_dataset(root: Path, copies: int) -> int:
     n = 0
     for c in range(copies):
         noisy = np.clip(pixels.astype(np.int16) + rng.integers(-2, 3, pixels.shape), 0, 255).astype(np.uint8) if c else pixels
-        for i, (image, label) in enumerate(zip(noisy, labels)):
+        for i, (image, label) in enumerate(zip(noisy, labels, strict=True)):
             folder = root / str(label)
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{c:02d}_{i:04d}.png").write_bytes(encode_png(image))
@@ -55,8 +55,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
         n = write_dataset(root, args.copies)
-        cfg = ValidationConfig(min_images=1, max_images=10**7, min_class_fraction=0.0, max_class_fraction=1.0, pixel_mean_range=(0, 255),
-                               min_pixel_std=0.0)
+        cfg = ValidationConfig(
+            min_images=1, max_images=10**7, min_class_fraction=0.0, max_class_fraction=1.0, pixel_mean_range=(0, 255), min_pixel_std=0.0
+        )
         validate_folder(root, cfg, state=Path(tmp) / "warm")  # warm the file cache and GX imports
         start = time.perf_counter()
         reference(root)

@@ -62,8 +62,10 @@ print(time.perf_counter() - t0)
 
 
 def component_imports(repeats: int = 3) -> float:
-    times = [float(subprocess.run([sys.executable, "-c", COMPONENT_IMPORTS], cwd=REPO, capture_output=True, text=True,
-                                  check=True).stdout) for _ in range(repeats)]
+    times = [
+        float(subprocess.run([sys.executable, "-c", COMPONENT_IMPORTS], cwd=REPO, capture_output=True, text=True, check=True).stdout)
+        for _ in range(repeats)
+    ]
     return min(times)
 
 
@@ -71,8 +73,13 @@ def one_run(project: Path, env: dict, seed: int) -> dict:
     """A full retrain: a new seed each time, so nothing is reused (the same training key would skip training and
     registration)."""
     clean = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GANOPS_HOME")}
-    done = subprocess.run([sys.executable, "-c", ONE_RUN, str(project), str(seed)], cwd=REPO, capture_output=True, text=True,
-                          env={**clean, "OMP_NUM_THREADS": "1", **env})
+    done = subprocess.run(
+        [sys.executable, "-c", ONE_RUN, str(project), str(seed)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**clean, "OMP_NUM_THREADS": "1", **env},
+    )
     if done.returncode != 0:
         sys.exit(f"retrain failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -85,8 +92,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         project = new_project(root)
-        subprocess.run([sys.executable, "-m", "flows.cli", "data", "import", "digits", "-C", str(project)], cwd=REPO,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "flows.cli", "data", "import", "digits", "-C", str(project)], cwd=REPO, check=True, capture_output=True
+        )
         sh(project, "git", "add", "data.dvc", ".gitignore")
         sh(project, "git", "commit", "-qm", "digits")
         one_run(project, {}, 0)  # warm the dataset's extractor cache and the file cache for both modes
@@ -99,8 +107,10 @@ def main() -> None:
     print(f"component imports alone (fresh interpreter, no Prefect): {own_imports:.1f} s")
     for name, runs in (("running server", server), ("embedded default", embedded)):
         for r in runs:
-            print(f"{name}: wall {r['wall']:.1f} s, inside {r['n']} tasks {r['tasks']:.1f} s, all imports {r['imports']:.1f} s; "
-                  f"overhead {r['wall'] - r['tasks'] - own_imports:.1f} s ({r['wall'] - r['tasks']:.1f} s with the component imports)")
+            print(
+                f"{name}: wall {r['wall']:.1f} s, inside {r['n']} tasks {r['tasks']:.1f} s, all imports {r['imports']:.1f} s; "
+                f"overhead {r['wall'] - r['tasks'] - own_imports:.1f} s ({r['wall'] - r['tasks']:.1f} s with the component imports)"
+            )
     print(f"RESULT orchestration_overhead ours={ours:.2f} reference={reference:.2f} ratio={ours / reference:.2f} s")
 
 

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from components.config import load_config  # noqa: E402
 from components.core.pixels import to_unit_range  # noqa: E402
 from components.data.images import load_images  # noqa: E402
+from components.data.importers import digits_arrays  # noqa: E402
 from components.data.png import encode_png  # noqa: E402
-from components.data.sources import digits_arrays  # noqa: E402
 from components.evaluation.domain import train_extractor  # noqa: E402
 from components.serving.export import export_generator  # noqa: E402
 from components.serving.runtime import load_served  # noqa: E402
@@ -56,7 +56,7 @@ def split(test_per_class: int, minority: int, keep: float, seed: int = 0):
 
 
 def write_folder(x, y, dest: Path) -> Path:
-    for i, (image, label) in enumerate(zip(x, y)):
+    for i, (image, label) in enumerate(zip(x, y, strict=True)):
         (dest / str(label)).mkdir(parents=True, exist_ok=True)
         (dest / str(label) / f"{i:05d}.png").write_bytes(encode_png(image))
     return dest
@@ -80,13 +80,22 @@ def fit_predict(kind: str, x, y, test_x, seed: int):
 
 def synthetic_set(train_dir: Path, work: Path, args, seed: int):
     """Train the cdcgan on the imbalanced split, export it, quality-check and rebalance with ganops' own steps."""
-    cfg = load_config("cdcgan", [f"seed={seed}", f"train.steps={args.steps}", "validation.min_images=10",
-                                 f"train.class_balanced={str(args.class_balanced).lower()}",
-                                 f"synthesis.max_synthetic_fraction={args.max_synthetic_fraction}", f"synthesis.seed={seed}"])
+    cfg = load_config(
+        "cdcgan",
+        [
+            f"seed={seed}",
+            f"train.steps={args.steps}",
+            "validation.min_images=10",
+            f"train.class_balanced={str(args.class_balanced).lower()}",
+            f"synthesis.max_synthetic_fraction={args.max_synthetic_fraction}",
+            f"synthesis.seed={seed}",
+        ],
+    )
     trained = train_to_files(train_dir, cfg, work / "train")
     served = load_served(export_generator(trained.weights, work / "exports", "bench-cdcgan", str(seed), {}), "torchscript")
-    plan = plan_rebalance(count_classes(train_dir, served.labels), "max", cfg.synthesis.max_synthetic_fraction,
-                          only=[str(args.minority)])  # as `ganops rebalance --class 3`
+    plan = plan_rebalance(
+        count_classes(train_dir, served.labels), "max", cfg.synthesis.max_synthetic_fraction, only=[str(args.minority)]
+    )  # as `ganops rebalance --class 3`
     quality = check_quality(served, train_dir, [p.label for p in plan if p.synthetic], cfg.synthesis, work / "cache")
     print(format_quality(quality), flush=True)
     write_rebalanced(served, train_dir, plan, work / "rebalanced", cfg.synthesis, quality)
@@ -99,16 +108,24 @@ def run_seed(args, seed: int, work: Path) -> dict:
     train_dir = write_folder(x, y, work / "train-split")
     started = time.perf_counter()
     cx, cy, passed = synthetic_set(train_dir, work, args, seed)
-    print(f"seed {seed}: cdcgan trained and rebalanced in {time.perf_counter() - started:.0f} s; "
-          f"minority {int((y == args.minority).sum())} real -> {int((cy == args.minority).sum())}", flush=True)
-    sets = {"a_imbalanced": (x, y), "b_oversampled": oversample(x, y, args.minority, int((cy == args.minority).sum())),
-            "c_rebalanced": (cx, cy)}
+    print(
+        f"seed {seed}: cdcgan trained and rebalanced in {time.perf_counter() - started:.0f} s; "
+        f"minority {int((y == args.minority).sum())} real -> {int((cy == args.minority).sum())}",
+        flush=True,
+    )
+    sets = {
+        "a_imbalanced": (x, y),
+        "b_oversampled": oversample(x, y, args.minority, int((cy == args.minority).sum())),
+        "c_rebalanced": (cx, cy),
+    }
     out = {"quality_passed": passed}
     for name, (sx, sy) in sets.items():
         for kind in ("logreg", "cnn"):
             pred = fit_predict(kind, sx, sy, test_x, seed)
-            out[(name, kind)] = (recall_score(test_y, pred, labels=[args.minority], average="macro"),
-                                 f1_score(test_y, pred, average="macro"))
+            out[(name, kind)] = (
+                recall_score(test_y, pred, labels=[args.minority], average="macro"),
+                f1_score(test_y, pred, average="macro"),
+            )
     return out
 
 
@@ -120,8 +137,12 @@ def main():
     parser.add_argument("--keep", type=float, default=0.1)
     parser.add_argument("--test-per-class", type=int, default=40)
     parser.add_argument("--max-synthetic-fraction", type=float, default=0.9)
-    parser.add_argument("--class-balanced", action=argparse.BooleanOptionalAction, default=True,
-                        help="train the cdcgan with train.class_balanced (the preset's default)")
+    parser.add_argument(
+        "--class-balanced",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train the cdcgan with train.class_balanced (the preset's default)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results = []
@@ -131,8 +152,10 @@ def main():
             results.append(run_seed(args, seed, work))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\nminority class {args.minority} cut to {args.keep:.0%}; held-out test {args.test_per_class}/class; "
-          f"seeds {args.seeds}; class-balanced cdcgan: {args.class_balanced}; quality check passed on {sum(r['quality_passed'] for r in results)}/{len(results)}")
+    print(
+        f"\nminority class {args.minority} cut to {args.keep:.0%}; held-out test {args.test_per_class}/class; "
+        f"seeds {args.seeds}; class-balanced cdcgan: {args.class_balanced}; quality check passed on {sum(r['quality_passed'] for r in results)}/{len(results)}"
+    )
     print("| training set | classifier | minority recall | macro F1 |\n| --- | --- | --- | --- |")
     for name in ("a_imbalanced", "b_oversampled", "c_rebalanced"):
         for kind in ("logreg", "cnn"):

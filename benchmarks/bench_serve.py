@@ -42,6 +42,7 @@ def mlflow_request(z_dim: int):
     def build(n: int, i: int) -> tuple[str, bytes]:
         z = np.random.default_rng(i).standard_normal((n, z_dim), dtype=np.float32)
         return "/invocations", json.dumps({"inputs": z.tolist()}).encode()
+
     return build
 
 
@@ -75,8 +76,13 @@ def load(port: int, build, concurrency: int, n: int, seconds: float) -> dict:
         t.join()
     elapsed = time.perf_counter() - began
     ms = sorted(x * 1000 for x in latencies)
-    return {"requests_per_s": len(ms) / elapsed, "images_per_s": len(ms) * n / elapsed, "errors": len(errors),
-            "p50_ms": statistics.median(ms) if ms else float("nan"), "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))] if ms else float("nan")}
+    return {
+        "requests_per_s": len(ms) / elapsed,
+        "images_per_s": len(ms) * n / elapsed,
+        "errors": len(errors),
+        "p50_ms": statistics.median(ms) if ms else float("nan"),
+        "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))] if ms else float("nan"),
+    }
 
 
 def warm(port: int, build) -> None:
@@ -102,10 +108,25 @@ def main() -> None:
         results = {}
         ours_port, theirs_port = servers.free_port(), servers.free_port()
         ours = [str(BIN / "ganops"), "serve", f"{MODEL}@champion", "--port", str(ours_port), "-C", str(project)]
-        theirs = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager", "local",
-                  "--host", "127.0.0.1", "-p", str(theirs_port), "--workers", "1"]
-        for name, cmd, port, build, ready in (("ganops", ours, ours_port, ganops_request, "/readyz"),
-                                               ("mlflow", theirs, theirs_port, mlflow_request(z_dim), "/ping")):
+        theirs = [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL}@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            str(theirs_port),
+            "--workers",
+            "1",
+        ]
+        for name, cmd, port, build, ready in (
+            ("ganops", ours, ours_port, ganops_request, "/readyz"),
+            ("mlflow", theirs, theirs_port, mlflow_request(z_dim), "/ping"),
+        ):
             log = Path(tmp) / f"{name}.log"
             with servers.process(cmd, log, env={**env, "MLFLOW_TRACKING_URI": uri}, cwd=project) as proc:
                 servers.wait_for(f"http://127.0.0.1:{port}{ready}", proc, log)
@@ -113,9 +134,12 @@ def main() -> None:
                 for concurrency, n in CELLS:
                     cell = load(port, build, concurrency, n, args.seconds)
                     results[(name, concurrency, n)] = cell
-                    print(f"{name:7s} concurrency {concurrency:2d}, {n:2d} images/request: {cell['requests_per_s']:8.1f} req/s "
-                          f"{cell['images_per_s']:9.1f} images/s  p50 {cell['p50_ms']:7.2f} ms  p99 {cell['p99_ms']:7.2f} ms"
-                          f"{'  errors ' + str(cell['errors']) if cell['errors'] else ''}", flush=True)
+                    print(
+                        f"{name:7s} concurrency {concurrency:2d}, {n:2d} images/request: {cell['requests_per_s']:8.1f} req/s "
+                        f"{cell['images_per_s']:9.1f} images/s  p50 {cell['p50_ms']:7.2f} ms  p99 {cell['p99_ms']:7.2f} ms"
+                        f"{'  errors ' + str(cell['errors']) if cell['errors'] else ''}",
+                        flush=True,
+                    )
     ours_ips, ref_ips = results[("ganops", 16, 64)]["images_per_s"], results[("mlflow", 16, 64)]["images_per_s"]
     print(f"ganops p99 for 1 image at concurrency 1: {results[('ganops', 1, 1)]['p99_ms']:.2f} ms (target <= 50 ms)")
     print(f"RESULT serve_images_per_s ours={ours_ips:.1f} reference={ref_ips:.1f} ratio={ours_ips / ref_ips:.2f} images/s")

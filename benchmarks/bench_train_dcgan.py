@@ -28,17 +28,36 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tens
 def reference_models():
     """The classic example's networks, written out layer by layer."""
     G = nn.Sequential(
-        nn.ConvTranspose2d(NZ, NGF * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(NGF * 8), nn.ReLU(True),
-        nn.ConvTranspose2d(NGF * 8, NGF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 4), nn.ReLU(True),
-        nn.ConvTranspose2d(NGF * 4, NGF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 2), nn.ReLU(True),
-        nn.ConvTranspose2d(NGF * 2, NGF, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF), nn.ReLU(True),
-        nn.ConvTranspose2d(NGF, NC, 4, 2, 1, bias=False), nn.Tanh())
+        nn.ConvTranspose2d(NZ, NGF * 8, 4, 1, 0, bias=False),
+        nn.BatchNorm2d(NGF * 8),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(NGF * 8, NGF * 4, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(NGF * 4),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(NGF * 4, NGF * 2, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(NGF * 2),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(NGF * 2, NGF, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(NGF),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(NGF, NC, 4, 2, 1, bias=False),
+        nn.Tanh(),
+    )
     D = nn.Sequential(
-        nn.Conv2d(NC, NDF, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(NDF, NDF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 2), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(NDF * 2, NDF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 4), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(NDF * 4, NDF * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 8), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(NDF * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+        nn.Conv2d(NC, NDF, 4, 2, 1, bias=False),
+        nn.LeakyReLU(0.2, True),
+        nn.Conv2d(NDF, NDF * 2, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(NDF * 2),
+        nn.LeakyReLU(0.2, True),
+        nn.Conv2d(NDF * 2, NDF * 4, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(NDF * 4),
+        nn.LeakyReLU(0.2, True),
+        nn.Conv2d(NDF * 4, NDF * 8, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(NDF * 8),
+        nn.LeakyReLU(0.2, True),
+        nn.Conv2d(NDF * 8, 1, 4, 1, 0, bias=False),
+        nn.Sigmoid(),
+    )
     return G, D
 
 
@@ -66,6 +85,7 @@ def reference_step_fn(device, batch):
         err_g.backward()
         opt_g.step()
         return err_g.item() + err_real.item() + err_fake.item()  # the example prints losses every step
+
     return step
 
 
@@ -99,10 +119,23 @@ class StepClock:
 def time_ours(device, batch, warmup, steps, args):
     images = np.random.default_rng(0).integers(0, 256, (1024, NC, SIZE, SIZE), dtype=np.uint8)
     # One step more than measured, so the end-of-run logging falls outside the timed window.
-    cfg = TrainConfig(arch="dcgan", z_dim=NZ, base_channels=NGF * 8, extra_layers=0, batch_size=batch, steps=warmup + steps + 1,
-                      log_every=10_000, sample_every=10_000, device=device.type, compile=args.compile,
-                      compile_mode=args.compile_mode, cuda_graphs=not args.no_cuda_graphs, precision=args.precision, memory_format=args.memory_format,
-                      data_placement=args.data_placement)
+    cfg = TrainConfig(
+        arch="dcgan",
+        z_dim=NZ,
+        base_channels=NGF * 8,
+        extra_layers=0,
+        batch_size=batch,
+        steps=warmup + steps + 1,
+        log_every=10_000,
+        sample_every=10_000,
+        device=device.type,
+        compile=args.compile,
+        compile_mode=args.compile_mode,
+        cuda_graphs=not args.no_cuda_graphs,
+        precision=args.precision,
+        memory_format=args.memory_format,
+        data_placement=args.data_placement,
+    )
     clock = StepClock(device, sync_at=(warmup - 1, warmup + steps - 1))
     train_gan(images, None, cfg, seed=0, progress=lambda total, initial: clock)
     return steps * batch / (clock.times[warmup + steps - 1] - clock.times[warmup - 1])
@@ -146,24 +179,32 @@ def main():
     parser.add_argument("--precision", default="auto", help="ours: auto = bf16 autocast on CUDA")
     parser.add_argument("--memory-format", default="auto", help="ours: auto = channels_last on CUDA")
     parser.add_argument("--data-placement", default="auto", help="ours: host = each batch staged through pinned memory")
-    parser.add_argument("--profile", action="store_true", help="instead of timing: ours' kernels over the steps, eager (a graph hides them)")
+    parser.add_argument(
+        "--profile", action="store_true", help="instead of timing: ours' kernels over the steps, eager (a graph hides them)"
+    )
     args = parser.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    )
     torch.manual_seed(0)
     if args.profile:
         return profile_ours(device, args)
     ref = time_reference(device, args.batch, args.warmup, args.steps)
     ours = time_ours(device, args.batch, args.warmup, args.steps, args)
-    print(f"device={device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}) "
-          f"batch={args.batch} steps={args.steps} precision={args.precision} memory_format={args.memory_format} "
-          f"compile={args.compile_mode if args.compile else 'off'} cuda_graphs={not args.no_cuda_graphs} "
-          f"data_placement={args.data_placement}: plain loop {ref:.1f} img/s, ganops {ours:.1f} img/s")
+    print(
+        f"device={device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}) "
+        f"batch={args.batch} steps={args.steps} precision={args.precision} memory_format={args.memory_format} "
+        f"compile={args.compile_mode if args.compile else 'off'} cuda_graphs={not args.no_cuda_graphs} "
+        f"data_placement={args.data_placement}: plain loop {ref:.1f} img/s, ganops {ours:.1f} img/s"
+    )
     if device.type == "cuda":
         flops = flops_per_step(device, args.batch)
         name = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
         if peak:
-            print(f"MFU (bf16 peak {peak / 1e12:.0f} TFLOP/s): plain {flops * ref / args.batch / peak:.1%}, ganops {flops * ours / args.batch / peak:.1%}")
+            print(
+                f"MFU (bf16 peak {peak / 1e12:.0f} TFLOP/s): plain {flops * ref / args.batch / peak:.1%}, ganops {flops * ours / args.batch / peak:.1%}"
+            )
     print(f"RESULT train_dcgan64 ours={ours:.2f} reference={ref:.2f} ratio={ours / ref:.2f} x")
 
 

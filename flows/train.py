@@ -21,8 +21,11 @@ def train(config: dict, dataset_md5: str, data_revision: str, run_id: str, proje
     """Materialize dataset `dataset_md5` from DVC at `data_revision`, train with `config` (torchrun when
     train.nproc > 1), and upload the result to MLflow run `run_id`."""
     root = Path(project_dir).resolve()
-    outcome = train_job(root, config_from_dict(config, source="the train flow's config parameter"), dataset_md5,
-                        data_revision, run_id, client(root))
-    print(f"{'reused' if outcome.reused else 'trained'} {outcome.steps} steps on {outcome.device} x{outcome.world_size}; "
-          f"weights sha256 {outcome.weights_sha256} uploaded to MLflow run {run_id}")
+    outcome = train_job(
+        root, config_from_dict(config, source="the train flow's config parameter"), dataset_md5, data_revision, run_id, client(root)
+    )
+    print(
+        f"{'reused' if outcome.reused else 'trained'} {outcome.steps} steps on {outcome.device} x{outcome.world_size}; "
+        f"weights sha256 {outcome.weights_sha256} uploaded to MLflow run {run_id}"
+    )
     return {"run_id": run_id, "steps": outcome.steps, "weights_sha256": outcome.weights_sha256, "reused": outcome.reused}

@@ -11,7 +11,6 @@ import torch
 
 from components.core.errors import GanopsError
 
-
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3)
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest on 64-bit
 TRIM_THRESHOLD = 2 * MMAP_THRESHOLD  # what glibc pairs with it when it raises the threshold itself

@@ -10,7 +10,12 @@ import signal
 FAULT_ENV = "GANOPS_FAULT"
 # The points, in the order a retrain reaches them.
 AFTER_REGISTER, DURING_EXPORT, AFTER_EXPORT, AFTER_LEDGER, AFTER_ALIASES = (
-    "after_register", "during_export", "after_export", "after_ledger", "after_aliases")
+    "after_register",
+    "during_export",
+    "after_export",
+    "after_ledger",
+    "after_aliases",
+)
 
 
 def fault_point(name: str) -> None:

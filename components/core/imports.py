@@ -32,16 +32,16 @@ def _in_type_checking(node: ast.AST, parents: dict) -> bool:
     return False
 
 
-def imports_of(path: Path, root: Path, prefixes: tuple[str, ...]) -> list[tuple[str, int]]:
+def imports_of(path: Path, root: Path, prefixes: tuple[str, ...], type_only: bool = False) -> list[tuple[str, int]]:
     """(imported module, line) for every import of a module under `prefixes` in the file, including imports
-    inside functions and excluding `if TYPE_CHECKING:` blocks (annotations only, never run)."""
+    inside functions; `if TYPE_CHECKING:` blocks (annotations only, never run) only when `type_only` is set."""
     tree = ast.parse(path.read_text(), str(path))
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     here = module_name(path, root)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
     found = []
     for node in ast.walk(tree):
-        if _in_type_checking(node, parents):
+        if not type_only and _in_type_checking(node, parents):
             continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -57,14 +57,15 @@ def imports_of(path: Path, root: Path, prefixes: tuple[str, ...]) -> list[tuple[
     return found
 
 
-def import_graph(root: Path, packages: tuple[str, ...]) -> dict[str, list[tuple[str, int]]]:
+def import_graph(root: Path, packages: tuple[str, ...], type_only: bool = False) -> dict[str, list[tuple[str, int]]]:
     """{module: [(imported module, line), ...]} for every module of `packages` under `root`; imported names that
-    are not modules (functions, classes) are resolved to the module that defines them."""
+    are not modules (functions, classes) are resolved to the module that defines them. `type_only` adds the imports
+    made for annotations alone (a design's circles and layers count them; what runs does not)."""
     files = {module_name(p, root): p for package in packages for p in sorted((root / package).rglob("*.py"))}
     graph = {}
     for name, path in files.items():
         edges = []
-        for target, line in imports_of(path, root, packages):
+        for target, line in imports_of(path, root, packages, type_only):
             while target and target not in files:
                 target = target.rpartition(".")[0]
             if target and target != name:
@@ -97,7 +98,7 @@ def find_cycle(graph: dict[str, list[tuple[str, int]]]) -> list[str] | None:
         stack.append(node)
         for target, _ in graph.get(node, []):
             if state.get(target) == 1:
-                return stack[stack.index(target):] + [target]
+                return stack[stack.index(target) :] + [target]
             if target not in state and (found := visit(target)):
                 return found
         stack.pop()

@@ -32,6 +32,9 @@ SERVING_RUNTIMES = (TORCHSCRIPT_RUNTIME, ONNX_RUNTIME)  # every export carries b
 # Candidate minus champion from a paired bootstrap (same latents, same real resamples): the `significant` gate rule.
 PAIRED_DIFF, PAIRED_DIFF_CI_LOW, PAIRED_DIFF_CI_HIGH = "fid_diff", "fid_diff_ci_low", "fid_diff_ci_high"
 
+# The Inception score: not computable with the FID Inception weights (pool3 only); `ganops fid --json` says so.
+INCEPTION_SCORE, INCEPTION_SCORE_NOTE = "inception_score", "inception_score_note"
+
 FID_DOMAIN = metric_name(FID, DOMAIN)
 FID_INCEPTION = metric_name(FID, INCEPTION)
 FID_DOMAIN_REAL_SPLIT = metric_name(FID, DOMAIN, "real", "split")  # two halves of the real data: the noise floor
@@ -40,7 +43,14 @@ VALIDATION_IMAGES, VALIDATION_SUCCESS = "validation_images", "validation_success
 
 # Training metrics.
 LOSS_D, LOSS_G, D_REAL, D_FAKE, GRAD_D, GRAD_G, IMAGES_PER_S = (
-    "loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g", "images_per_s")
+    "loss_d",
+    "loss_g",
+    "d_real",
+    "d_fake",
+    "grad_norm_d",
+    "grad_norm_g",
+    "images_per_s",
+)
 
 # Registry aliases (never the deprecated stages).
 CHAMPION, CHALLENGER, PREVIOUS_CHAMPION = "champion", "challenger", "previous_champion"
@@ -57,6 +67,15 @@ CHAMPION_METRIC_PREFIX = "champion."
 def champion_metric(name: str) -> str:
     """The champion's metric as re-scored in a candidate's run: fid_domain -> champion.fid_domain."""
     return CHAMPION_METRIC_PREFIX + name
+
+
+def split_champion_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """A run's metrics as (its own, the champion's as re-scored in it with the prefix removed)."""
+    own = {k: v for k, v in metrics.items() if not k.startswith(CHAMPION_METRIC_PREFIX)}
+    rescored = {k.removeprefix(CHAMPION_METRIC_PREFIX): v for k, v in metrics.items() if k.startswith(CHAMPION_METRIC_PREFIX)}
+    return own, rescored
+
+
 TAG_EXPORT_DIR = "ganops.export_dir"
 TAG_EXPORT_URI = "ganops.export_uri"  # where export.s3 published it
 TAG_EXPORT_MANIFEST = "ganops.export_manifest_sha256"  # the export's manifest as written: a changed manifest is refused

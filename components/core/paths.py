@@ -28,8 +28,7 @@ def check_path_name(name: str, what: str) -> str:
     """Return `name` when it is safe as one path component (letters, digits, '.', '_', '-', not starting with a
     dot or dash: no '..', no separators, no hidden files). Raises ConfigError naming `what` and the rule."""
     if not SAFE_NAME.match(name or ""):
-        raise ConfigError(f"{what} {name!r} must be one folder name: letters, digits, '.', '_' or '-', "
-                          "starting with a letter or digit")
+        raise ConfigError(f"{what} {name!r} must be one folder name: letters, digits, '.', '_' or '-', starting with a letter or digit")
     return name
 
 
@@ -44,7 +43,9 @@ def parse_s3_url(url: str, what: str) -> tuple[str, str]:
     """s3://bucket/prefix -> (bucket, 'prefix/' or ''). Raises ConfigError naming `what` and the rule."""
     match = S3_URL.match(url or "")
     if not match or ".." in url:
-        raise ConfigError(f"{what} {url!r} is not s3://bucket[/prefix] (bucket: 3-63 lowercase letters, digits, dots and "
-                          "dashes; prefix: letters, digits and . _ - /, no ..)")
+        raise ConfigError(
+            f"{what} {url!r} is not s3://bucket[/prefix] (bucket: 3-63 lowercase letters, digits, dots and "
+            "dashes; prefix: letters, digits and . _ - /, no ..)"
+        )
     prefix = (match.group(2) or "").strip("/")
     return match.group(1), prefix + "/" if prefix else ""

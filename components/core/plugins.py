@@ -6,7 +6,8 @@ registry's names, so a new part is selectable at once.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, Literal, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, Literal, TypeVar
 
 from components.core.errors import ConfigError
 
@@ -51,6 +52,6 @@ class Registry(Generic[T]):
     def names(self) -> tuple[str, ...]:
         return tuple(self._parts)
 
-    def literal(self):
+    def literal(self) -> Any:
         """A typing.Literal of the registered names, for a pydantic field."""
-        return Literal[self.names()]  # type: ignore[valid-type]
+        return Literal[self.names()]

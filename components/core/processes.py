@@ -59,9 +59,11 @@ def peak_rss_mb(cmd: list[str], env: dict, cwd: Path | str) -> tuple[float, str,
         while child.poll() is None:
             try:
                 status = Path(f"/proc/{child.pid}/status").read_text()
-                peak = max(peak, int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)))
-            except (OSError, AttributeError):  # exiting: the last reading stands
-                pass
+            except OSError:  # exiting: the last reading stands
+                status = ""
+            found = re.search(r"VmHWM:\s+(\d+) kB", status)
+            if found:  # a zombie's status has no VmHWM line: the last reading stands
+                peak = max(peak, int(found.group(1)))
             time.sleep(0.02)
         out.seek(0), err.seek(0)
         return peak / 1024, out.read().decode(), err.read().decode(), child.returncode

@@ -13,17 +13,36 @@ class PrintedProgress:
     prints) shows the work advance. `initial` units were done before (a resumed run): they count towards the total,
     not the rate."""
 
-    def __init__(self, total: int, every: int | None = None, clock=time.monotonic, label: str = "train step", unit: str = "steps",
-                 stderr: bool = False, initial: int = 0):
-        self.total, self.done, self.initial, self.clock, self.label, self.unit, self.stderr = total, initial, initial, clock, label, unit, stderr
+    def __init__(
+        self,
+        total: int,
+        every: int | None = None,
+        clock=time.monotonic,
+        label: str = "train step",
+        unit: str = "steps",
+        stderr: bool = False,
+        initial: int = 0,
+    ):
+        self.total, self.done, self.initial, self.clock, self.label, self.unit, self.stderr = (
+            total,
+            initial,
+            initial,
+            clock,
+            label,
+            unit,
+            stderr,
+        )
         self.every = every or max(1, total // 20)
         self.started = clock()
 
     def update(self, n: int = 1) -> None:
         before, self.done = self.done, self.done + n
         if before == self.initial or self.done // self.every > before // self.every or self.done == self.total:
-            print(progress_line(self.done, self.total, self.clock() - self.started, self.label, self.unit, self.initial),
-                  flush=True, file=sys.stderr if self.stderr else sys.stdout)
+            print(
+                progress_line(self.done, self.total, self.clock() - self.started, self.label, self.unit, self.initial),
+                flush=True,
+                file=sys.stderr if self.stderr else sys.stdout,
+            )
 
     def close(self) -> None:
         pass

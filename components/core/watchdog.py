@@ -12,16 +12,27 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from components.core.processes import alive, stop_group
+
+
+def _stop_then_exit(pid: int, code: int) -> Callable[..., None]:
+    """A signal handler that stops the process group led by `pid`, then exits with `code`."""
+
+    def handler(*_: object) -> None:
+        stop_group(pid)
+        sys.exit(code)
+
+    return handler
 
 
 def watch(parent: int, command: list[str], poll: float = 0.5) -> int:
     """Run `command` until it exits (returning its code) or `parent` dies (stopping it, returning 1)."""
     child = subprocess.Popen(command, start_new_session=True)
     # The child has its own session, so a terminal's Ctrl-C reaches only this process: pass both on.
-    signal.signal(signal.SIGTERM, lambda *_: (stop_group(child.pid), sys.exit(143)))
-    signal.signal(signal.SIGINT, lambda *_: (stop_group(child.pid), sys.exit(130)))
+    signal.signal(signal.SIGTERM, _stop_then_exit(child.pid, 143))
+    signal.signal(signal.SIGINT, _stop_then_exit(child.pid, 130))
     while True:
         code = child.poll()
         if code is not None:

@@ -83,8 +83,10 @@ def _decode_chunk(task: tuple[str, str, int, list[str]]) -> int:
     for i, rel in enumerate(rels):
         image = decode(Path(root) / rel)
         if image.shape != out.shape[1:]:
-            raise DataError(f"{Path(root) / rel} is {'x'.join(map(str, image.shape))}, but the first image is "
-                            f"{'x'.join(map(str, out.shape[1:]))}: training needs one image size")
+            raise DataError(
+                f"{Path(root) / rel} is {'x'.join(map(str, image.shape))}, but the first image is "
+                f"{'x'.join(map(str, out.shape[1:]))}: training needs one image size"
+            )
         out[start + i] = image
     out.flush()
     return len(rels)
@@ -125,16 +127,22 @@ def build_cache(root: Path, files: list[Path], labels: list[str], target: Path, 
         images = np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=np.uint8, shape=(len(files), *shape))
         del images  # the workers write it
         np.save(tmp / TARGETS, np.array([index[rel.parts[0]] for rel in files], dtype=np.int64))
-        tasks = [(str(root), str(tmp / IMAGES), s, [r.as_posix() for r in files[s:s + CHUNK]]) for s in range(0, len(files), CHUNK)]
+        tasks = [(str(root), str(tmp / IMAGES), s, [r.as_posix() for r in files[s : s + CHUNK]]) for s in range(0, len(files), CHUNK)]
         method = start_method(threading.active_count(), multiprocessing.get_all_start_methods())
-        with ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context(method), initializer=_die_with_parent,
-                                 initargs=(os.getpid(),)) as pool:
+        with ProcessPoolExecutor(
+            max(1, workers), mp_context=multiprocessing.get_context(method), initializer=_die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
             for done in pool.map(_decode_chunk, tasks):
                 if progress is not None:
                     progress.update(done)
-        meta = {"count": len(files), "shape": list(shape), "labels": labels,
-                "images_sha256": file_digest(tmp / IMAGES), "targets_sha256": file_digest(tmp / TARGETS),
-                **_stamp_record(tmp)}
+        meta = {
+            "count": len(files),
+            "shape": list(shape),
+            "labels": labels,
+            "images_sha256": file_digest(tmp / IMAGES),
+            "targets_sha256": file_digest(tmp / TARGETS),
+            **_stamp_record(tmp),
+        }
         (tmp / META).write_text(json.dumps(meta, indent=2))
 
     replace_folder(build, target)
@@ -168,7 +176,7 @@ def _intact(folder: Path) -> bool:
     try:
         write_text(folder / META, json.dumps({**meta, **_stamp_record(folder)}, indent=2))
     except OSError as e:  # a read-only cache: still intact, just hashed again next time
-        warnings.warn(f"could not record the checked state of {folder / META}: {e}", RuntimeWarning)
+        warnings.warn(f"could not record the checked state of {folder / META}: {e}", RuntimeWarning, stacklevel=2)
     return True
 
 
@@ -177,8 +185,9 @@ def evict(cache_dir: Path, keep: int = KEEP) -> list[Path]:
     returns what was removed. Each is first renamed to a leftover name that the next build sweeps, so a kill mid-way
     leaves nothing that looks like a cache. A process still mapping a removed array keeps reading it (the file lives
     until closed)."""
-    caches = sorted((p for p in Path(cache_dir).iterdir() if (p / META).is_file()), key=lambda p: (p / META).stat().st_mtime_ns,
-                    reverse=True)
+    caches = sorted(
+        (p for p in Path(cache_dir).iterdir() if (p / META).is_file()), key=lambda p: (p / META).stat().st_mtime_ns, reverse=True
+    )
     for old in caches[keep:]:
         doomed = old.parent / f".{old.name}.new-{os.getpid()}-evict"
         old.rename(doomed)
@@ -193,8 +202,9 @@ def _mark_used(folder: Path) -> None:
         pass
 
 
-def cached_images(root: Path, labels: list[str], cache_dir: Path, workers: int | None = None, progress=None,
-                  dataset_md5: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def cached_images(
+    root: Path, labels: list[str], cache_dir: Path, workers: int | None = None, progress=None, dataset_md5: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The ImageFolder at `root` as (images uint8 (N, C, H, W) memory-mapped copy-on-write, label indices (N,)),
     decoded once into `cache_dir` and checked against its recorded sha256 unless clean (see above). `progress(total)`
     makes a progress bar for a build; `dataset_md5` keys it by DVC's md5 (cache_key). Raises DataError naming a
@@ -206,7 +216,7 @@ def cached_images(root: Path, labels: list[str], cache_dir: Path, workers: int |
     target = Path(cache_dir) / cache_key(root, files, labels, dataset_md5)
     intact = _intact(target)
     if not intact and (target / META).is_file():
-        warnings.warn(f"the decoded image cache {target} does not match its meta.json; decoding {root} again", RuntimeWarning)
+        warnings.warn(f"the decoded image cache {target} does not match its meta.json; decoding {root} again", RuntimeWarning, stacklevel=2)
     if not intact:
         build_cache(root, files, labels, target, workers or os.cpu_count() or 1, progress(len(files)) if progress else None)
     _mark_used(target)  # eviction keeps the most recently used

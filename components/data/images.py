@@ -10,8 +10,16 @@ from PIL import Image
 from components.core.errors import DataError
 
 # Image suffixes and the format their content must have.
-SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".webp": "WEBP",
-                  ".tif": "TIFF", ".tiff": "TIFF"}
+SUFFIX_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".bmp": "BMP",
+    ".gif": "GIF",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
 
 
 def is_hidden(rel: Path) -> bool:
@@ -21,11 +29,7 @@ def is_hidden(rel: Path) -> bool:
 
 def list_files(root: Path) -> list[Path]:
     """Every non-hidden file (or link) under root, sorted, as paths relative to root: what a dataset holds."""
-    return sorted(
-        p.relative_to(root)
-        for p in root.rglob("*")
-        if (p.is_file() or p.is_symlink()) and not is_hidden(p.relative_to(root))
-    )
+    return sorted(p.relative_to(root) for p in root.rglob("*") if (p.is_file() or p.is_symlink()) and not is_hidden(p.relative_to(root)))
 
 
 def list_image_files(root: Path) -> list[Path]:

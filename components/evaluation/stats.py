@@ -11,6 +11,7 @@ bootstrap), a capped reservoir keeps a uniform random subset of rows on the host
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,8 +24,12 @@ class StatsAccumulator:
     uniform sample of at most `keep` rows."""
 
     def __init__(self, keep: int = 0, seed: int = 0):
-        self.n, self.shift, self.sum, self.outer = 0, None, None, None
-        self.keep, self.rng, self.sample, self.seen = keep, np.random.default_rng(seed), [], 0
+        self.n = 0
+        self.shift: torch.Tensor | None = None
+        self.sum: torch.Tensor | None = None
+        self.outer: torch.Tensor | None = None
+        self.keep, self.rng, self.seen = keep, np.random.default_rng(seed), 0
+        self.sample: list[np.ndarray] = []
 
     def add(self, features: np.ndarray | torch.Tensor) -> None:
         f = torch.as_tensor(features).to(torch.float64)
@@ -34,10 +39,11 @@ class StatsAccumulator:
             self.shift = f.mean(0)
             self.sum = torch.zeros_like(self.shift)
             self.outer = torch.zeros(f.shape[1], f.shape[1], dtype=torch.float64, device=f.device)
-        c = f - self.shift
+        shift, total, outer = self._moments()
+        c = f - shift
         self.n += len(f)
-        self.sum += c.sum(0)
-        self.outer.addmm_(c.T, c)
+        total.add_(c.sum(0))
+        outer.addmm_(c.T, c)
         if self.keep:
             self._reservoir(f.cpu().numpy())
 
@@ -51,14 +57,22 @@ class StatsAccumulator:
                 if j < self.keep:
                     self.sample[j] = row
 
+    def _moments(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The shift, the shifted sum and the shifted sum of outer products; raises ValueError before any rows."""
+        if self.shift is None or self.sum is None or self.outer is None:
+            raise ValueError("no feature rows added yet: add a batch before reading the statistics")
+        return self.shift, self.sum, self.outer
+
     def mean(self) -> np.ndarray:
-        return (self.shift + self.sum / self.n).cpu().numpy()
+        shift, total, _ = self._moments()
+        return (shift + total / self.n).cpu().numpy()
 
     def cov(self) -> np.ndarray:
         if self.n < 2:
             raise ValueError(f"need at least 2 feature rows for a covariance, got {self.n}")
-        centred = self.sum / self.n
-        return ((self.outer - self.n * torch.outer(centred, centred)) / (self.n - 1)).cpu().numpy()
+        _, total, outer = self._moments()
+        centred = total / self.n
+        return ((outer - self.n * torch.outer(centred, centred)) / (self.n - 1)).cpu().numpy()
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         return self.mean(), self.cov()
@@ -67,9 +81,11 @@ class StatsAccumulator:
         return np.stack(self.sample) if self.sample else np.zeros((0, 0))
 
 
-def save_stats(path: Path, mu: np.ndarray, sigma: np.ndarray, **meta) -> Path:
+def save_stats(path: Path, mu: np.ndarray, sigma: np.ndarray, **meta: object) -> Path:
     """Write `mu`, `sigma` (pytorch-fid's .npz layout) plus string metadata, atomically."""
-    replace_file(lambda tmp: np.savez(tmp, mu=mu, sigma=sigma, **{k: np.asarray(str(v)) for k, v in meta.items()}), path)
+    # Any: numpy's stub for savez(**kwds) would also let a dict of arrays fill its `allow_pickle: bool` parameter.
+    strings: dict[str, Any] = {k: np.asarray(str(v)) for k, v in meta.items()}
+    replace_file(lambda tmp: np.savez(tmp, mu=mu, sigma=sigma, **strings), path)
     return path
 
 

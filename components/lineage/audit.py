@@ -1,14 +1,7 @@
 """`ganops audit`: every link from a served file back to the data, code and config that produced it, re-verified
 from the bytes, each link PASS, FAIL, WARN or SKIP with its evidence.
 
-1 export files against their manifest (and the manifest against the version's tag); 2 the registered weights
-against the sha256 recorded at registration, on the training run and in the export; 3 the registered model's files
-against the listing recorded at registration (a models-from-code package runs its code at load); 4 the run's config
-artifact against its recorded sha256; 5 the dataset recomputed from the DVC cache (or remote); 6 the validation
-report: its bytes, its verdict and the dataset it names; 7 the code commit in the repository, and whether the tree
-was dirty; 8 the promotion ledger intact and the aliases where it says; 9 the dataset's synthetic images (if any)
-against their manifest, and their generator's weights in the registry (lineage.synthetic); 10 with --reproduce, the training repeated from the
-recorded config, data and code (lineage.reproduce), its weights compared bitwise.
+The links, in order, are `LINKS`; what each verifies is `LINK_DESCRIPTIONS` (shown in docs/reference/audit-links.md).
 
 Each check is a pure function of what was read; `audit_version` reads (registry, artifacts, DVC, git) and calls them.
 """
@@ -17,22 +10,33 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from components.core.atomic import file_digest
 from components.core.errors import GanopsError
-from components.core.names import (ARTIFACT_CONFIG, ARTIFACT_VALIDATION_REPORT, TAG_CODE_DIRTY, TAG_CODE_GIT_REV,
-                                   TAG_CONFIG_SHA256, TAG_DATA_DIRTY, TAG_DATA_GIT_REV, TAG_DATASET_MD5, TAG_EXPORT_DIR,
-                                   TAG_EXPORT_MANIFEST, TAG_MODEL_FILES, TAG_VALIDATION_SHA256, TAG_WEIGHTS_SHA256,
-                                   SYNTHETIC_MANIFEST)
+from components.core.names import (
+    ARTIFACT_CONFIG,
+    ARTIFACT_VALIDATION_REPORT,
+    SYNTHETIC_MANIFEST,
+    TAG_CODE_DIRTY,
+    TAG_CODE_GIT_REV,
+    TAG_CONFIG_SHA256,
+    TAG_DATA_DIRTY,
+    TAG_DATA_GIT_REV,
+    TAG_DATASET_MD5,
+    TAG_EXPORT_DIR,
+    TAG_EXPORT_MANIFEST,
+    TAG_MODEL_FILES,
+    TAG_VALIDATION_SHA256,
+    TAG_WEIGHTS_SHA256,
+)
 from components.core.paths import SOURCE_ROOT
-from components.data.versioning import (DatasetCheck, commit_exists, dataset_files, dataset_member, dvc_file_at,
-                                       verify_dataset)
+from components.data.versioning import DatasetCheck, commit_exists, dataset_files, dataset_member, dvc_file_at, verify_dataset
 from components.lineage.reproduce import compare_weights, retrain_recorded
 from components.lineage.synthetic import check_synthetic, is_synthetic_member, parse_record
-from components.promotion.commands import history
+from components.promotion.actions import history
 from components.registry.models import parse_model_ref, resolve_version
 from components.serving.export import verify_export
 from components.serving.formats import WEIGHTS
@@ -40,6 +44,19 @@ from components.serving.mlflow_model import model_file_digests
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
 LINKS = ("export", "weights", "model code", "config", "data", "validation", "code commit", "promotion", "synthetic", "reproduce")
+# What each link verifies, one line per name in LINKS (docs/reference/audit-links.md is generated from it).
+LINK_DESCRIPTIONS = {
+    "export": "The export folder's files against their manifest, and the manifest against the sha256 the version records.",
+    "weights": "The registered weights against the sha256 recorded at registration, by the training run and in the export.",
+    "model code": "The registered model's files against the listing recorded at registration (a models-from-code package runs them).",
+    "config": "The run's config artifact against the sha256 the version records.",
+    "data": "The dataset recomputed from the DVC cache (or remote) against the recorded md5, and data.dvc at the recorded revision.",
+    "validation": "The validation report: its bytes against the recorded sha256, its verdict (passed) and the dataset it names.",
+    "code commit": "The recorded code commit exists in the repository; WARN when the tree had uncommitted changes.",
+    "promotion": "The promotion ledger's hash chain is intact and the registry's aliases are where it says.",
+    "synthetic": "The dataset's synthetic images (if any) against their manifest, and their generator's weights in the registry.",
+    "reproduce": "With --reproduce: the training repeated from the recorded config, data and code, its weights compared bitwise.",
+}
 NOT_RECORDED = "not recorded for this version (registered before ganops recorded it)"
 
 
@@ -63,8 +80,13 @@ class Audit:
 
     def to_dict(self) -> dict:
         failed = self.first_failure
-        return {"model": self.model, "version": self.version, "ok": failed is None,
-                "first_failure": failed.name if failed else None, "links": [asdict(link) for link in self.links]}
+        return {
+            "model": self.model,
+            "version": self.version,
+            "ok": failed is None,
+            "first_failure": failed.name if failed else None,
+            "links": [asdict(link) for link in self.links],
+        }
 
 
 def _link(name: str, status: str, evidence: str) -> Link:
@@ -72,6 +94,7 @@ def _link(name: str, status: str, evidence: str) -> Link:
 
 
 # The checks: pure functions of what was read.
+
 
 def check_export(folder: str | None, verified: dict | None, recorded_manifest: str | None) -> Link:
     if not folder:
@@ -82,10 +105,17 @@ def check_export(folder: str | None, verified: dict | None, recorded_manifest: s
     if bad:
         return _link("export", FAIL, f"{folder}: " + ", ".join(f"{name} {state}" for name, state in sorted(bad.items())))
     if recorded_manifest and verified["manifest_sha256"] != recorded_manifest:
-        return _link("export", FAIL, f"{folder}/manifest.json has sha256 {verified['manifest_sha256'][:16]}..., the version "
-                                     f"records {recorded_manifest[:16]}...")
-    return _link("export", PASS, f"{len(verified['files'])} files in {folder} match the manifest"
-                 + (", which matches the version's tag" if recorded_manifest else ""))
+        return _link(
+            "export",
+            FAIL,
+            f"{folder}/manifest.json has sha256 {verified['manifest_sha256'][:16]}..., the version records {recorded_manifest[:16]}...",
+        )
+    return _link(
+        "export",
+        PASS,
+        f"{len(verified['files'])} files in {folder} match the manifest"
+        + (", which matches the version's tag" if recorded_manifest else ""),
+    )
 
 
 def check_weights(actual: str | None, on_version: str | None, on_run: str | None, in_export: str | None) -> Link:
@@ -93,12 +123,14 @@ def check_weights(actual: str | None, on_version: str | None, on_run: str | None
         return _link("weights", FAIL, "the registered model has no safetensors weights")
     if not on_version:
         return _link("weights", SKIP, f"registered weights sha256 {actual[:16]}...; {NOT_RECORDED}")
-    for where, recorded in (("recorded at registration", on_version), ("recorded by the training run", on_run),
-                            ("in the export's manifest", in_export)):
+    for where, recorded in (
+        ("recorded at registration", on_version),
+        ("recorded by the training run", on_run),
+        ("in the export's manifest", in_export),
+    ):
         if recorded is not None and recorded != actual:
             return _link("weights", FAIL, f"the registered weights have sha256 {actual[:16]}..., {where}: {recorded[:16]}...")
-    return _link("weights", PASS, f"sha256 {actual[:16]}... registered = training run"
-                 + (" = export" if in_export else ""))
+    return _link("weights", PASS, f"sha256 {actual[:16]}... registered = training run" + (" = export" if in_export else ""))
 
 
 def check_model_files(actual: dict[str, str], recorded: str | None) -> Link:
@@ -125,14 +157,23 @@ def check_digest(name: str, what: str, actual: str | None, recorded: str | None)
 
 def check_data(check: DatasetCheck, rev: str | None, md5_at_rev: str | None, dirty: bool) -> Link:
     if check.problems:
-        return _link("data", FAIL, f"dataset {check.md5}: " + "; ".join(check.problems[:3])
-                     + (f" and {len(check.problems) - 3} more" if len(check.problems) > 3 else ""))
+        return _link(
+            "data",
+            FAIL,
+            f"dataset {check.md5}: "
+            + "; ".join(check.problems[:3])
+            + (f" and {len(check.problems) - 3} more" if len(check.problems) > 3 else ""),
+        )
     where = "the DVC remote" if check.fetched else "the DVC cache"
     if md5_at_rev is not None and md5_at_rev != check.md5 and not dirty:
         return _link("data", FAIL, f"data.dvc at {rev} names md5 {md5_at_rev}, the version records {check.md5}")
     if dirty:
-        return _link("data", WARN, f"{check.files} files from {where} hash to md5 {check.md5}, but data.dvc was not "
-                                   "committed when it trained: no git revision names this dataset")
+        return _link(
+            "data",
+            WARN,
+            f"{check.files} files from {where} hash to md5 {check.md5}, but data.dvc was not "
+            "committed when it trained: no git revision names this dataset",
+        )
     return _link("data", PASS, f"{check.files} files from {where} hash to md5 {check.md5}, as data.dvc at {rev} says")
 
 
@@ -146,9 +187,12 @@ def check_validation(actual_sha: str | None, recorded_sha: str | None, report: d
         return _link("validation", FAIL, "the validation report says the dataset FAILED")
     if report.get("dataset_md5") not in (None, md5):
         return _link("validation", FAIL, f"the validation report is of dataset {report['dataset_md5']}, not {md5}")
-    return _link("validation", digest.status if digest.status == SKIP else PASS,
-                 f"passed on {report.get('images')} images of dataset {report.get('dataset_md5') or md5}"
-                 + ("; " + digest.evidence if digest.status == SKIP else ", report bytes as recorded"))
+    return _link(
+        "validation",
+        digest.status if digest.status == SKIP else PASS,
+        f"passed on {report.get('images')} images of dataset {report.get('dataset_md5') or md5}"
+        + ("; " + digest.evidence if digest.status == SKIP else ", report bytes as recorded"),
+    )
 
 
 def check_code(rev: str | None, exists: bool, dirty: str | None) -> Link:
@@ -177,11 +221,16 @@ def check_promotion(problems: list[str], entries: list, version: str) -> Link:
     if not entries:
         return _link("promotion", SKIP, "no promotion ledger entries")
     mine = [f"#{e.seq} {e.action}" for e in entries if str(e.version) == version]
-    return _link("promotion", PASS, f"the ledger ({len(entries)} entries) is intact and the aliases are where it says; "
-                 f"version {version}: " + (", ".join(mine) or "no entries"))
+    return _link(
+        "promotion",
+        PASS,
+        f"the ledger ({len(entries)} entries) is intact and the aliases are where it says; "
+        f"version {version}: " + (", ".join(mine) or "no entries"),
+    )
 
 
 # Reading: the registry, the run's artifacts, DVC and git.
+
 
 def _guarded(name: str, check: Callable[[], Link]) -> Link:
     """A link whose evidence could not be read fails with the reason, instead of stopping the audit."""
@@ -253,7 +302,9 @@ def _read(read: Callable[[], object], default=None):
         return default
 
 
-def _model_links(mlc, name: str, version: str, tags: dict, run_tags: dict, verified: dict | None, tmp: Path) -> tuple[list[Link], Path | None]:
+def _model_links(
+    mlc, name: str, version: str, tags: dict, run_tags: dict, verified: dict | None, tmp: Path
+) -> tuple[list[Link], Path | None]:
     """Links 2 and 3 from the registered model's files, downloaded once."""
     import mlflow
 
@@ -264,9 +315,15 @@ def _model_links(mlc, name: str, version: str, tags: dict, run_tags: dict, verif
         return [_link("weights", FAIL, reason), _link("model code", FAIL, reason)], None
     weights = next(iter(sorted(model_dir.rglob("*.safetensors"))), None)
     in_export = ((verified or {}).get("manifest", {}).get("files", {}).get(WEIGHTS) or {}).get("sha256")
-    return [_guarded("weights", lambda: check_weights(file_digest(weights) if weights else None, tags.get(TAG_WEIGHTS_SHA256),
-                                                      run_tags.get(TAG_WEIGHTS_SHA256), in_export)),
-            _guarded("model code", lambda: check_model_files(model_file_digests(model_dir), tags.get(TAG_MODEL_FILES)))], model_dir
+    return [
+        _guarded(
+            "weights",
+            lambda: check_weights(
+                file_digest(weights) if weights else None, tags.get(TAG_WEIGHTS_SHA256), run_tags.get(TAG_WEIGHTS_SHA256), in_export
+            ),
+        ),
+        _guarded("model code", lambda: check_model_files(model_file_digests(model_dir), tags.get(TAG_MODEL_FILES))),
+    ], model_dir
 
 
 def audit_version(mlc, project_dir: Path, model: str, reproduce: bool = False) -> Audit:
@@ -283,22 +340,48 @@ def audit_version(mlc, project_dir: Path, model: str, reproduce: bool = False) -
         model_links, model_dir = _model_links(mlc, name, version, tags, run_tags, verified, Path(tmp))
         links = [export, *model_links]
         config_file = _artifact(mlc, mv.run_id, ARTIFACT_CONFIG, Path(tmp))
-        links.append(_guarded("config", lambda: check_digest("config", "the run's config artifact",
-                                                             file_digest(config_file) if config_file else None, tags.get(TAG_CONFIG_SHA256))))
+        links.append(
+            _guarded(
+                "config",
+                lambda: check_digest(
+                    "config", "the run's config artifact", file_digest(config_file) if config_file else None, tags.get(TAG_CONFIG_SHA256)
+                ),
+            )
+        )
         config = _read(lambda: json.loads(config_file.read_text()), {}) if config_file and links[-1].status != FAIL else {}
         links.append(_guarded("data", lambda: _data_link(project_dir, tags, config if isinstance(config, dict) else {})))
         report_file = _artifact(mlc, mv.run_id, ARTIFACT_VALIDATION_REPORT, Path(tmp))
-        links.append(_guarded("validation", lambda: check_validation(
-            file_digest(report_file) if report_file else None, tags.get(TAG_VALIDATION_SHA256),
-            json.loads(report_file.read_text()) if report_file else None, tags.get(TAG_DATASET_MD5))))
-        rev = tags.get(TAG_CODE_GIT_REV)
-        links.append(_guarded("code commit", lambda: check_code(rev, bool(rev) and rev != "unknown" and commit_exists(SOURCE_ROOT, rev),
-                                                                tags.get(TAG_CODE_DIRTY))))
+        links.append(
+            _guarded(
+                "validation",
+                lambda: check_validation(
+                    file_digest(report_file) if report_file else None,
+                    tags.get(TAG_VALIDATION_SHA256),
+                    json.loads(report_file.read_text()) if report_file else None,
+                    tags.get(TAG_DATASET_MD5),
+                ),
+            )
+        )
+        rev = tags.get(TAG_CODE_GIT_REV) or ""
+        links.append(
+            _guarded(
+                "code commit",
+                lambda: check_code(rev or None, rev not in ("", "unknown") and commit_exists(SOURCE_ROOT, rev), tags.get(TAG_CODE_DIRTY)),
+            )
+        )
         links.append(_guarded("promotion", lambda: _promotion_link(mlc, name, version)))
         links.append(_guarded("synthetic", lambda: _synthetic_link(mlc, project_dir, tags)))
         if reproduce:
-            links.append(_guarded("reproduce", lambda: _reproduce_link(project_dir, tags, config, config_file, model_dir)
-                                  if model_dir else _link("reproduce", FAIL, "the registered model's files cannot be downloaded")))
+            links.append(
+                _guarded(
+                    "reproduce",
+                    lambda: (
+                        _reproduce_link(project_dir, tags, config, config_file, model_dir)
+                        if model_dir
+                        else _link("reproduce", FAIL, "the registered model's files cannot be downloaded")
+                    ),
+                )
+            )
     return Audit(name, version, links)
 
 
@@ -306,6 +389,9 @@ def format_audit(audit: Audit) -> str:
     lines = [f"audit of {audit.model} version {audit.version}"]
     lines += [f"  {link.number}. {link.status:<4}  {link.name:<12} {link.evidence}" for link in audit.links]
     failed = audit.first_failure
-    lines.append(f"FAILED at link {failed.number} ({failed.name}): {failed.evidence}" if failed else
-                 "every link verified" + (" (with warnings)" if any(l.status == WARN for l in audit.links) else ""))
+    lines.append(
+        f"FAILED at link {failed.number} ({failed.name}): {failed.evidence}"
+        if failed
+        else "every link verified" + (" (with warnings)" if any(l.status == WARN for l in audit.links) else "")
+    )
     return "\n".join(lines)

@@ -16,12 +16,20 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.core.names import (ARTIFACT_SAMPLES, ARTIFACT_VALIDATION_REPORT, CHAMPION, TAG_DATASET_MD5, TAG_GATE,
-                                   TAG_GATE_RULES, TAG_WITHDRAWN, interval_names)
-from components.lineage.audit import Audit, audit_version
 from components.core.atomic import write_text
 from components.core.errors import GanopsError
-from components.promotion.commands import history, version_config
+from components.core.names import (
+    ARTIFACT_SAMPLES,
+    ARTIFACT_VALIDATION_REPORT,
+    CHAMPION,
+    TAG_DATASET_MD5,
+    TAG_GATE,
+    TAG_GATE_RULES,
+    TAG_WITHDRAWN,
+    interval_names,
+)
+from components.lineage.audit import Audit, audit_version
+from components.promotion.actions import history, version_config
 from components.registry.models import all_versions, current_aliases, require_model
 
 
@@ -84,11 +92,19 @@ def gather(mlc, project_dir: Path, model: str, gate_metric: str, recent: int = 6
         for i, mv in enumerate(newest):
             tags, version = dict(mv.tags or {}), str(mv.version)
             run = mlc.get_run(mv.run_id)
-            facts.append(VersionFacts(
-                version, sorted(a for a, v in aliases.items() if v == version), tags.get(TAG_GATE), tags.get(TAG_WITHDRAWN),
-                tags.get(TAG_DATASET_MD5), dict(run.data.metrics), _rules(tags.get(TAG_GATE_RULES)),
-                _validation(mlc, mv.run_id, Path(tmp) / version),
-                _last_samples(mlc, mv.run_id, Path(tmp) / version) if i < 3 else None))
+            facts.append(
+                VersionFacts(
+                    version,
+                    sorted(a for a, v in aliases.items() if v == version),
+                    tags.get(TAG_GATE),
+                    tags.get(TAG_WITHDRAWN),
+                    tags.get(TAG_DATASET_MD5),
+                    dict(run.data.metrics),
+                    _rules(tags.get(TAG_GATE_RULES)),
+                    _validation(mlc, mv.run_id, Path(tmp) / version),
+                    _last_samples(mlc, mv.run_id, Path(tmp) / version) if i < 3 else None,
+                )
+            )
     audit = audit_version(mlc, project_dir, f"{model}@{CHAMPION}") if CHAMPION in aliases else None
     return ReportData(model, gate_metric, facts, chain.entries, problems, audit, aliases.get(CHAMPION))
 
@@ -106,13 +122,16 @@ def metrics_plot(data: ReportData) -> bytes:
     fig, (ax, timeline) = plt.subplots(1, 2, figsize=(11, 3.6), dpi=100)
     xs = [x for x, _ in rows]
     ys = [v.metrics[data.gate_metric] for _, v in rows]
-    errors = [[y - v.metrics.get(low, y) for (_, v), y in zip(rows, ys)], [v.metrics.get(high, y) - y for (_, v), y in zip(rows, ys)]]
+    errors = [
+        [y - v.metrics.get(low, y) for (_, v), y in zip(rows, ys, strict=True)],
+        [v.metrics.get(high, y) - y for (_, v), y in zip(rows, ys, strict=True)],
+    ]
     ax.errorbar(xs, ys, yerr=errors, fmt="o-", capsize=4, label=f"{data.gate_metric} (95% interval)")
     for x, v in rows:
         if CHAMPION in v.aliases:
             ax.annotate("champion", (x, v.metrics[data.gate_metric]), textcoords="offset points", xytext=(0, 8), ha="center")
     ax.set(xlabel="version", ylabel=data.gate_metric, title=f"{data.model}: {data.gate_metric} per version")
-    kid = [(x, value) for x, v in rows for key, value in v.metrics.items() if key.startswith("kid_") and "std" not in key][:len(rows)]
+    kid = [(x, value) for x, v in rows for key, value in v.metrics.items() if key.startswith("kid_") and "std" not in key][: len(rows)]
     if kid:
         twin = ax.twinx()
         twin.plot([x for x, _ in kid], [k for _, k in kid], "s--", color="tab:orange", label="KID")
@@ -160,52 +179,132 @@ def _metric_cell(v: VersionFacts, metric: str) -> str:
     return f"{v.metrics[metric]:.4f}{interval}"
 
 
-def _sections(data: ReportData) -> list[str]:
+def _versions_section(data: ReportData) -> str:
     e = html.escape
-    out = ["<h2>Versions</h2>" + _table(
+    return "<h2>Versions</h2>" + _table(
         ["version", "aliases", "gate", f"{data.gate_metric} [95% interval]", "dataset md5", "withdrawn"],
-        [[e(v.version), e(", ".join(v.aliases) or "-"), _status(v.gate), _metric_cell(v, data.gate_metric),
-          f"<code>{e(v.dataset_md5 or '-')}</code>", e(v.withdrawn or "")] for v in data.versions])]
-    grids = [v for v in data.versions if v.samples_png]
-    if grids:
-        out.append("<h2>Samples of recent versions</h2><div class=grids>" + "".join(
-            f'<figure><img alt="samples of version {e(v.version)}" src="{_data_uri(v.samples_png)}">'
-            f"<figcaption>version {e(v.version)} {e(', '.join(v.aliases))}</figcaption></figure>" for v in grids) + "</div>")
-    if data.audit:
-        out.append(f"<h2>Audit of the champion (version {e(data.audit.version)})</h2>" + _table(
+        [
+            [
+                e(v.version),
+                e(", ".join(v.aliases) or "-"),
+                _status(v.gate),
+                _metric_cell(v, data.gate_metric),
+                f"<code>{e(v.dataset_md5 or '-')}</code>",
+                e(v.withdrawn or ""),
+            ]
+            for v in data.versions
+        ],
+    )
+
+
+def _samples_section(data: ReportData) -> list[str]:
+    e = html.escape
+    grids = [(v, v.samples_png) for v in data.versions if v.samples_png]
+    if not grids:
+        return []
+    return [
+        "<h2>Samples of recent versions</h2><div class=grids>"
+        + "".join(
+            f'<figure><img alt="samples of version {e(v.version)}" src="{_data_uri(png)}">'
+            f"<figcaption>version {e(v.version)} {e(', '.join(v.aliases))}</figcaption></figure>"
+            for v, png in grids
+        )
+        + "</div>"
+    ]
+
+
+def _audit_section(data: ReportData) -> list[str]:
+    e = html.escape
+    if not data.audit:
+        return []
+    return [
+        f"<h2>Audit of the champion (version {e(data.audit.version)})</h2>"
+        + _table(
             ["#", "link", "status", "evidence"],
-            [[str(link.number), e(link.name), _status(link.status), e(link.evidence)] for link in data.audit.links]))
-    for v in data.versions:
-        if v.rules:
-            out.append(f"<h3>Gate rules of version {e(v.version)}: {_status(v.gate)}</h3>" + _table(
-                ["rule", "result", "message"],
-                [[e(str(r.get("name"))), _status("PASS" if r.get("passed") else "FAIL"), e(str(r.get("message", "")))] for r in v.rules]))
-    out.append("<h2>Promotion ledger</h2>" + "".join(f"<p class=FAIL>{e(p)}</p>" for p in data.ledger_problems) + _table(
-        ["#", "time", "action", "version", "by", "champion after", "reason"],
-        [[str(x.seq), e(x.time), e(x.action), e(x.version), e(x.actor), e(x.aliases_after.get(CHAMPION, "-")), e(x.reason)]
-         for x in reversed(data.ledger)]))
-    out.append("<h2>Validation and drift</h2>" + _table(
+            [[str(link.number), e(link.name), _status(link.status), e(link.evidence)] for link in data.audit.links],
+        )
+    ]
+
+
+def _rules_sections(data: ReportData) -> list[str]:
+    e = html.escape
+    return [
+        f"<h3>Gate rules of version {e(v.version)}: {_status(v.gate)}</h3>"
+        + _table(
+            ["rule", "result", "message"],
+            [[e(str(r.get("name"))), _status("PASS" if r.get("passed") else "FAIL"), e(str(r.get("message", "")))] for r in v.rules],
+        )
+        for v in data.versions
+        if v.rules
+    ]
+
+
+def _ledger_section(data: ReportData) -> str:
+    e = html.escape
+    return (
+        "<h2>Promotion ledger</h2>"
+        + "".join(f"<p class=FAIL>{e(p)}</p>" for p in data.ledger_problems)
+        + _table(
+            ["#", "time", "action", "version", "by", "champion after", "reason"],
+            [
+                [str(x.seq), e(x.time), e(x.action), e(x.version), e(x.actor), e(x.aliases_after.get(CHAMPION, "-")), e(x.reason)]
+                for x in reversed(data.ledger)
+            ],
+        )
+    )
+
+
+def _validation_section(data: ReportData) -> str:
+    e = html.escape
+    return "<h2>Validation and drift</h2>" + _table(
         ["version", "dataset md5", "validation", "images", "failed rules", "drift"],
-        [[e(v.version), f"<code>{e(v.dataset_md5 or '-')}</code>",
-          _status("passed" if (v.validation or {}).get("success") else "failed" if v.validation else None),
-          e(str((v.validation or {}).get("images", "-"))), e("; ".join(f.get("rule", "") for f in (v.validation or {}).get("failures", [])) or "-"),
-          e("; ".join(((v.validation or {}).get("drift") or {}).get("findings", [])) or "none")] for v in data.versions]))
-    return out
+        [
+            [
+                e(v.version),
+                f"<code>{e(v.dataset_md5 or '-')}</code>",
+                _status("passed" if (v.validation or {}).get("success") else "failed" if v.validation else None),
+                e(str((v.validation or {}).get("images", "-"))),
+                e("; ".join(f.get("rule", "") for f in (v.validation or {}).get("failures", [])) or "-"),
+                e("; ".join(((v.validation or {}).get("drift") or {}).get("findings", [])) or "none"),
+            ]
+            for v in data.versions
+        ],
+    )
+
+
+def _sections(data: ReportData) -> list[str]:
+    return [
+        _versions_section(data),
+        *_samples_section(data),
+        *_audit_section(data),
+        *_rules_sections(data),
+        _ledger_section(data),
+        _validation_section(data),
+    ]
 
 
 def render(data: ReportData, plot_png: bytes, generated: str) -> str:
     """The page: pure of what `gather` read and the plot."""
     champion = data.champion
     audit = data.audit.first_failure if data.audit else None
-    verdict = ("no champion" if data.audit is None else f"audit FAILED at link {audit.number} ({audit.name})" if audit
-               else "audit: every link verified")
-    return "\n".join([
-        "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        f"<title>ganops report: {html.escape(data.model)}</title><style>{STYLE}</style>{ONLOAD}</head><body>",
-        f"<h1>{html.escape(data.model)}</h1><p>champion: version {html.escape(champion or 'none')} &middot; "
-        f"<span class={'FAIL' if audit else 'PASS'}>{html.escape(verdict)}</span> &middot; generated {html.escape(generated)}</p>",
-        f'<img alt="{html.escape(data.gate_metric)} per version and champion over time" src="{_data_uri(plot_png)}">',
-        *_sections(data), "</body></html>"])
+    verdict = (
+        "no champion"
+        if data.audit is None
+        else f"audit FAILED at link {audit.number} ({audit.name})"
+        if audit
+        else "audit: every link verified"
+    )
+    return "\n".join(
+        [
+            "<!doctype html><html lang=en><head><meta charset=utf-8>",
+            f"<title>ganops report: {html.escape(data.model)}</title><style>{STYLE}</style>{ONLOAD}</head><body>",
+            f"<h1>{html.escape(data.model)}</h1><p>champion: version {html.escape(champion or 'none')} &middot; "
+            f"<span class={'FAIL' if audit else 'PASS'}>{html.escape(verdict)}</span> &middot; generated {html.escape(generated)}</p>",
+            f'<img alt="{html.escape(data.gate_metric)} per version and champion over time" src="{_data_uri(plot_png)}">',
+            *_sections(data),
+            "</body></html>",
+        ]
+    )
 
 
 def write_report(mlc, project_dir: Path, model: str, out: Path, gate_metric: str | None = None) -> ReportData:

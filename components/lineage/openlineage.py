@@ -54,33 +54,56 @@ def run_uuid(mlflow_run_id: str) -> str:
     return str(uuid.UUID(hex=mlflow_run_id))
 
 
-def emit(run: LineageRun, state: str, model_uri: str | None = None, model_version: str | None = None,
-         error: str | None = None) -> str | None:
+def emit(
+    run: LineageRun, state: str, model_uri: str | None = None, model_version: str | None = None, error: str | None = None
+) -> str | None:
     """Send one event; returns None, or why it was not sent."""
     if not configured():
         return None
     try:
         from openlineage.client import OpenLineageClient
         from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
-        from openlineage.client.facet_v2 import dataset_version_dataset, error_message_run
+        from openlineage.client.facet_v2 import RunFacet, dataset_version_dataset, error_message_run
 
         version = dataset_version_dataset.DatasetVersionDatasetFacet
-        inputs = [InputDataset(namespace=run.dataset_namespace, name=run.dataset_name,
-                               facets={"version": version(datasetVersion=run.dataset_md5)})]
-        outputs = ([OutputDataset(namespace=model_uri, name=f"models/{run.model_name}",
-                                  facets={"version": version(datasetVersion=model_version)})] if model_uri and model_version else [])
-        facets = {"errorMessage": error_message_run.ErrorMessageRunFacet(message=error[:2000], programmingLanguage="python")} if error else {}
-        event = RunEvent(eventType=getattr(RunState, state), eventTime=datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                         run=Run(runId=run.run_id, facets=facets), job=Job(namespace=NAMESPACE, name=run.job), producer=PRODUCER,
-                         inputs=inputs, outputs=outputs)
+        inputs = [
+            InputDataset(
+                namespace=run.dataset_namespace, name=run.dataset_name, facets={"version": version(datasetVersion=run.dataset_md5)}
+            )
+        ]
+        outputs = (
+            [OutputDataset(namespace=model_uri, name=f"models/{run.model_name}", facets={"version": version(datasetVersion=model_version)})]
+            if model_uri and model_version
+            else []
+        )
+        facets: dict[str, RunFacet] = (
+            {"errorMessage": error_message_run.ErrorMessageRunFacet(message=error[:2000], programmingLanguage="python")} if error else {}
+        )
+        event = RunEvent(
+            eventType=getattr(RunState, state),
+            eventTime=datetime.datetime.now(datetime.UTC).isoformat(),
+            run=Run(runId=run.run_id, facets=facets),
+            job=Job(namespace=NAMESPACE, name=run.job),
+            producer=PRODUCER,
+            inputs=inputs,
+            outputs=outputs,
+        )
         OpenLineageClient().emit(event)
     except Exception as e:  # the client's transports raise their own types; lineage must not fail the run
         return f"OpenLineage {state} event not sent: {type(e).__name__}: {str(e)[:300]}"
     return None
 
 
-def retrain_event(project_dir, model_name: str, mlflow_run_id: str, tracking_uri: str, dataset, state: str,
-                  version: str | None = None, error: str | None = None) -> str | None:
+def retrain_event(
+    project_dir,
+    model_name: str,
+    mlflow_run_id: str,
+    tracking_uri: str,
+    dataset,
+    state: str,
+    version: str | None = None,
+    error: str | None = None,
+) -> str | None:
     """The retrain flow's event for `dataset` (a DatasetVersion); returns None, or why it was not sent."""
     if not configured():
         return None

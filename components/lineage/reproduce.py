@@ -44,10 +44,27 @@ def _train_command(config: dict, config_file: Path, data: Path, out: Path, code:
     # The run's world size (as training.job.effective_launcher: several processes or nodes mean torchrun), here on
     # one node: DDP's averaged gradients depend on it.
     world = int(train.get("nproc", 1)) * int(train.get("nnodes", 1))
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}"]
-                if world > 1 or train.get("launcher") == "torchrun" else [sys.executable])
-    return [*launcher, "-m", "flows.cli", "train", "--config", str(config_file), "--data", str(data), "--out", str(out),
-            "--no-validate", *[x for o in overrides for x in ("--set", o)], "-C", str(code)]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}"]
+        if world > 1 or train.get("launcher") == "torchrun"
+        else [sys.executable]
+    )
+    return [
+        *launcher,
+        "-m",
+        "flows.cli",
+        "train",
+        "--config",
+        str(config_file),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--no-validate",
+        *[x for o in overrides for x in ("--set", o)],
+        "-C",
+        str(code),
+    ]
 
 
 def retrain_recorded(project_dir: Path, config: dict, config_file: Path, md5: str, data_rev: str | None, code_rev: str) -> dict:
@@ -65,16 +82,26 @@ def retrain_recorded(project_dir: Path, config: dict, config_file: Path, md5: st
         dvc_file = (config.get("data") or {}).get("dvc_file", "data.dvc")
         data = materialize_md5(project_dir, dvc_file, md5, data_rev, work / "data")
         subprocess.run(["git", "-C", str(SOURCE_ROOT), "worktree", "prune"], capture_output=True)  # a killed run's leftovers
-        added = subprocess.run(["git", "-C", str(SOURCE_ROOT), "worktree", "add", "--detach", "--quiet", str(code), code_rev],
-                               capture_output=True, text=True)
+        added = subprocess.run(
+            ["git", "-C", str(SOURCE_ROOT), "worktree", "add", "--detach", "--quiet", str(code), code_rev], capture_output=True, text=True
+        )
         if added.returncode:
             raise GanopsError(f"could not check out code revision {code_rev} in a worktree: {added.stderr.strip()[:300]}")
         cpu_only = config.get("train", {}).get("device") == "cuda" and not torch.cuda.is_available()
         env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROP}
-        print(f"reproducing: training {config.get('train', {}).get('steps')} steps of {config.get('name')} with code "
-              f"{code_rev[:12]} on dataset {md5} in {work}", file=sys.stderr, flush=True)
-        done = subprocess.run(_train_command(config, config_file, data, work / "out", code, ["train.device=cpu"] if cpu_only else []),
-                              cwd=code, env=env, capture_output=True, text=True)
+        print(
+            f"reproducing: training {config.get('train', {}).get('steps')} steps of {config.get('name')} with code "
+            f"{code_rev[:12]} on dataset {md5} in {work}",
+            file=sys.stderr,
+            flush=True,
+        )
+        done = subprocess.run(
+            _train_command(config, config_file, data, work / "out", code, ["train.device=cpu"] if cpu_only else []),
+            cwd=code,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if done.returncode:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
             raise GanopsError(f"retraining with code {code_rev[:12]} failed (exit {done.returncode}): {tail[0][:300]}")

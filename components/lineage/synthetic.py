@@ -43,10 +43,16 @@ def summary(record: dict | None) -> dict | None:
     """What lineage shows: the generator, the seed and the synthetic count per class."""
     if record is None:
         return None
-    classes = ({str(c.get("label")): c["synthetic"] for c in record.get("classes", []) if c.get("synthetic")}
-               or {str(k): v for k, v in (record.get("counts") or {}).items()})  # a `ganops generate` folder
-    return {"generator": record.get("generator", {}), "seed": record.get("seed"), "files": len(record.get("files", {})),
-            "classes": classes, "quality_passed": (record.get("quality") or {}).get("passed")}
+    classes = {str(c.get("label")): c["synthetic"] for c in record.get("classes", []) if c.get("synthetic")} or {
+        str(k): v for k, v in (record.get("counts") or {}).items()
+    }  # a `ganops generate` folder
+    return {
+        "generator": record.get("generator", {}),
+        "seed": record.get("seed"),
+        "files": len(record.get("files", {})),
+        "classes": classes,
+        "quality_passed": (record.get("quality") or {}).get("passed"),
+    }
 
 
 def check_synthetic(record: dict | None, members: dict[str, bytes], generator_tags: dict | None) -> tuple[str, str]:
@@ -71,9 +77,14 @@ def check_synthetic(record: dict | None, members: dict[str, bytes], generator_ta
     if generator_tags is None:
         return FAIL, f"the generator {who} is not in the registry"
     if generator_tags.get(TAG_WEIGHTS_SHA256) != g.get("weights_sha256"):
-        return FAIL, f"the generator {who} now has weights sha256 {generator_tags.get(TAG_WEIGHTS_SHA256)}, not the recorded {g.get('weights_sha256')}"
-    evidence = (f"{len(files)} synthetic files match {SYNTHETIC_MANIFEST}; made by {who} (weights sha256 verified), "
-                f"trained on dataset {g.get('generator_dataset_md5')}")
+        return (
+            FAIL,
+            f"the generator {who} now has weights sha256 {generator_tags.get(TAG_WEIGHTS_SHA256)}, not the recorded {g.get('weights_sha256')}",
+        )
+    evidence = (
+        f"{len(files)} synthetic files match {SYNTHETIC_MANIFEST}; made by {who} (weights sha256 verified), "
+        f"trained on dataset {g.get('generator_dataset_md5')}"
+    )
     if generator_tags.get(TAG_WITHDRAWN):
         return WARN, f"{evidence}; but that generator was withdrawn: {generator_tags[TAG_WITHDRAWN]}"
     return PASS, evidence
@@ -84,6 +95,8 @@ def format_origin(origin: dict | None) -> str | None:
         return None
     g = origin["generator"]
     classes = ", ".join(f"{label}: {n}" for label, n in origin["classes"].items())
-    return (f"  -> synthetic {origin['files']} images ({classes}) from {g.get('model')} version {g.get('version')} "
-            f"(weights sha256 {str(g.get('weights_sha256'))[:12]}..., seed {origin['seed']}), itself trained on dataset "
-            f"{g.get('generator_dataset_md5')}: ganops lineage {g.get('model')}@{g.get('version')}")
+    return (
+        f"  -> synthetic {origin['files']} images ({classes}) from {g.get('model')} version {g.get('version')} "
+        f"(weights sha256 {str(g.get('weights_sha256'))[:12]}..., seed {origin['seed']}), itself trained on dataset "
+        f"{g.get('generator_dataset_md5')}: ganops lineage {g.get('model')}@{g.get('version')}"
+    )

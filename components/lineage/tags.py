@@ -5,18 +5,31 @@ from __future__ import annotations
 import getpass
 import json
 
-from components.core.names import (TAG_CODE_DIRTY, TAG_CODE_GIT_REV, TAG_CONFIG_NAME, TAG_CONFIG_SHA256, TAG_DATA_DIRTY,
-                                   TAG_DATA_GIT_REV, TAG_DATASET_MD5, TAG_DATASET_PATH, TAG_RUN_ID, TAG_VALIDATION,
-                                   TAG_VALIDATION_IMAGES, TAG_VALIDATION_SHA256)
 from components.core.atomic import bytes_digest, json_bytes
+from components.core.names import (
+    TAG_CODE_DIRTY,
+    TAG_CODE_GIT_REV,
+    TAG_CONFIG_NAME,
+    TAG_CONFIG_SHA256,
+    TAG_DATA_DIRTY,
+    TAG_DATA_GIT_REV,
+    TAG_DATASET_MD5,
+    TAG_DATASET_PATH,
+    TAG_RUN_ID,
+    TAG_VALIDATION,
+    TAG_VALIDATION_IMAGES,
+    TAG_VALIDATION_SHA256,
+)
 from components.data.versioning import DatasetVersion
-from components.validation.report import ValidationReport
+from components.validation.results import ValidationReport
 
 
-def lineage_tags(dataset: DatasetVersion, validation: ValidationReport, run_id: str, config_name: str,
-                 config_sha256: str, validation_sha256: str) -> dict[str, str]:
+def lineage_tags(
+    dataset: DatasetVersion, validation: ValidationReport, run_id: str, config_name: str, config_sha256: str, validation_sha256: str
+) -> dict[str, str]:
     """The tags as plain strings (None becomes 'unknown'); the digests pin the run's config and validation report
     artifacts byte for byte."""
+
     def s(v):
         return "unknown" if v is None else str(v)
 
@@ -56,10 +69,27 @@ def dataset_input(dataset: DatasetVersion, report: ValidationReport, remote: str
     """The run's dataset as MLflow's Dataset entity takes it: the DVC md5 as its digest, the DVC remote and revision
     as its source, the image shape and labels as its schema, the validation profile as its profile."""
     profile = report.profile
-    source = {"dvc_remote": remote, "data_dvc_revision": dataset.data_git_rev, "data_dvc_uncommitted": dataset.data_dirty,
-              "path": dataset.path, "md5": dataset.md5}
+    source = {
+        "dvc_remote": remote,
+        "data_dvc_revision": dataset.data_git_rev,
+        "data_dvc_uncommitted": dataset.data_dirty,
+        "path": dataset.path,
+        "md5": dataset.md5,
+    }
     schema = {"image_shape": list(profile.image_shape) if profile.image_shape else None, "labels": sorted(profile.class_fractions)}
-    return {"name": f"{dataset.path.rstrip('/').split('/')[-1]}@{dataset.md5[:8]}", "digest": dataset.md5, "source_type": "dvc",
-            "source": json.dumps(source, sort_keys=True), "schema": json.dumps(schema, sort_keys=True),
-            "profile": json.dumps({"images": profile.images, "class_fractions": profile.class_fractions,
-                                   "pixel_mean": profile.pixel_mean, "pixel_std": profile.pixel_std}, sort_keys=True)}
+    return {
+        "name": f"{dataset.path.rstrip('/').split('/')[-1]}@{dataset.md5[:8]}",
+        "digest": dataset.md5,
+        "source_type": "dvc",
+        "source": json.dumps(source, sort_keys=True),
+        "schema": json.dumps(schema, sort_keys=True),
+        "profile": json.dumps(
+            {
+                "images": profile.images,
+                "class_fractions": profile.class_fractions,
+                "pixel_mean": profile.pixel_mean,
+                "pixel_std": profile.pixel_std,
+            },
+            sort_keys=True,
+        ),
+    }

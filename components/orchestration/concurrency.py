@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from components.core.atomic import file_lock
 
@@ -61,6 +61,5 @@ def one_retrain_per_model(model_name: str, timeout_seconds: float, lock_dir: Pat
     from prefect.concurrency.sync import concurrency
 
     ensure_limits({model_name})
-    with concurrency(limit_name(model_name), occupy=1, timeout_seconds=timeout_seconds, lease_duration=LEASE_SECONDS,
-                     strict=True):
+    with concurrency(limit_name(model_name), occupy=1, timeout_seconds=timeout_seconds, lease_duration=LEASE_SECONDS, strict=True):
         yield

@@ -44,11 +44,15 @@ def read_plan(prefect_file: Path = PREFECT_FILE) -> DeployPlan:
         names = [f"{d['entrypoint'].rsplit(':', 1)[1]}/{d['name']}" for d in deployments]
         parameters = [d.get("parameters") or {} for d in deployments]
     except (OSError, yaml.YAMLError, KeyError, TypeError, IndexError) as e:
-        raise ConfigError(f"{prefect_file} is not a deployment file with deployments[].name, entrypoint and "
-                          f"work_pool.name ({type(e).__name__}: {e})") from None
+        raise ConfigError(
+            f"{prefect_file} is not a deployment file with deployments[].name, entrypoint and work_pool.name ({type(e).__name__}: {e})"
+        ) from None
     # The retrain deployments name the models; the train job gets its config from them (rebalance trains none).
-    models = {load_config(p["preset"], list(p.get("overrides") or [])).registry.model_name
-              for d, p in zip(deployments, parameters) if "preset" in p and d["entrypoint"].endswith(":retrain")}
+    models = {
+        load_config(p["preset"], list(p.get("overrides") or [])).registry.model_name
+        for d, p in zip(deployments, parameters, strict=True)
+        if "preset" in p and d["entrypoint"].endswith(":retrain")
+    }
     return DeployPlan(pools, names, models)
 
 
@@ -56,8 +60,10 @@ def api_url() -> str:
     """PREFECT_API_URL, required: deployments live on a server, not on the temporary one a single run starts."""
     url = os.environ.get("PREFECT_API_URL", "")
     if not url:
-        raise GanopsError("ganops deploy needs a Prefect server: start one (`prefect server start`) and set "
-                          "PREFECT_API_URL=http://127.0.0.1:4200/api (see README, Run it as a service)")
+        raise GanopsError(
+            "ganops deploy needs a Prefect server: start one (`prefect server start`) and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api (see docs/operations.md, 'Run it as a service')"
+        )
     return url
 
 
@@ -85,8 +91,12 @@ def deploy(project_dir: Path, prefect_file: Path = PREFECT_FILE) -> tuple[list[s
     api_url()
     plan = read_plan(prefect_file)
     created = ensure_pools(plan.pools) + ensure_limits(plan.models)
-    env = {**os.environ, SOURCE_ENV: str(SOURCE_ROOT), PROJECT_ENV: str(Path(project_dir).resolve()),
-           RESOURCE_ENV: dataset_resource(project_dir)}
+    env = {
+        **os.environ,
+        SOURCE_ENV: str(SOURCE_ROOT),
+        PROJECT_ENV: str(Path(project_dir).resolve()),
+        RESOURCE_ENV: dataset_resource(project_dir),
+    }
     cmd = [str(Path(sys.executable).parent / "prefect"), "--no-prompt", "deploy", "--prefect-file", str(prefect_file), "--all"]
     done = subprocess.run(cmd, cwd=SOURCE_ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:

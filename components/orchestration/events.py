@@ -24,6 +24,9 @@ def emit_dataset_updated(project_dir: Path, md5: str, data_dir: str, files: int)
         return False
     from prefect.events import emit_event
 
-    emit_event(DATASET_UPDATED, resource={"prefect.resource.id": dataset_resource(project_dir)},
-               payload={"md5": md5, "data_dir": data_dir, "files": files})
+    emit_event(
+        DATASET_UPDATED,
+        resource={"prefect.resource.id": dataset_resource(project_dir)},
+        payload={"md5": md5, "data_dir": data_dir, "files": files},
+    )
     return True

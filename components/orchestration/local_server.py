@@ -14,8 +14,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from components.core.errors import GanopsError
 from components.orchestration.concurrency import TEMPORARY_SERVER_ENV
@@ -31,9 +31,26 @@ def _free_port() -> int:
 
 def server_command(port: int) -> list[str]:
     """The watchdog-wrapped uvicorn command of Prefect's own temporary server (no UI, ephemeral services)."""
-    return [sys.executable, "-m", "components.core.watchdog", str(os.getpid()), "--",
-            sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"]
+    return [
+        sys.executable,
+        "-m",
+        "components.core.watchdog",
+        str(os.getpid()),
+        "--",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+        "--lifespan",
+        "on",
+    ]
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 from components.core.names import TAG_FLOW_RUN_ID, TAG_PID, TAG_REAPED
 from components.registry.tracking import client, end_run, orphaned, running_runs
@@ -47,7 +48,7 @@ def _mark_crashed(flow_run_id: str, reason: str) -> bool:
 
     with get_client(sync_client=True) as prefect:
         try:
-            flow_run = prefect.read_flow_run(flow_run_id)
+            flow_run = prefect.read_flow_run(UUID(flow_run_id))
         except ObjectNotFound:
             return False
         if not (flow_run.state and flow_run.state.is_running()):

@@ -6,9 +6,20 @@ from __future__ import annotations
 from components.core.errors import GanopsError
 
 # Exception class names (matched along the MRO, so no client library is imported to classify).
-TRANSIENT = {"ConnectionError", "TimeoutError", "ConnectError", "ConnectTimeout", "ReadTimeout", "TimeoutException",
-             "RemoteProtocolError", "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
-             "ConnectionClosedError", "ServerDisconnectedError"}
+TRANSIENT = {
+    "ConnectionError",
+    "TimeoutError",
+    "ConnectError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "TimeoutException",
+    "RemoteProtocolError",
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ConnectionClosedError",
+    "ServerDisconnectedError",
+}
 
 
 def is_transient(exc: BaseException | None) -> bool:

@@ -21,16 +21,28 @@ class ChampionScores:
     paired: dict[str, float] = field(default_factory=dict)  # candidate minus champion (fid_diff_domain, interval)
 
 
-def score_champion(mlc, model_name: str, candidate: Path, data_root: Path, labels: list[str], dataset_md5: str,
-                   cfg: EvaluateConfig, cache_dir: Path, seed: int) -> ChampionScores | None:
+def score_champion(
+    mlc,
+    model_name: str,
+    candidate: Path,
+    data_root: Path,
+    labels: list[str],
+    dataset_md5: str,
+    cfg: EvaluateConfig,
+    cache_dir: Path,
+    seed: int,
+) -> ChampionScores | None:
     """The champion's scores on this dataset and the paired bootstrap of the `candidate` weights against it, or
     None when the model has no champion yet."""
     champion = version_by_alias(mlc, model_name, CHAMPION)
     if champion is None:
         return None
     with download_weights(champion) as weights:
-        return ChampionScores(str(champion.version), evaluate_generator(weights, data_root, labels, dataset_md5, cfg, cache_dir, seed),
-                              paired_difference(candidate, weights, data_root, labels, dataset_md5, cfg, cache_dir, seed))
+        return ChampionScores(
+            str(champion.version),
+            evaluate_generator(weights, data_root, labels, dataset_md5, cfg, cache_dir, seed),
+            paired_difference(candidate, weights, data_root, labels, dataset_md5, cfg, cache_dir, seed),
+        )
 
 
 def check_champion_shape(mlc, model_name: str, image_shape: tuple[int, int, int] | None) -> None:
@@ -42,6 +54,8 @@ def check_champion_shape(mlc, model_name: str, image_shape: tuple[int, int, int]
     with download_weights(champion) as weights:
         spec, _ = read_metadata(weights)
     if spec.image_shape != tuple(image_shape):
-        raise ConfigError(f"registry.model_name {model_name!r}: its champion (version {champion.version}) makes "
-                          f"{'x'.join(map(str, spec.image_shape))} images but this dataset has "
-                          f"{'x'.join(map(str, image_shape))}; choose another registry.model_name for this dataset")
+        raise ConfigError(
+            f"registry.model_name {model_name!r}: its champion (version {champion.version}) makes "
+            f"{'x'.join(map(str, spec.image_shape))} images but this dataset has "
+            f"{'x'.join(map(str, image_shape))}; choose another registry.model_name for this dataset"
+        )

@@ -40,8 +40,7 @@ class Decision:
         return f"failed: {', '.join(failed)}" if failed else f"all {len(self.results)} rules passed"
 
     def as_dict(self) -> dict:
-        return {"verdict": self.verdict, "promote": self.promote, "reasons": self.reasons,
-                "rules": [r.as_dict() for r in self.results]}
+        return {"verdict": self.verdict, "promote": self.promote, "reasons": self.reasons, "rules": [r.as_dict() for r in self.results]}
 
 
 def decide(evidence: Evidence, policy: GateConfig) -> Decision:
@@ -55,10 +54,12 @@ def decide(evidence: Evidence, policy: GateConfig) -> Decision:
 
 def format_rules(results: list[RuleResult]) -> str:
     """The rule results as an aligned text table (the CLI prints it)."""
+
     def num(x: float | None) -> str:
         return "" if x is None else f"{x:.4g}"
 
     rows = [("rule", "result", "value", "threshold", "message")] + [
-        (r.name, "pass" if r.passed else "FAIL", num(r.value), num(r.threshold), r.message) for r in results]
+        (r.name, "pass" if r.passed else "FAIL", num(r.value), num(r.threshold), r.message) for r in results
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(row[:4], widths)), row[4]]).rstrip() for row in rows)
+    return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)), row[4]]).rstrip() for row in rows)

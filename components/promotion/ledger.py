@@ -122,8 +122,9 @@ def read_chain(stored: list[tuple[int, str]]) -> Chain:
             problems.append(f"ledger version {number}: not a ledger entry")
             continue
         if entry_hash(entry) != entry.hash:
-            problems.append(f"ledger entry {entry.seq} (registry version {number}): its content does not match its hash "
-                            "(edited after it was written)")
+            problems.append(
+                f"ledger entry {entry.seq} (registry version {number}): its content does not match its hash (edited after it was written)"
+            )
             continue
         last = entries[-1].hash if entries else ""
         if entry.prev_hash == last and entry.seq == len(entries) + 1:
@@ -132,8 +133,7 @@ def read_chain(stored: list[tuple[int, str]]) -> Chain:
         elif entry.prev_hash in known or (entry.prev_hash == "" and entries):
             continue  # lost a race to the entry that now follows the one it links to
         else:
-            problems.append(f"ledger entry {entry.seq} (registry version {number}): links to an entry that is missing "
-                            "or was edited")
+            problems.append(f"ledger entry {entry.seq} (registry version {number}): links to an entry that is missing or was edited")
     return Chain(entries, problems)
 
 
@@ -149,12 +149,16 @@ def alias_drift(chain: Chain, current: dict[str, str], tracked: tuple[str, ...])
     if chain.last is None:
         return []
     expected = chain.last.aliases_after
-    return [f"alias {alias}: the registry says {current.get(alias, 'none')}, the ledger's last entry "
-            f"({chain.last.seq}, {chain.last.action}) says {expected.get(alias, 'none')}"
-            for alias in tracked if current.get(alias) != expected.get(alias)]
+    return [
+        f"alias {alias}: the registry says {current.get(alias, 'none')}, the ledger's last entry "
+        f"({chain.last.seq}, {chain.last.action}) says {expected.get(alias, 'none')}"
+        for alias in tracked
+        if current.get(alias) != expected.get(alias)
+    ]
 
 
 # The side effects: the ledger in the MLflow registry.
+
 
 def stored_entries(mlc, model_name: str) -> list[tuple[int, str]]:
     """Every stored entry, page by page (a search answers at most a page)."""
@@ -189,12 +193,14 @@ def append(mlc, model_name: str, make_entry) -> Entry:
         if any(e.hash == entry.hash for e in chain.entries):
             return entry  # committed already (a retried call whose first reply was lost)
         summary = f"{entry.action} {model_name} version {entry.version}: {entry.reason}"
-        mlc.create_model_version(name, f"ganops-ledger:/{model_name}", tags={ENTRY_TAG: canonical(asdict(entry))},
-                                 description=summary[:1000])  # the full reason is in the entry
+        mlc.create_model_version(
+            name, f"ganops-ledger:/{model_name}", tags={ENTRY_TAG: canonical(asdict(entry))}, description=summary[:1000]
+        )  # the full reason is in the entry
         if any(e.hash == entry.hash for e in load_chain(mlc, model_name).entries):
             return entry
-    raise RegistryError(f"could not append to the promotion ledger of {model_name}: {APPEND_ATTEMPTS} appends in a row "
-                        "lost the race to other writers")
+    raise RegistryError(
+        f"could not append to the promotion ledger of {model_name}: {APPEND_ATTEMPTS} appends in a row lost the race to other writers"
+    )
 
 
 def format_history(entries: list[Entry]) -> str:
@@ -203,11 +209,19 @@ def format_history(entries: list[Entry]) -> str:
         return "no promotion ledger entries yet"
     blocks = []
     for e in reversed(entries):
-        moved = ", ".join(f"{alias} {e.aliases_before.get(alias, '-')} -> {e.aliases_after.get(alias, '-')}"
-                          for alias in sorted(set(e.aliases_before) | set(e.aliases_after))
-                          if e.aliases_before.get(alias) != e.aliases_after.get(alias)) or "no alias moved"
+        moved = (
+            ", ".join(
+                f"{alias} {e.aliases_before.get(alias, '-')} -> {e.aliases_after.get(alias, '-')}"
+                for alias in sorted(set(e.aliases_before) | set(e.aliases_after))
+                if e.aliases_before.get(alias) != e.aliases_after.get(alias)
+            )
+            or "no alias moved"
+        )
         rules = "".join(f"\n       {'pass' if r.get('passed') else 'FAIL'} {r.get('name')}: {r.get('message', '')}" for r in e.rules)
-        blocks.append(f"#{e.seq}  {e.time}  {e.action:<17} version {e.version:<4} by {e.actor}\n"
-                      f"     {moved}\n     reason: {e.reason}" + (f"\n     run {e.run_id}" if e.run_id else "")
-                      + (f"\n     rules:{rules}" if rules else ""))
+        blocks.append(
+            f"#{e.seq}  {e.time}  {e.action:<17} version {e.version:<4} by {e.actor}\n"
+            f"     {moved}\n     reason: {e.reason}"
+            + (f"\n     run {e.run_id}" if e.run_id else "")
+            + (f"\n     rules:{rules}" if rules else "")
+        )
     return "\n".join(blocks)

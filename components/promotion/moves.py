@@ -14,8 +14,19 @@ from collections.abc import Callable
 
 from components.core.errors import RegistryError
 from components.core.faults import AFTER_ALIASES, AFTER_LEDGER, fault_point
-from components.core.names import (CANDIDATE, CHALLENGER, CHAMPION, GATE_AWAITING, GATE_PROMOTED, GATE_REJECTED,
-                                   PREVIOUS_CHAMPION, TAG_GATE, TAG_GATE_REASONS, TAG_GATE_RULES, TAG_REPLACED_BY)
+from components.core.names import (
+    CANDIDATE,
+    CHALLENGER,
+    CHAMPION,
+    GATE_AWAITING,
+    GATE_PROMOTED,
+    GATE_REJECTED,
+    PREVIOUS_CHAMPION,
+    TAG_GATE,
+    TAG_GATE_REASONS,
+    TAG_GATE_RULES,
+    TAG_REPLACED_BY,
+)
 from components.promotion import ledger
 from components.promotion.gate import AWAIT_APPROVAL, PROMOTE, REJECT, Decision
 from components.promotion.rules import RuleResult
@@ -79,24 +90,47 @@ def tracked_aliases(mlc, model_name: str) -> dict[str, str]:
     return {k: v for k, v in current_aliases(mlc, model_name).items() if k in TRACKED}
 
 
-def move(mlc, model_name: str, action: str, version: str, reason: str, after: Callable[[dict, str], dict],
-         expected_champion=ANY_CHAMPION, rules: list[dict] | None = None, run_id: str = "", flow_run_id: str = "") -> ledger.Entry:
+def move(
+    mlc,
+    model_name: str,
+    action: str,
+    version: str,
+    reason: str,
+    after: Callable[[dict, str], dict],
+    expected_champion=ANY_CHAMPION,
+    rules: list[dict] | None = None,
+    run_id: str = "",
+    flow_run_id: str = "",
+) -> ledger.Entry:
     """Append the ledger entry of one move, then set the registry's aliases to the ledger's latest entry. The
     aliases before are the ledger's (the registry may lag behind a move committed a moment ago). Raises
     StaleDecision when `expected_champion` (a version or None) is no longer the champion at the append. A retried
     call by the same run for the same version and action returns the entry it committed."""
+
     def make(chain: ledger.Chain) -> ledger.Entry:
         done = next((e for e in chain.entries if run_id and e.run_id == run_id and e.version == version and e.action == action), None)
         if done is not None:
             return done
         before = dict(chain.last.aliases_after) if chain.last else tracked_aliases(mlc, model_name)
         if expected_champion is not ANY_CHAMPION and before.get(CHAMPION) != expected_champion:
-            raise StaleDecision(f"{model_name}: the champion is now {before.get(CHAMPION) or 'none'}, not "
-                                f"{expected_champion or 'none'} as when version {version} was judged; run again to judge it "
-                                "against the new champion")
-        return ledger.next_entry(chain, actor=ledger.actor(), action=action, model=model_name, version=version,
-                                 aliases_before=before, aliases_after=after(before, version), reason=reason,
-                                 rules=rules or [], run_id=run_id, flow_run_id=flow_run_id)
+            raise StaleDecision(
+                f"{model_name}: the champion is now {before.get(CHAMPION) or 'none'}, not "
+                f"{expected_champion or 'none'} as when version {version} was judged; run again to judge it "
+                "against the new champion"
+            )
+        return ledger.next_entry(
+            chain,
+            actor=ledger.actor(),
+            action=action,
+            model=model_name,
+            version=version,
+            aliases_before=before,
+            aliases_after=after(before, version),
+            reason=reason,
+            rules=rules or [],
+            run_id=run_id,
+            flow_run_id=flow_run_id,
+        )
 
     entry = ledger.append(mlc, model_name, make)
     fault_point(AFTER_LEDGER)
@@ -122,8 +156,11 @@ def reconcile(mlc, model_name: str, rounds: int = 5) -> list[str]:
 
 
 # The gate's verdicts as ledger actions, alias moves and version tags.
-GATE_MOVES = {PROMOTE: (ledger.GATE_PROMOTE, after_promote, GATE_PROMOTED), REJECT: (ledger.GATE_REJECT, after_reject, GATE_REJECTED),
-              AWAIT_APPROVAL: (ledger.AWAITING_APPROVAL, after_await, GATE_AWAITING)}
+GATE_MOVES = {
+    PROMOTE: (ledger.GATE_PROMOTE, after_promote, GATE_PROMOTED),
+    REJECT: (ledger.GATE_REJECT, after_reject, GATE_REJECTED),
+    AWAIT_APPROVAL: (ledger.AWAITING_APPROVAL, after_await, GATE_AWAITING),
+}
 VERDICT_OF = {action: verdict for verdict, (action, _, _) in GATE_MOVES.items()}
 
 
@@ -134,8 +171,11 @@ def gate_entry(chain: ledger.Chain, version: str) -> ledger.Entry | None:
 
 def decision_of(entry: ledger.Entry, note: str = "") -> Decision:
     """The gate decision a ledger entry committed, with its rule results."""
-    return Decision(VERDICT_OF.get(entry.action, PROMOTE if entry.action in (ledger.PROMOTE, ledger.APPROVE) else REJECT),
-                    [RuleResult(**r) for r in entry.rules if set(r) == set(RuleResult.__dataclass_fields__)], note)
+    return Decision(
+        VERDICT_OF.get(entry.action, PROMOTE if entry.action in (ledger.PROMOTE, ledger.APPROVE) else REJECT),
+        [RuleResult(**r) for r in entry.rules if set(r) == set(RuleResult.__dataclass_fields__)],
+        note,
+    )
 
 
 def standing_decision(chain: ledger.Chain, version: str) -> Decision | None:
@@ -145,8 +185,11 @@ def standing_decision(chain: ledger.Chain, version: str) -> Decision | None:
     if entry is None:
         return None
     decided = decision_of(entry)
-    return decision_of(entry, f"version {version} holds this training result; its gate decision stands "
-                              f"({GATE_MOVES[decided.verdict][2]}, ledger entry {entry.seq})")
+    return decision_of(
+        entry,
+        f"version {version} holds this training result; its gate decision stands "
+        f"({GATE_MOVES[decided.verdict][2]}, ledger entry {entry.seq})",
+    )
 
 
 def prior_decision(mlc, model_name: str, train_key: str, weights_sha256: str) -> tuple[str | None, Decision | None]:
@@ -162,14 +205,25 @@ def prior_decision(mlc, model_name: str, train_key: str, weights_sha256: str) ->
     return version, standing_decision(chain, version)
 
 
-def commit_decision(mlc, model_name: str, version: str, decision: Decision, champion: str | None, run_id: str = "",
-                    flow_run_id: str = "") -> ledger.Entry:
+def commit_decision(
+    mlc, model_name: str, version: str, decision: Decision, champion: str | None, run_id: str = "", flow_run_id: str = ""
+) -> ledger.Entry:
     """The gate's decision on `version`, judged against `champion` (None: there was none): the ledger entry (the
     commit point: `standing_decision` reads it back), the aliases, then tags on the versions for people browsing
     MLflow. Raises StaleDecision when the champion moved in between."""
     action, after, _ = GATE_MOVES[decision.verdict]
-    entry = move(mlc, model_name, action, version, f"gate: {decision.summary()}", after, expected_champion=champion,
-                 rules=[r.as_dict() for r in decision.results], run_id=run_id, flow_run_id=flow_run_id)
+    entry = move(
+        mlc,
+        model_name,
+        action,
+        version,
+        f"gate: {decision.summary()}",
+        after,
+        expected_champion=champion,
+        rules=[r.as_dict() for r in decision.results],
+        run_id=run_id,
+        flow_run_id=flow_run_id,
+    )
     fault_point(AFTER_ALIASES)
     tag_decision(mlc, model_name, entry, decision)
     return entry

@@ -10,11 +10,21 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
 
-from components.core.names import (DOMAIN, FID_DOMAIN_REAL_SPLIT, INCEPTION, INFRA_MAX_ABS_DIFF, INFRA_MS_BATCH1,
-                                   INFRA_MS_BATCH64, PAIRED_DIFF, PAIRED_DIFF_CI_HIGH, SERVING_RUNTIMES, metric_name)
+from components.core.names import (
+    DOMAIN,
+    FID_DOMAIN_REAL_SPLIT,
+    INCEPTION,
+    INFRA_MAX_ABS_DIFF,
+    INFRA_MS_BATCH1,
+    INFRA_MS_BATCH64,
+    PAIRED_DIFF,
+    PAIRED_DIFF_CI_HIGH,
+    SERVING_RUNTIMES,
+    metric_name,
+)
 from components.core.plugins import Registry
 
 
@@ -65,6 +75,7 @@ def _metric(evidence: Evidence, metric: str, name: str) -> float | RuleResult:
 
 @RULES.register("validation_passed")
 def validation_passed(evidence: Evidence) -> RuleResult:
+    """The dataset the candidate trained on passed data validation."""
     ok = evidence.validation_passed
     return RuleResult("validation_passed", ok, None, None, "data validation passed" if ok else "data validation failed")
 
@@ -100,8 +111,13 @@ def relative_ceiling(evidence: Evidence, metric: str, factor: float, floor_metri
         return RuleResult("relative_ceiling", False, got, None, f"{floor_metric} (the real-vs-real floor) is missing")
     bound = factor * base
     ok = got < bound
-    return RuleResult("relative_ceiling", ok, got, bound,
-                      f"{metric} {got:.4f} {'<' if ok else 'is not below'} {factor:g} x {floor_metric} {base:.4f} = {bound:.4f}")
+    return RuleResult(
+        "relative_ceiling",
+        ok,
+        got,
+        bound,
+        f"{metric} {got:.4f} {'<' if ok else 'is not below'} {factor:g} x {floor_metric} {base:.4f} = {bound:.4f}",
+    )
 
 
 def _against_champion(evidence: Evidence, metric: str, name: str) -> tuple[float, float | None] | RuleResult:
@@ -114,8 +130,13 @@ def _against_champion(evidence: Evidence, metric: str, name: str) -> tuple[float
         return got, None
     theirs = evidence.champion.get(metric)
     if theirs is None or not math.isfinite(theirs):
-        return RuleResult(name, False, got, None, f"the champion has no {metric} comparable with this version's ({theirs}): "
-                          "re-score both on one dataset with `ganops run`")
+        return RuleResult(
+            name,
+            False,
+            got,
+            None,
+            f"the champion has no {metric} comparable with this version's ({theirs}): re-score both on one dataset with `ganops run`",
+        )
     return got, theirs
 
 
@@ -129,8 +150,13 @@ def beats_champion(evidence: Evidence, metric: str, min_improvement: float = 0.0
     if theirs is None:
         return RuleResult("beats_champion", True, got, None, "no champion yet")
     ok = got < theirs - min_improvement
-    return RuleResult("beats_champion", ok, got, theirs - min_improvement,
-                      f"{metric} {got:.4f} {'beats' if ok else 'does not beat'} the champion's {theirs:.4f} by more than {min_improvement:g}")
+    return RuleResult(
+        "beats_champion",
+        ok,
+        got,
+        theirs - min_improvement,
+        f"{metric} {got:.4f} {'beats' if ok else 'does not beat'} the champion's {theirs:.4f} by more than {min_improvement:g}",
+    )
 
 
 @RULES.register("no_regression")
@@ -143,7 +169,9 @@ def no_regression(evidence: Evidence, metric: str, tolerance: float = 0.0) -> Ru
     if theirs is None:
         return RuleResult("no_regression", True, got, None, "no champion yet")
     ok = got <= theirs + tolerance
-    return RuleResult("no_regression", ok, got, theirs + tolerance, f"{metric} {got:.4f} {'<=' if ok else 'regresses past'} {theirs + tolerance:.4f}")
+    return RuleResult(
+        "no_regression", ok, got, theirs + tolerance, f"{metric} {got:.4f} {'<=' if ok else 'regresses past'} {theirs + tolerance:.4f}"
+    )
 
 
 @RULES.register("significant")
@@ -154,29 +182,48 @@ def significant(evidence: Evidence) -> RuleResult:
         return RuleResult("significant", True, None, None, "no champion yet")
     high = evidence.paired.get(metric_name(PAIRED_DIFF_CI_HIGH, DOMAIN))
     if high is None or not math.isfinite(high):
-        return RuleResult("significant", False, None, 0.0, "no paired bootstrap against the champion "
-                          "(evaluate.bootstrap_rounds is 0, or it was judged against another champion)")
+        return RuleResult(
+            "significant",
+            False,
+            None,
+            0.0,
+            "no paired bootstrap against the champion (evaluate.bootstrap_rounds is 0, or it was judged against another champion)",
+        )
     diff = evidence.paired.get(metric_name(PAIRED_DIFF, DOMAIN), math.nan)
     ok = high < 0
-    return RuleResult("significant", ok, high, 0.0,
-                      f"candidate - champion fid_domain {diff:+.4f}, 95% upper bound {high:+.4f} "
-                      + ("< 0" if ok else "is not below 0: the improvement is within sampling noise"))
+    return RuleResult(
+        "significant",
+        ok,
+        high,
+        0.0,
+        f"candidate - champion fid_domain {diff:+.4f}, 95% upper bound {high:+.4f} "
+        + ("< 0" if ok else "is not below 0: the improvement is within sampling noise"),
+    )
 
 
 @RULES.register("infra_valid")
 def infra_valid(evidence: Evidence, tolerance: float = 1e-4) -> RuleResult:
     """Every serving runtime (TorchScript, ONNX), loaded from the export in a fresh process without ganops,
     reproduces PyTorch's golden images within `tolerance` (max abs difference, fp32); timings go in the message."""
-    diffs = {r: evidence.candidate.get(metric_name(INFRA_MAX_ABS_DIFF, r)) for r in SERVING_RUNTIMES}
-    missing = [r for r, d in diffs.items() if d is None]
+    recorded = {r: evidence.candidate.get(metric_name(INFRA_MAX_ABS_DIFF, r)) for r in SERVING_RUNTIMES}
+    missing = [r for r, d in recorded.items() if d is None]
+    diffs = {r: d for r, d in recorded.items() if d is not None}
     if missing:
         return RuleResult("infra_valid", False, None, tolerance, f"no infra validation of {', '.join(missing)} recorded for this version")
     worst = max(diffs.values(), key=lambda d: d if math.isfinite(d) else math.inf)
     ok = all(math.isfinite(d) and d <= tolerance for d in diffs.values())
-    parts = [f"{r} {d:.2e} (batch 1 {evidence.candidate.get(metric_name(INFRA_MS_BATCH1, r), math.nan):.2f} ms, "
-             f"batch 64 {evidence.candidate.get(metric_name(INFRA_MS_BATCH64, r), math.nan):.2f} ms)" for r, d in diffs.items()]
-    return RuleResult("infra_valid", ok, worst, tolerance, "max |diff| from PyTorch in a fresh process: " + ", ".join(parts)
-                      + (" <= " if ok else " not all within ") + f"{tolerance:g}")
+    parts = [
+        f"{r} {d:.2e} (batch 1 {evidence.candidate.get(metric_name(INFRA_MS_BATCH1, r), math.nan):.2f} ms, "
+        f"batch 64 {evidence.candidate.get(metric_name(INFRA_MS_BATCH64, r), math.nan):.2f} ms)"
+        for r, d in diffs.items()
+    ]
+    return RuleResult(
+        "infra_valid",
+        ok,
+        worst,
+        tolerance,
+        "max |diff| from PyTorch in a fresh process: " + ", ".join(parts) + (" <= " if ok else " not all within ") + f"{tolerance:g}",
+    )
 
 
 @RULES.register("per_class_ceiling")
@@ -188,8 +235,9 @@ def per_class_ceiling(evidence: Evidence, metric: str, value: float) -> RuleResu
         return RuleResult("per_class_ceiling", False, None, value, f"no per-class {metric} recorded (not a conditional model?)")
     worst_label, worst = max(per_class.items(), key=lambda kv: kv[1] if math.isfinite(kv[1]) else math.inf)
     ok = all(math.isfinite(v) and v < value for v in per_class.values())
-    return RuleResult("per_class_ceiling", ok, worst, value,
-                      f"worst class {worst_label}: {metric} {worst:.4f} {'<' if ok else 'is not below'} {value:g}")
+    return RuleResult(
+        "per_class_ceiling", ok, worst, value, f"worst class {worst_label}: {metric} {worst:.4f} {'<' if ok else 'is not below'} {value:g}"
+    )
 
 
 def judge(evidence: Evidence, specs: list[RuleSpec]) -> list[RuleResult]:
@@ -224,8 +272,10 @@ def resolve_rule(name: str, params: dict, default_metric: str) -> dict:
         if annotation == "float" and not (math.isfinite(value) and value >= 0):  # thresholds, margins, factors
             raise ValueError(f"gate.rules.{name}.{key} must be a finite number >= 0, got {value!r}")
     if kind == "relative_ceiling" and _extractor(args["metric"]) != _extractor(args.get("floor_metric", FID_DOMAIN_REAL_SPLIT)):
-        raise ValueError(f"gate.rules.{name}: {args['metric']} and the floor {args.get('floor_metric', FID_DOMAIN_REAL_SPLIT)} "
-                         "come from different feature extractors and are not on one scale")
+        raise ValueError(
+            f"gate.rules.{name}: {args['metric']} and the floor {args.get('floor_metric', FID_DOMAIN_REAL_SPLIT)} "
+            "come from different feature extractors and are not on one scale"
+        )
     return {"rule": kind, **args}
 
 

@@ -15,16 +15,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.config import export_root
 from components.core.errors import GanopsError
 from components.core.names import CHAMPION, GATE_PROMOTED, TAG_EXPORT_DIR, TAG_EXPORT_URI, TAG_GATE, TAG_WITHDRAWN
 from components.promotion import ledger
-from components.config import export_root
-from components.promotion.commands import check_reason, ensure_export, version_config, was_champion
+from components.promotion.actions import check_reason, ensure_export, version_config, was_champion
 from components.promotion.moves import after_withdraw, fallback_champion, move, reconcile, tracked_aliases
 from components.registry.models import all_versions, versions_trained_on
 from components.serving.export import export_dir_for
 from components.serving.publish import unpublish_export
-
 
 QUARANTINE = "quarantined"
 
@@ -58,8 +57,9 @@ def recorded_export(mlc, project_dir: Path, mv) -> Path:
     folder = Path(mv.tags[TAG_EXPORT_DIR]).resolve()
     expected = export_dir_for(export_root(version_config(mlc, mv.name, str(mv.version)), project_dir), mv.name, str(mv.version)).resolve()
     if folder not in (expected, expected.parent / QUARANTINE / expected.name):
-        raise GanopsError(f"{mv.name} version {mv.version}: its tag {TAG_EXPORT_DIR} names {folder}, not its export folder "
-                          f"{expected}; not moving it")
+        raise GanopsError(
+            f"{mv.name} version {mv.version}: its tag {TAG_EXPORT_DIR} names {folder}, not its export folder {expected}; not moving it"
+        )
     return folder
 
 
@@ -72,8 +72,11 @@ def _withdraw_version(mlc, project_dir: Path, mv, affected: set[str], reason: st
     if held:
         fallback = None
         if before.get(CHAMPION) == version:
-            versions = [(str(v.version), v.tags.get(TAG_GATE) == GATE_PROMOTED or was_champion(chain, v))
-                        for v in all_versions(mlc, model) if not v.tags.get(TAG_WITHDRAWN)]
+            versions = [
+                (str(v.version), v.tags.get(TAG_GATE) == GATE_PROMOTED or was_champion(chain, v))
+                for v in all_versions(mlc, model)
+                if not v.tags.get(TAG_WITHDRAWN)
+            ]
             fallback = fallback_champion(versions, affected)
             if fallback:
                 ensure_export(mlc, project_dir, model, fallback)

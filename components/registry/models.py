@@ -4,14 +4,23 @@ deprecated stages), the registered weights, and the tags the gate and export lea
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from components.core.atomic import file_digest
 from components.core.errors import RegistryError
+from components.core.names import (
+    CHAMPION,
+    TAG_DATASET_MD5,
+    TAG_EXPORT_DIR,
+    TAG_EXPORT_MANIFEST,
+    TAG_EXPORT_URI,
+    TAG_TRAIN_KEY,
+    TAG_WEIGHTS_SHA256,
+    TAG_WITHDRAWN,
+)
 from components.core.paths import check_path_name
-from components.core.names import CHAMPION, TAG_DATASET_MD5, TAG_WITHDRAWN, TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_EXPORT_URI, TAG_TRAIN_KEY, TAG_WEIGHTS_SHA256
 
 
 def parse_model_ref(text: str) -> tuple[str, str | None]:
@@ -95,21 +104,27 @@ def download_weights(mv) -> Iterator[Path]:
             raise RegistryError(f"model {name} version {version} has no safetensors weights in its artifacts")
         expected = (mv.tags or {}).get(TAG_WEIGHTS_SHA256)
         if not expected and TAG_TRAIN_KEY in (mv.tags or {}):  # registered with a digest, which has been removed
-            raise RegistryError(f"{name} version {version}: its tag {TAG_WEIGHTS_SHA256} is missing, so its weights cannot be "
-                                "checked; refusing to load them")
+            raise RegistryError(
+                f"{name} version {version}: its tag {TAG_WEIGHTS_SHA256} is missing, so its weights cannot be "
+                "checked; refusing to load them"
+            )
         if expected:
             got = file_digest(found[0])
             if got != expected:
-                raise RegistryError(f"{name} version {version}: its weights {found[0].name} (artifact of {mv.source}) have sha256 "
-                                    f"{got[:16]}..., not the {expected[:16]}... recorded at registration; refusing to load them")
+                raise RegistryError(
+                    f"{name} version {version}: its weights {found[0].name} (artifact of {mv.source}) have sha256 "
+                    f"{got[:16]}..., not the {expected[:16]}... recorded at registration; refusing to load them"
+                )
         yield found[0]
 
 
 def prior_version(mlc, model_name: str, train_key: str, weights_sha256: str) -> str | None:
     """The version registered from this very training result: the same training key and the same weight bytes
     (non-deterministic training, on GPUs or with DDP, gives other bytes under the same key: a new version)."""
-    found = mlc.search_model_versions(f"name = '{check_path_name(model_name, 'model')}' and tags.`{TAG_TRAIN_KEY}` = "
-                                      f"'{train_key}' and tags.`{TAG_WEIGHTS_SHA256}` = '{weights_sha256}'")
+    found = mlc.search_model_versions(
+        f"name = '{check_path_name(model_name, 'model')}' and tags.`{TAG_TRAIN_KEY}` = "
+        f"'{train_key}' and tags.`{TAG_WEIGHTS_SHA256}` = '{weights_sha256}'"
+    )
     return str(max(int(v.version) for v in found)) if found else None
 
 
@@ -136,8 +151,10 @@ def refuse_withdrawn_data(mlc, dataset_md5: str) -> None:
     withdrawn = [v for v in versions_trained_on(mlc, dataset_md5) if (v.tags or {}).get(TAG_WITHDRAWN)]
     if withdrawn:
         v = withdrawn[0]
-        raise RegistryError(f"dataset {dataset_md5} was withdrawn ({v.name} version {v.version}: {v.tags[TAG_WITHDRAWN]}); "
-                            "import a corrected dataset version instead")
+        raise RegistryError(
+            f"dataset {dataset_md5} was withdrawn ({v.name} version {v.version}: {v.tags[TAG_WITHDRAWN]}); "
+            "import a corrected dataset version instead"
+        )
 
 
 def all_versions(mlc, model_name: str) -> list:

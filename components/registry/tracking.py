@@ -10,14 +10,18 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from components.core.atomic import bytes_digest, json_bytes
 from components.core.names import TAG_HOST, TAG_PID, TAG_PID_START
 from components.core.paths import state_dir
 from components.core.processes import same_process_alive, start_ticks
+
+if TYPE_CHECKING:  # mlflow is imported where it is used, to keep it off `ganops --help`
+    from mlflow import MlflowClient
 
 
 def tracking_uri(project_dir: Path) -> str:
@@ -84,7 +88,7 @@ def log_metrics(mlc, run_id: str, metrics: dict, step: int = 0) -> None:
 def log_history(mlc, run_id: str, history: dict[str, list[float]]) -> None:
     """Log a training history {'step': [...], metric: [...]} step by step."""
     for i, step in enumerate(history.get("step", [])):
-        log_metrics(mlc, run_id, {k: v[i] for k, v in history.items() if k != "step" and i < len(v)}, step)
+        log_metrics(mlc, run_id, {k: v[i] for k, v in history.items() if k != "step" and i < len(v)}, int(step))
 
 
 def log_json(mlc, run_id: str, obj: dict, artifact_file: str) -> str:
@@ -115,7 +119,7 @@ def end_run(mlc, run_id: str, status: str) -> None:
 class RunTracker:
     """One MLflow run of the flow: the client and the run id, passed from task to task."""
 
-    mlc: object
+    mlc: MlflowClient
     run_id: str
     experiment_id: str = ""
 

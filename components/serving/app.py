@@ -16,14 +16,14 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Protocol, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from starlette.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
+from starlette.concurrency import run_in_threadpool
 
 from components.serving.batching import Batcher
 from components.serving.runtime import Served, channels_last_uint8, grid_png, label_indices, latents, npy_bytes, png_bytes
@@ -57,8 +57,17 @@ def _whole_number(value):
 
 
 WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
-Seed = Annotated[int, BeforeValidator(_whole_number), Field(ge=0, le=MAX_SEED),
-                 WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_SEED})]  # in a union pydantic wrote "ge"
+Seed = Annotated[
+    int, BeforeValidator(_whole_number), Field(ge=0, le=MAX_SEED), WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_SEED})
+]  # in a union pydantic wrote "ge"
+
+
+class GenerateBody(Protocol):
+    """The fields of every request_model body (a conditional model's also has `labels` and `class_`)."""
+
+    n: int
+    seed: int | None
+    format: str
 
 
 def request_model(max_n: int, labels: list[str]) -> type[BaseModel]:
@@ -66,20 +75,27 @@ def request_model(max_n: int, labels: list[str]) -> type[BaseModel]:
     names it knows (an unconditional model's body has no labels or class at all)."""
     fields: dict = {
         "n": (WholeNumber, Field(1, ge=1, le=max_n, description="how many images")),
-        "seed": (Seed | None, Field(None, description="the same seed gives the same bytes; drawn (and "
-                                   "returned in X-Ganops-Seed) when absent")),
-        "format": (Literal["png", "npy", "base64png"], Field("png", description="png: one grid picture; npy: uint8 "
-                                                                "(N, H, W, C); base64png: JSON with one PNG per image")),
+        "seed": (
+            Seed | None,
+            Field(None, description="the same seed gives the same bytes; drawn (and returned in X-Ganops-Seed) when absent"),
+        ),
+        "format": (
+            Literal["png", "npy", "base64png"],
+            Field("png", description="png: one grid picture; npy: uint8 (N, H, W, C); base64png: JSON with one PNG per image"),
+        ),
     }
-    extra = {}
+    extra: dict[str, Any] = {}
     if labels:
-        name = Literal[tuple(labels)]
-        fields["labels"] = (list[name], Field(None, min_length=1, max_length=max_n,
-                                              description="class names, cycled over the n images (n of them: one each)"))
+        name: Any = Literal[tuple(labels)]  # built at run time from the model's classes
+        fields["labels"] = (
+            list[name],
+            Field(None, min_length=1, max_length=max_n, description="class names, cycled over the n images (n of them: one each)"),
+        )
         fields["class_"] = (name, Field(None, alias="class", description="one class for every image"))
         extra = {"not": {"required": ["labels", "class"]}}  # one or the other
-    return create_model("GenerateRequest", __config__=ConfigDict(extra="forbid", strict=True, populate_by_name=True,
-                                                                 json_schema_extra=extra), **fields)
+    return create_model(
+        "GenerateRequest", __config__=ConfigDict(extra="forbid", strict=True, populate_by_name=True, json_schema_extra=extra), **fields
+    )
 
 
 def _field(loc: tuple) -> str:
@@ -91,8 +107,13 @@ class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         self.requests = Counter("ganops_serve_requests", "HTTP requests", ["endpoint", "status"], registry=self.registry)
-        self.latency = Histogram("ganops_serve_request_seconds", "Request latency", ["endpoint"], registry=self.registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.latency = Histogram(
+            "ganops_serve_request_seconds",
+            "Request latency",
+            ["endpoint"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         self.images = Counter("ganops_serve_images", "Images generated", registry=self.registry)
         self.errors = Counter("ganops_serve_errors", "Requests refused or failed", ["kind"], registry=self.registry)
         self.reloads = Counter("ganops_serve_reloads", "Exports swapped in by --follow", ["result"], registry=self.registry)
@@ -113,8 +134,14 @@ class ServeState:
     def swap(self, served: Served) -> None:
         with self._lock:
             old, self._served = self._served, served
-        log.info("now serving %s version %s (%s, manifest %s); was version %s", served.model_name, served.version,
-                 served.runtime, served.manifest_sha256[:12], old.version)
+        log.info(
+            "now serving %s version %s (%s, manifest %s); was version %s",
+            served.model_name,
+            served.version,
+            served.runtime,
+            served.manifest_sha256[:12],
+            old.version,
+        )
 
 
 async def _bounded_body(request: Request, limit: int) -> bytes:
@@ -146,12 +173,21 @@ def _encode(served: Served, images, fmt: str, seed: int, labels: list[str] | Non
     pixels = channels_last_uint8(images)
     if fmt == "npy":
         return npy_bytes(pixels)
-    return {"model": served.model_name, "version": served.version, "seed": seed, "labels": labels,
-            "images": [base64.b64encode(png_bytes(p)).decode("ascii") for p in pixels]}
+    return {
+        "model": served.model_name,
+        "version": served.version,
+        "seed": seed,
+        "labels": labels,
+        "images": [base64.b64encode(png_bytes(p)).decode("ascii") for p in pixels],
+    }
 
 
-ERROR_SCHEMA = {"type": "object", "properties": {"detail": {"type": "array", "items": {"type": "object", "properties": {
-    "field": {"type": "string"}, "message": {"type": "string"}}}}}}
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}
+    },
+}
 
 
 def _install_error_handling(app: FastAPI, metrics: Metrics) -> None:
@@ -186,13 +222,18 @@ def _add_generate(app: FastAPI, state: ServeState) -> None:
     body_model = request_model(state.settings.max_n, state.served.labels)
     schema = body_model.model_json_schema(by_alias=True)
 
-    @app.post("/v1/generate", openapi_extra={"requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}},
-              responses={200: {"content": {m: {} for m in MEDIA.values()}},
-                         422: {"description": "a field breaks a rule", "content": {"application/json": {"schema": ERROR_SCHEMA}}}})
+    @app.post(
+        "/v1/generate",
+        openapi_extra={"requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}},
+        responses={
+            200: {"content": {m: {} for m in MEDIA.values()}},
+            422: {"description": "a field breaks a rule", "content": {"application/json": {"schema": ERROR_SCHEMA}}},
+        },
+    )
     async def generate(request: Request):
         raw = await _bounded_body(request, state.settings.max_body_bytes)
         try:
-            body = body_model.model_validate_json(raw or b"{}")
+            body = cast(GenerateBody, body_model.model_validate_json(raw or b"{}"))  # request_model's fields
         except ValidationError as e:
             raise RequestValidationError(e.errors()) from None
         served = state.served
@@ -204,8 +245,13 @@ def _add_generate(app: FastAPI, state: ServeState) -> None:
         seed = secrets.randbits(53) if body.seed is None else body.seed
         images = await asyncio.wrap_future(state.batcher.submit(served, latents(seed, body.n, served.z_dim), labels))
         state.metrics.images.inc(body.n)
-        headers = {"X-Ganops-Model": served.model_name, "X-Ganops-Version": served.version, "X-Ganops-Seed": str(seed),
-                   "X-Ganops-Runtime": served.runtime, "X-Ganops-Manifest-Sha256": served.manifest_sha256}
+        headers = {
+            "X-Ganops-Model": served.model_name,
+            "X-Ganops-Version": served.version,
+            "X-Ganops-Seed": str(seed),
+            "X-Ganops-Runtime": served.runtime,
+            "X-Ganops-Manifest-Sha256": served.manifest_sha256,
+        }
         content = await run_in_threadpool(_encode, served, images, body.format, seed, names)  # keep the loop free
         if isinstance(content, dict):
             return JSONResponse(content, headers=headers)

@@ -42,7 +42,7 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="ganops-batcher", daemon=True)
         self.batches = 0
 
-    def start(self) -> "Batcher":
+    def start(self) -> Batcher:
         self._thread.start()
         return self
 
@@ -108,5 +108,5 @@ class Batcher:
         self.batches += 1
         start = 0
         for job in batch:
-            job.future.set_result(images[start: start + len(job.z)])
+            job.future.set_result(images[start : start + len(job.z)])
             start += len(job.z)

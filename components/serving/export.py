@@ -1,4 +1,4 @@
-"""Export for serving: the generator as TorchScript and as ONNX, its safetensors weights, config, golden samples
+"""Export for serving: the generator in every serving runtime's format (serving.formats: TorchScript, ONNX), its safetensors weights, config, golden samples
 (serving.infra), and a manifest of sha256 hashes and sizes.
 
 Only a promoted generator is exported (the flow calls this after the gate). The folder is built under a
@@ -11,7 +11,6 @@ import hashlib
 import json
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import torch
@@ -19,15 +18,13 @@ from safetensors.torch import load_file
 
 from components.core.atomic import file_digest, replace_folder
 from components.core.errors import GanopsError
-from components.core.paths import SAFE_NAME
 from components.core.faults import DURING_EXPORT, fault_point
+from components.core.paths import SAFE_NAME
 from components.serving.card import model_card
-from components.serving.formats import CONFIG, GOLDEN, MANIFEST, MODEL_CARD, ONNX, SAMPLES, TORCHSCRIPT, WEIGHTS
-from components.serving.infra import GOLDEN_TOLERANCE, InfraReport, infra_validate, write_golden
+from components.serving.formats import CONFIG, GOLDEN, GOLDEN_TOLERANCE, MANIFEST, MODEL_CARD, RUNTIMES, SAMPLES, WEIGHTS
+from components.serving.infra import InfraReport, infra_validate, write_golden
 from components.training.pictures import save_grid
 from components.training.weights import load_generator
-
-ONNX_OPSET = 18
 
 
 def sha256_of(path: Path) -> str:
@@ -44,20 +41,15 @@ def class_names(config: dict, num_classes: int) -> list[str]:
     return [str(x) for x in names] if len(names) == num_classes else [str(i) for i in range(num_classes)]
 
 
-def write_onnx(generator: torch.nn.Module, example: tuple, path: Path) -> Path:
-    """The generator as an ONNX graph with a dynamic batch axis: inputs `z` (and `labels`), output `images`.
-    TorchScript-based exporter (dynamo=False): on torch 2.13 it takes 0.1-0.7 s where the dynamo exporter takes
-    2-9 s for the same graph, and both reproduce PyTorch within 2e-8 (measured on the dcgan, cdcgan and mlp presets)."""
-    names = ["z", "labels"][: len(example)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation notices; the result is checked by onnxruntime
-        torch.onnx.export(generator, example, str(path), input_names=names, output_names=["images"], dynamo=False,
-                          opset_version=ONNX_OPSET, dynamic_axes={n: {0: "batch"} for n in [*names, "images"]})
-    return path
-
-
-def export_generator(weights: Path, root: Path, model_name: str, version: str, lineage: dict,
-                     metrics: dict[str, float] | None = None, decision: dict | None = None) -> Path:
+def export_generator(
+    weights: Path,
+    root: Path,
+    model_name: str,
+    version: str,
+    lineage: dict,
+    metrics: dict[str, float] | None = None,
+    decision: dict | None = None,
+) -> Path:
     """Write the export folder for one model version and return it: the generator in each runtime's format, its
     weights and config, golden samples, a model card (lineage, `metrics`, the gate's `decision`, a sample grid), and
     last the manifest hashing them all."""
@@ -66,12 +58,8 @@ def export_generator(weights: Path, root: Path, model_name: str, version: str, l
     def build(tmp: Path) -> None:
         conditional = spec.conditional
         example = (torch.zeros(2, spec.z_dim),) + ((torch.zeros(2, dtype=torch.long),) if conditional else ())
-        with warnings.catch_warnings():
-            # torch 2.13 marks TorchScript deprecated; it is still the format serving stacks load without Python code.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            scripted = torch.jit.trace(generator, example)
-        scripted.save(str(tmp / TORCHSCRIPT))
-        write_onnx(generator, example, tmp / ONNX)
+        for runtime in RUNTIMES.values():
+            runtime.write(generator, example, tmp / runtime.file)
         fault_point(DURING_EXPORT)
         shutil.copyfile(weights, tmp / WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps({"generator": spec.to_dict(), "config": config}, indent=2, sort_keys=True))
@@ -81,16 +69,22 @@ def export_generator(weights: Path, root: Path, model_name: str, version: str, l
             "model_name": model_name,
             "model_version": version,
             "generator": spec.to_dict(),
-            "input": {"z": [None, spec.z_dim], "dtype": "float32", "distribution": "standard normal",
-                      **({"labels": [None], "labels_dtype": "int64", "num_classes": spec.num_classes} if conditional else {})},
+            "input": {
+                "z": [None, spec.z_dim],
+                "dtype": "float32",
+                "distribution": "standard normal",
+                **({"labels": [None], "labels_dtype": "int64", "num_classes": spec.num_classes} if conditional else {}),
+            },
             "output": {"images": [None, *spec.image_shape], "range": [-1, 1]},
             **({"labels": class_names(config, spec.num_classes)} if conditional else {}),
             "golden": {"file": GOLDEN, "max_abs_diff": GOLDEN_TOLERANCE, "note": "z (and labels) in, PyTorch's images out"},
             "lineage": lineage,
         }
         (tmp / MODEL_CARD).write_text(model_card(manifest, metrics or {}, decision, SAMPLES))
-        manifest["files"] = {name: {"sha256": sha256_of(tmp / name), "bytes": (tmp / name).stat().st_size}
-                             for name in (TORCHSCRIPT, ONNX, WEIGHTS, CONFIG, GOLDEN, SAMPLES, MODEL_CARD)}
+        manifest["files"] = {
+            name: {"sha256": sha256_of(tmp / name), "bytes": (tmp / name).stat().st_size}
+            for name in (*(r.file for r in RUNTIMES.values()), WEIGHTS, CONFIG, GOLDEN, SAMPLES, MODEL_CARD)
+        }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
     target = export_dir_for(root, model_name, version)
@@ -133,8 +127,12 @@ def verify_export(folder: Path) -> dict:
     for name, entry in manifest["files"].items():
         file = folder / name
         status[name] = "missing" if not file.is_file() else ("ok" if sha256_of(file) == entry["sha256"] else "changed")
-    return {"ok": all(v == "ok" for v in status.values()), "files": status, "manifest": manifest,
-            "manifest_sha256": hashlib.sha256(blob).hexdigest()}
+    return {
+        "ok": all(v == "ok" for v in status.values()),
+        "files": status,
+        "manifest": manifest,
+        "manifest_sha256": hashlib.sha256(blob).hexdigest(),
+    }
 
 
 def manifest_digest(folder: Path) -> str:
@@ -148,7 +146,9 @@ def export_is_whole(folder: Path, manifest_sha256: str | None = None) -> bool:
         check = verify_export(folder)
     except GanopsError:
         return False
-    current = {GOLDEN, ONNX, TORCHSCRIPT, MODEL_CARD} <= set(check["manifest"]["files"])  # older exports lack some: rebuilt
+    current = {GOLDEN, MODEL_CARD, *(r.file for r in RUNTIMES.values())} <= set(
+        check["manifest"]["files"]
+    )  # older exports lack some: rebuilt
     return check["ok"] and current and manifest_sha256 in (None, check["manifest_sha256"])  # the bytes just checked
 
 

@@ -16,15 +16,15 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors.torch import save_file
 
 from components.core.names import INFRA_MAX_ABS_DIFF, INFRA_MS_BATCH1, INFRA_MS_BATCH64, metric_name
-from components.serving.formats import GOLDEN, RUNTIME_FILES
+from components.serving.formats import GOLDEN, RUNTIMES
 
 GOLDEN_COUNT, GOLDEN_SEED = 16, 20240229
-GOLDEN_TOLERANCE = 1e-4  # max abs difference in fp32 between a runtime's images and PyTorch's
 CHECK_TIMEOUT_S = 300
 
 # Runs in the isolated process: the standard library, numpy, safetensors and the runtime under test only. Each
@@ -35,31 +35,9 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
-folder, golden_file, wanted = Path(sys.argv[1]), sys.argv[2], [a.split("=", 1) for a in sys.argv[3:]]
+folder, golden_file, wanted = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])  # {runtime: [file, check source]}
 golden = load_file(str(folder / golden_file))
 conditional = "labels" in golden
-
-
-def torchscript(path):
-    import torch
-    torch.set_num_threads(1)
-    model = torch.jit.load(str(path), map_location="cpu").eval()
-
-    def run(z, labels):
-        with torch.no_grad():
-            return model(torch.from_numpy(z), *((torch.from_numpy(labels),) if conditional else ())).numpy()
-    return run, torch.__version__
-
-
-def onnx(path):
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def run(z, labels):
-        return session.run(None, {"z": z, **({"labels": labels} if conditional else {})})[0]
-    return run, "onnxruntime " + ort.__version__
 
 
 def ms(run, batch):
@@ -76,9 +54,11 @@ def ms(run, batch):
 
 
 report = {}
-for runtime, name in wanted:
+for runtime, (name, check) in wanted.items():
     try:
-        run, version = {"torchscript": torchscript, "onnx": onnx}[runtime](folder / name)
+        namespace = {}
+        exec(check, namespace)  # the runtime's own check code, from ganops' registry (serving.formats)
+        run, version = namespace["load"](folder / name)
         out = run(golden["z"], golden.get("labels"))
         diff = float(np.abs(out - golden["images"]).max()) if out.shape == golden["images"].shape else float("inf")
         report[runtime] = {"max_abs_diff": diff, "ms_batch1": ms(run, 1), "ms_batch64": ms(run, 64), "version": version}
@@ -91,7 +71,8 @@ print(json.dumps(report))
 
 def write_golden(generator: torch.nn.Module, path: Path) -> Path:
     """Fixed latents (and labels, every class in turn), and the images this PyTorch generator makes from them."""
-    z = torch.randn(GOLDEN_COUNT, generator.z_dim, generator=torch.Generator().manual_seed(GOLDEN_SEED))
+    z_dim = cast(int, generator.z_dim)  # every registered generator sets z_dim
+    z = torch.randn(GOLDEN_COUNT, z_dim, generator=torch.Generator().manual_seed(GOLDEN_SEED))
     classes = getattr(generator, "num_classes", 0)
     tensors = {"z": z}
     if classes:
@@ -115,15 +96,19 @@ class RuntimeReport:
     error: str = ""
 
     def metrics(self) -> dict[str, float]:
-        return {metric_name(INFRA_MAX_ABS_DIFF, self.runtime): self.max_abs_diff,
-                metric_name(INFRA_MS_BATCH1, self.runtime): self.ms_batch1,
-                metric_name(INFRA_MS_BATCH64, self.runtime): self.ms_batch64}
+        return {
+            metric_name(INFRA_MAX_ABS_DIFF, self.runtime): self.max_abs_diff,
+            metric_name(INFRA_MS_BATCH1, self.runtime): self.ms_batch1,
+            metric_name(INFRA_MS_BATCH64, self.runtime): self.ms_batch64,
+        }
 
     def summary(self) -> str:
         if self.error:
             return f"{self.runtime}: {self.error}"
-        return (f"{self.runtime}: max |diff| from PyTorch {self.max_abs_diff:.2e}, batch 1 {self.ms_batch1:.2f} ms, "
-                f"batch 64 {self.ms_batch64:.2f} ms ({self.version})")
+        return (
+            f"{self.runtime}: max |diff| from PyTorch {self.max_abs_diff:.2e}, batch 1 {self.ms_batch1:.2f} ms, "
+            f"batch 64 {self.ms_batch64:.2f} ms ({self.version})"
+        )
 
 
 @dataclass(frozen=True)
@@ -145,12 +130,17 @@ def _failed(runtimes, error: str) -> InfraReport:
     return InfraReport(tuple(RuntimeReport(r, math.inf, math.nan, math.nan, error=error) for r in runtimes))
 
 
-def infra_validate(folder: Path, runtimes: tuple[str, ...] = tuple(RUNTIME_FILES), golden: str = GOLDEN) -> InfraReport:
+def infra_validate(folder: Path, runtimes: tuple[str, ...] = tuple(RUNTIMES), golden: str = GOLDEN) -> InfraReport:
     """Check each runtime's file of the export in `folder` in one fresh isolated process."""
-    args = [f"{r}={RUNTIME_FILES[r]}" for r in runtimes]
+    wanted = json.dumps({r: [RUNTIMES[r].file, RUNTIMES[r].check] for r in runtimes})
     try:
-        done = subprocess.run([sys.executable, "-I", "-c", CHECK, str(folder), golden, *args], cwd=folder,
-                              capture_output=True, text=True, timeout=CHECK_TIMEOUT_S)
+        done = subprocess.run(
+            [sys.executable, "-I", "-c", CHECK, str(folder), golden, wanted],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=CHECK_TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         return _failed(runtimes, f"no answer from the export in {folder} in {CHECK_TIMEOUT_S} s")
     try:
@@ -160,5 +150,11 @@ def infra_validate(folder: Path, runtimes: tuple[str, ...] = tuple(RUNTIME_FILES
         return _failed(runtimes, f"checking {folder} gave no result: {last}")
     if result.pop("ganops_imported"):  # a guard: -I keeps the project off sys.path
         return _failed(runtimes, f"checking {folder} imported ganops code")
-    return InfraReport(tuple(RuntimeReport(r, math.inf, math.nan, math.nan, error=result[r]["error"]) if "error" in result[r]
-                             else RuntimeReport(r, **result[r]) for r in runtimes))
+    return InfraReport(
+        tuple(
+            RuntimeReport(r, math.inf, math.nan, math.nan, error=result[r]["error"])
+            if "error" in result[r]
+            else RuntimeReport(r, **result[r])
+            for r in runtimes
+        )
+    )

@@ -13,8 +13,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from components.core.imports import closure, import_graph, module_file
 from components.core.atomic import file_digest
+from components.core.imports import closure, import_graph, module_file
 from components.core.names import ARTIFACT_MODEL, ARTIFACT_WEIGHTS, TAG_MODEL_FILES
 from components.core.paths import SOURCE_ROOT
 from components.training.weights import read_metadata
@@ -39,8 +39,9 @@ def model_code_files(dest: Path) -> Path:
 def model_file_digests(folder: Path) -> dict[str, str]:
     """{path relative to the model folder: sha256} of every file of a logged model, as recorded at registration
     (tag ganops.model_files) and recomputed by `ganops audit`: a models-from-code package runs its code at load."""
-    return {p.relative_to(folder).as_posix(): file_digest(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != REGISTRATION_NOTE}
+    return {
+        p.relative_to(folder).as_posix(): file_digest(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != REGISTRATION_NOTE
+    }
 
 
 def generator_signature(weights_path: Path):
@@ -56,8 +57,10 @@ def generator_signature(weights_path: Path):
     example = np.random.default_rng(0).standard_normal((2, width)).astype(np.float32)
     if spec.conditional:
         example[:, -1] = [0, spec.num_classes - 1]
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, width))]),
-                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, spec.channels, spec.image_size, spec.image_size))]))
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, width))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, spec.channels, spec.image_size, spec.image_size))]),
+    )
     return signature, example
 
 

@@ -19,6 +19,7 @@ from components.core.paths import parse_s3_url
 from components.serving.export import manifest_digest, parse_manifest, verify_export
 from components.serving.formats import MANIFEST
 
+
 def parse_s3(url: str) -> tuple[str, str]:
     return parse_s3_url(url, "export URL")
 

@@ -26,8 +26,10 @@ class GeneratorModel(PythonModel):
         width = self.spec.z_dim + conditional
         array = np.asarray(model_input, dtype=np.float32)
         if array.ndim != 2 or array.shape[1] != width or not np.isfinite(array).all():
-            raise ValueError(f"expected finite latents of shape (N, {width}), got {array.shape}"
-                             + ("" if np.isfinite(array).all() else " with NaN or infinite values"))
+            raise ValueError(
+                f"expected finite latents of shape (N, {width}), got {array.shape}"
+                + ("" if np.isfinite(array).all() else " with NaN or infinite values")
+            )
         x = torch.as_tensor(array)
         z, y = (x[:, :-1], x[:, -1].long()) if conditional else (x, None)
         with torch.no_grad():

@@ -13,7 +13,6 @@ import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -21,36 +20,10 @@ from PIL import Image
 from safetensors.numpy import load as load_safetensors
 
 from components.core.errors import GanopsError
-from components.core.names import ONNX_RUNTIME, TORCHSCRIPT_RUNTIME
 from components.core.pixels import to_uint8
 from components.serving.export import verify_export
-from components.serving.formats import GOLDEN, MANIFEST, RUNTIME_FILES
-from components.serving.infra import GOLDEN_TOLERANCE
+from components.serving.formats import GOLDEN, MANIFEST, RUNTIMES, Forward
 from components.training.pictures import grid
-
-Forward = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
-
-
-def _torchscript(blob: bytes) -> Forward:
-    module = torch.jit.load(io.BytesIO(blob), map_location="cpu").eval()
-
-    def forward(z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-        with torch.no_grad():
-            return module(torch.from_numpy(z), *(() if labels is None else (torch.from_numpy(labels),))).numpy()
-    return forward
-
-
-def _onnx(blob: bytes) -> Forward:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-
-    def forward(z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-        return session.run(None, {"z": z, **({} if labels is None else {"labels": labels})})[0]
-    return forward
-
-
-LOADERS: dict[str, Callable[[bytes], Forward]] = {TORCHSCRIPT_RUNTIME: _torchscript, ONNX_RUNTIME: _onnx}
 
 
 @dataclass(frozen=True)
@@ -89,9 +62,18 @@ class Served:
         return self.z_dim, tuple(self.labels), tuple(self.manifest["output"]["images"])
 
     def describe(self) -> dict:
-        return {"name": self.model_name, "version": self.version, "alias": self.alias, "runtime": self.runtime,
-                "manifest_sha256": self.manifest_sha256, "labels": self.labels, "batching": self.batch_invariant,
-                "input": self.manifest["input"], "output": self.manifest["output"], "lineage": self.manifest.get("lineage", {})}
+        return {
+            "name": self.model_name,
+            "version": self.version,
+            "alias": self.alias,
+            "runtime": self.runtime,
+            "manifest_sha256": self.manifest_sha256,
+            "labels": self.labels,
+            "batching": self.batch_invariant,
+            "input": self.manifest["input"],
+            "output": self.manifest["output"],
+            "lineage": self.manifest.get("lineage", {}),
+        }
 
 
 def _verified_bytes(folder: Path, name: str, manifest: dict) -> bytes:
@@ -102,7 +84,7 @@ def _verified_bytes(folder: Path, name: str, manifest: dict) -> bytes:
     return blob
 
 
-def _golden_check(folder: Path, manifest: dict, forward: Forward) -> bool:
+def _golden_check(folder: Path, manifest: dict, forward: Forward, tolerance: float) -> bool:
     """Run the golden latents: refuse when the images differ from PyTorch's beyond the tolerance; return whether
     each latent gives bitwise the same image alone as in the batch (then requests may share forward passes)."""
     if GOLDEN not in manifest["files"]:
@@ -111,10 +93,14 @@ def _golden_check(folder: Path, manifest: dict, forward: Forward) -> bool:
     labels = golden.get("labels")
     together = forward(golden["z"], labels)
     diff = float(np.abs(together - golden["images"]).max()) if together.shape == golden["images"].shape else float("inf")
-    if not diff <= GOLDEN_TOLERANCE:
-        raise GanopsError(f"export {folder}: its golden latents give images {diff:.2e} away from PyTorch's (tolerance "
-                          f"{GOLDEN_TOLERANCE:g}); refusing to serve it")
-    alone = np.concatenate([forward(golden["z"][i:i + 1], None if labels is None else labels[i:i + 1]) for i in range(len(golden["z"]))])
+    if not diff <= tolerance:
+        raise GanopsError(
+            f"export {folder}: its golden latents give images {diff:.2e} away from PyTorch's (tolerance "
+            f"{tolerance:g}); refusing to serve it"
+        )
+    alone = np.concatenate(
+        [forward(golden["z"][i : i + 1], None if labels is None else labels[i : i + 1]) for i in range(len(golden["z"]))]
+    )
     return bool(np.array_equal(alone, together))
 
 
@@ -124,22 +110,28 @@ def load_served(folder: Path, runtime: str, alias: str | None = None, manifest_s
     serve the runtime's file from the very bytes that were hashed. Raises GanopsError naming the folder or file
     that is missing, malformed or changed, before anything from it is loaded."""
     folder = Path(folder)
-    if runtime not in LOADERS:
-        raise GanopsError(f"--runtime {runtime!r} is not one of {', '.join(LOADERS)}")
+    if runtime not in RUNTIMES:
+        raise GanopsError(f"--runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
     check = verify_export(folder)
     manifest = check["manifest"]
     if manifest_sha256 and check["manifest_sha256"] != manifest_sha256:
-        raise GanopsError(f"export {folder}: {MANIFEST} has sha256 {check['manifest_sha256'][:16]}..., not the "
-                          f"{manifest_sha256[:16]}... recorded on the model version; refusing to serve it")
+        raise GanopsError(
+            f"export {folder}: {MANIFEST} has sha256 {check['manifest_sha256'][:16]}..., not the "
+            f"{manifest_sha256[:16]}... recorded on the model version; refusing to serve it"
+        )
     bad = {name: state for name, state in check["files"].items() if state != "ok"}
     if bad:
-        raise GanopsError(f"export {folder}: " + ", ".join(f"{name} is {state}" for name, state in bad.items())
-                          + f" (against the sha256 in {MANIFEST}); refusing to serve it")
-    name = RUNTIME_FILES[runtime]
+        raise GanopsError(
+            f"export {folder}: "
+            + ", ".join(f"{name} is {state}" for name, state in bad.items())
+            + f" (against the sha256 in {MANIFEST}); refusing to serve it"
+        )
+    served_by = RUNTIMES[runtime]
+    name = served_by.file
     if name not in manifest["files"]:
         raise GanopsError(f"export {folder} has no {runtime} file ({name}) in its manifest; re-export it or choose another --runtime")
-    forward = LOADERS[runtime](_verified_bytes(folder, name, manifest))
-    invariant = _golden_check(folder, manifest, forward)
+    forward = served_by.load(_verified_bytes(folder, name, manifest))
+    invariant = _golden_check(folder, manifest, forward, served_by.tolerance)
     return Served(folder, manifest, check["manifest_sha256"], runtime, forward, alias, invariant)
 
 

@@ -56,13 +56,17 @@ def parse_source(text: str) -> Source:
 
 def export_folder(mlc, source: Source) -> tuple[Path, str, str | None]:
     """The export folder recorded on the version `source` names now, that version, and its manifest's recorded sha256."""
+    if source.model is None:
+        raise GanopsError(f"SOURCE {source.text!r} is not a registered model (MODEL@ALIAS / MODEL@VERSION)")
     mv = resolve_version(mlc, source.model, source.ref)
     tags = mv.tags or {}
     if tags.get(TAG_WITHDRAWN):
         raise GanopsError(f"{source.model} version {mv.version} was withdrawn ({tags[TAG_WITHDRAWN]}); it is not served")
     if not tags.get(TAG_EXPORT_DIR):
-        raise GanopsError(f"{source.model} version {mv.version} has no export (only versions that became champion are "
-                          "exported; `ganops promote` or `ganops rollback` writes one)")
+        raise GanopsError(
+            f"{source.model} version {mv.version} has no export (only versions that became champion are "
+            "exported; `ganops promote` or `ganops rollback` writes one)"
+        )
     return Path(tags[TAG_EXPORT_DIR]), str(mv.version), tags.get(TAG_EXPORT_MANIFEST)
 
 
@@ -71,8 +75,10 @@ def load_version(folder: Path, version: str, manifest_sha256: str | None, source
     manifest is what every other hash is checked against) before anything is loaded."""
     served = load_served(folder, runtime, source.alias, manifest_sha256)
     if served.version != version or served.model_name != source.model:
-        raise GanopsError(f"export {folder} holds {served.model_name} version {served.version}, not {source.model} "
-                          f"version {version} as the registry records; refusing to serve it")
+        raise GanopsError(
+            f"export {folder} holds {served.model_name} version {served.version}, not {source.model} "
+            f"version {version} as the registry records; refusing to serve it"
+        )
     return served
 
 
@@ -117,13 +123,21 @@ class Follower:
         try:
             served = load_version(folder, version, manifest_sha256, self.source, current.runtime)
             if served.signature() != current.signature():  # the API's schema (latent size, class names) is fixed at start
-                raise GanopsError(f"its inputs or outputs differ (latents, classes, image shape {served.signature()} "
-                                  f"instead of {current.signature()}); restart the server to serve it")
+                raise GanopsError(
+                    f"its inputs or outputs differ (latents, classes, image shape {served.signature()} "
+                    f"instead of {current.signature()}); restart the server to serve it"
+                )
         except GanopsError as e:
             self._refused[key] = time.monotonic()
             self.state.metrics.reloads.labels("refused").inc()
-            log.error("--follow: %s@%s moved to version %s, not loaded: %s; still serving version %s",
-                      self.source.model, self.source.alias, version, e, current.version)
+            log.error(
+                "--follow: %s@%s moved to version %s, not loaded: %s; still serving version %s",
+                self.source.model,
+                self.source.alias,
+                version,
+                e,
+                current.version,
+            )
             return
         self._refused.pop(key, None)
         self.state.swap(served)
@@ -137,8 +151,7 @@ class Follower:
                 log.exception("--follow: checking %s failed", self.source.text)
 
 
-def build_app(source_text: str, mlc_factory, runtime: str, follow: bool, settings: ServeSettings, cache_dir: Path,
-              poll_s: float = 5.0):
+def build_app(source_text: str, mlc_factory, runtime: str, follow: bool, settings: ServeSettings, cache_dir: Path, poll_s: float = 5.0):
     """The FastAPI app serving SOURCE, verified and loaded before it is returned (any mismatch raises GanopsError
     naming the file, so the server never starts on a bad export)."""
     source = parse_source(source_text)
@@ -146,7 +159,14 @@ def build_app(source_text: str, mlc_factory, runtime: str, follow: bool, setting
         raise GanopsError(f"--follow needs MODEL@ALIAS (an alias that can move), not {source_text!r}")
     state = ServeState(load_source(mlc_factory, source, runtime, cache_dir), settings)
     served = state.served
-    log.info("serving %s version %s from %s (%s, %d files verified, manifest sha256 %s)", served.model_name, served.version,
-             served.folder, runtime, len(served.manifest["files"]), served.manifest_sha256[:12])
+    log.info(
+        "serving %s version %s from %s (%s, %d files verified, manifest sha256 %s)",
+        served.model_name,
+        served.version,
+        served.folder,
+        runtime,
+        len(served.manifest["files"]),
+        served.manifest_sha256[:12],
+    )
     follower = Follower(state, mlc_factory, source, poll_s) if follow else None
     return create_app(state, on_start=follower.start if follower else None, on_stop=follower.stop if follower else None)

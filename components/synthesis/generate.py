@@ -15,10 +15,10 @@ import numpy as np
 
 from components.core.atomic import bytes_digest, json_bytes, replace_folder
 from components.core.errors import GanopsError
-from components.core.paths import check_path_name
 from components.core.names import SYNTHETIC_MANIFEST, TAG_DATASET_MD5
-from components.serving.formats import WEIGHTS
+from components.core.paths import check_path_name
 from components.data.png import encode_png
+from components.serving.formats import WEIGHTS
 from components.serving.runtime import Served, channels_last_uint8
 
 MAX_IMAGES = 1_000_000  # per class (or in all, unconditional): a typo of a few zeros is refused, not run for days
@@ -57,8 +57,9 @@ def plan_request(served: Served, n: int, classes: list[str] | None, seed: int, p
         raise GanopsError(f"{served.model_name} version {served.version} is unconditional: it takes no --class")
     unknown = [c for c in classes or [] if c not in known]
     if unknown:
-        raise GanopsError(f"class {unknown[0]!r} is not one {served.model_name} version {served.version} generates; "
-                          f"it knows {', '.join(known)}")
+        raise GanopsError(
+            f"class {unknown[0]!r} is not one {served.model_name} version {served.version} generates; it knows {', '.join(known)}"
+        )
     labels = list(dict.fromkeys(classes)) if classes else known or [""]
     return Request({label: n for label in labels}, seed, prefix)
 
@@ -66,8 +67,10 @@ def plan_request(served: Served, n: int, classes: list[str] | None, seed: int, p
 def require_conditional(served: Served) -> list[str]:
     """The class names of a conditional generator; GanopsError for an unconditional one (it cannot rebalance)."""
     if not served.labels:
-        raise GanopsError(f"{served.model_name} version {served.version} is unconditional: it cannot make images of a "
-                          "chosen class, so it cannot rebalance (train a cdcgan, e.g. `ganops run -c cdcgan`)")
+        raise GanopsError(
+            f"{served.model_name} version {served.version} is unconditional: it cannot make images of a "
+            "chosen class, so it cannot rebalance (train a cdcgan, e.g. `ganops run -c cdcgan`)"
+        )
     return served.labels
 
 
@@ -106,9 +109,13 @@ def file_name(prefix: str, i: int) -> str:
 def source_record(served: Served) -> dict:
     """Who made the images: model, version, the export's manifest and weights hashes, the generator's training data."""
     manifest = served.manifest
-    return {"model": served.model_name, "version": served.version, "export_manifest_sha256": served.manifest_sha256,
-            "weights_sha256": manifest["files"].get(WEIGHTS, {}).get("sha256"),
-            "generator_dataset_md5": (manifest.get("lineage") or {}).get(TAG_DATASET_MD5)}
+    return {
+        "model": served.model_name,
+        "version": served.version,
+        "export_manifest_sha256": served.manifest_sha256,
+        "weights_sha256": manifest["files"].get(WEIGHTS, {}).get("sha256"),
+        "generator_dataset_md5": (manifest.get("lineage") or {}).get(TAG_DATASET_MD5),
+    }
 
 
 def write_images(served: Served, request: Request, out: Path, fmt: str = "png", progress=None) -> dict[str, str]:
@@ -162,8 +169,10 @@ def check_output(out: Path, force: bool, data: Path | None = None) -> None:
         if not force:
             raise GanopsError(f"--out {out} exists and is not empty; pass --force to replace it")
         if not (out / SYNTHETIC_MANIFEST).is_file():
-            raise GanopsError(f"--out {out} is not a folder ganops wrote (it has no {SYNTHETIC_MANIFEST}); "
-                              "--force replaces only those: choose another --out")
+            raise GanopsError(
+                f"--out {out} is not a folder ganops wrote (it has no {SYNTHETIC_MANIFEST}); "
+                "--force replaces only those: choose another --out"
+            )
 
 
 def generate(served: Served, request: Request, out: Path, fmt: str = "png", force: bool = False, progress=None) -> Generated:
@@ -176,8 +185,7 @@ def generate(served: Served, request: Request, out: Path, fmt: str = "png", forc
 
     def build(tmp: Path) -> dict[str, str]:
         files = write_images(served, request, tmp, fmt, progress)
-        manifest.update({"generator": source_record(served), "seed": request.seed, "counts": request.counts,
-                         "format": fmt, "files": files})
+        manifest.update({"generator": source_record(served), "seed": request.seed, "counts": request.counts, "format": fmt, "files": files})
         (tmp / SYNTHETIC_MANIFEST).write_bytes(json_bytes(manifest))
         return files
 

@@ -61,8 +61,9 @@ class QualityReport:
         return {**asdict(self), "passed": self.passed}
 
 
-def judge_class(label: str, accuracy: float, fid: float, floor: float, real_images: int, samples: int,
-                cfg: SynthesisConfig) -> ClassQuality:
+def judge_class(
+    label: str, accuracy: float, fid: float, floor: float, real_images: int, samples: int, cfg: SynthesisConfig
+) -> ClassQuality:
     """Pass or fail one class on its measured numbers (pure)."""
     ceiling = cfg.class_fid_factor * floor
     if not accuracy >= cfg.min_class_accuracy:
@@ -70,9 +71,18 @@ def judge_class(label: str, accuracy: float, fid: float, floor: float, real_imag
     elif real_images >= cfg.min_real_for_fid and not fid <= ceiling:
         reason = f"its fid_domain is {fid:.2f}, over {cfg.class_fid_factor:g} x its real-vs-real {floor:.2f} = {ceiling:.2f}"
     else:
-        return ClassQuality(label, accuracy, fid, floor, real_images, samples, True,
-                            "ok" if real_images >= cfg.min_real_for_fid else
-                            f"ok by the classifier alone: {real_images} real images are too few for a per-class FID")
+        return ClassQuality(
+            label,
+            accuracy,
+            fid,
+            floor,
+            real_images,
+            samples,
+            True,
+            "ok"
+            if real_images >= cfg.min_real_for_fid
+            else f"ok by the classifier alone: {real_images} real images are too few for a per-class FID",
+        )
     return ClassQuality(label, accuracy, fid, floor, real_images, samples, False, reason)
 
 
@@ -94,13 +104,17 @@ def real_data(root: Path, labels: list[str]) -> tuple[torch.Tensor, np.ndarray]:
     return torch.from_numpy(images), targets
 
 
-def class_numbers(extractor: DomainExtractor, served: Served, label: str, real: torch.Tensor, n: int, seed: int) -> tuple[float, float, float]:
+def class_numbers(
+    extractor: DomainExtractor, served: Served, label: str, real: torch.Tensor, n: int, seed: int
+) -> tuple[float, float, float]:
     """(accuracy of `n` samples of `label`, fid, floor). Both FIDs at the same sizes (FID's bias grows as 1/size):
     h samples against one random half of the class's h real images each, and the floor the other half against it."""
     fake = torch.from_numpy(images_of(served, label, n, seed)).permute(0, 3, 1, 2).contiguous()
     if tuple(fake.shape[1:]) != tuple(real.shape[1:]):
-        raise GanopsError(f"{served.model_name} version {served.version} makes {'x'.join(map(str, fake.shape[1:]))} images "
-                          f"but the data has {'x'.join(map(str, real.shape[1:]))}")
+        raise GanopsError(
+            f"{served.model_name} version {served.version} makes {'x'.join(map(str, fake.shape[1:]))} images "
+            f"but the data has {'x'.join(map(str, real.shape[1:]))}"
+        )
     with torch.no_grad():
         predicted = extractor.model.eval()(to_unit_range(fake)).argmax(1).numpy()
     accuracy = float(np.mean(predicted == served.labels.index(label)))
@@ -108,7 +122,7 @@ def class_numbers(extractor: DomainExtractor, served: Served, label: str, real: 
     if h < 2:
         return accuracy, float("inf"), float("nan")
     order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
-    half_a, half_b = (features_to_stats(features_of(extractor, real[order[i * h:(i + 1) * h]])) for i in (0, 1))
+    half_a, half_b = (features_to_stats(features_of(extractor, real[order[i * h : (i + 1) * h]])) for i in (0, 1))
     fid = stats_to_fid(features_to_stats(features_of(extractor, fake[:h])), half_b)
     return accuracy, fid, stats_to_fid(half_a, half_b)
 
@@ -117,8 +131,16 @@ def check_quality(served: Served, data: Path, classes: list[str], cfg: Synthesis
     """Measure and judge every class in `classes` of the conditional generator `served` against the real data."""
     real, targets = real_data(data, require_conditional(served))
     key = folder_digest(data)
-    extractor = load_or_train_extractor(cache_dir, f"quality-{key[:24]}", real, torch.from_numpy(targets),
-                                        len(served.labels), cfg.classifier_epochs, cfg.seed, balanced=True)
+    extractor = load_or_train_extractor(
+        cache_dir,
+        f"quality-{key[:24]}",
+        real,
+        torch.from_numpy(targets),
+        len(served.labels),
+        cfg.classifier_epochs,
+        cfg.seed,
+        balanced=True,
+    )
     results = []
     for label in classes:
         mine = real[torch.from_numpy(targets == served.labels.index(label))]
@@ -130,6 +152,8 @@ def check_quality(served: Served, data: Path, classes: list[str], cfg: Synthesis
 def format_quality(report: QualityReport) -> str:
     rows = [f"quality check {'passed' if report.passed else 'FAILED'} (classifier held-out accuracy {report.classifier_accuracy:.1%}):"]
     for c in report.classes:
-        rows.append(f"  {c.label:>8}  accuracy {c.accuracy:6.1%}  fid_domain {c.fid:8.2f} (real-vs-real {c.floor:6.2f})  ({c.real_images} real, "
-                    f"{c.samples} samples)  {c.reason if c.passed else 'FAIL: ' + c.reason}")
+        rows.append(
+            f"  {c.label:>8}  accuracy {c.accuracy:6.1%}  fid_domain {c.fid:8.2f} (real-vs-real {c.floor:6.2f})  ({c.real_images} real, "
+            f"{c.samples} samples)  {c.reason if c.passed else 'FAIL: ' + c.reason}"
+        )
     return "\n".join(rows)

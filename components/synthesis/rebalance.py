@@ -18,7 +18,7 @@ from components.core.atomic import json_bytes, replace_folder
 from components.core.errors import GanopsError
 from components.core.names import SYNTHETIC_MANIFEST, SYNTHETIC_PREFIX
 from components.data.images import list_files
-from components.data.sources import copy_image_folder
+from components.data.importers import copy_image_folder
 from components.serving.runtime import Served
 from components.synthesis.generate import Request, check_output, source_record, write_images
 from components.synthesis.quality import QualityReport
@@ -57,8 +57,9 @@ def plan_rebalance(counts: dict[str, int], target: str | int, max_fraction: floa
     for label, real in counts.items():
         need = max(0, goal - real) if not only or label in only else 0
         if need and not real:
-            raise GanopsError(f"class {label!r} has no real image: nothing to check its synthetic images against "
-                              "(add some, or leave it out with --class)")
+            raise GanopsError(
+                f"class {label!r} has no real image: nothing to check its synthetic images against (add some, or leave it out with --class)"
+            )
         cap = math.floor(max_fraction * real / (1 - max_fraction) + 1e-9)  # s / (real + s) <= max_fraction
         plans.append(ClassPlan(label, real, min(need, cap), goal, need > cap))
     return plans
@@ -74,7 +75,9 @@ def count_classes(data: Path, labels: list[str]) -> dict[str, int]:
         if len(rel.parts) != 2:
             raise GanopsError(f"{data / rel} is not inside a label folder (<data>/<label>/<image>)")
         if rel.parts[0] not in counts:
-            raise GanopsError(f"{data / rel.parts[0]}: the generator does not know the class {rel.parts[0]!r} (it knows {', '.join(labels)})")
+            raise GanopsError(
+                f"{data / rel.parts[0]}: the generator does not know the class {rel.parts[0]!r} (it knows {', '.join(labels)})"
+            )
         if rel.name.startswith(SYNTHETIC_PREFIX):
             raise GanopsError(f"{data / rel} is synthetic already (named {SYNTHETIC_PREFIX}*); rebalance the real data instead")
         counts[rel.parts[0]] += 1
@@ -92,8 +95,16 @@ def rebalanced_validation(cfg: ValidationConfig, max_fraction: float) -> Validat
     return cfg.model_copy(update={"profile": "imbalanced", "max_synthetic_fraction": max_fraction})
 
 
-def write_rebalanced(served: Served, data: Path, plan: list[ClassPlan], out: Path, cfg: SynthesisConfig,
-                     quality: QualityReport, force: bool = False, progress=None) -> dict:
+def write_rebalanced(
+    served: Served,
+    data: Path,
+    plan: list[ClassPlan],
+    out: Path,
+    cfg: SynthesisConfig,
+    quality: QualityReport,
+    force: bool = False,
+    progress=None,
+) -> dict:
     """Write the real files and the planned synthetic ones into `out` (built under a temporary name, then renamed),
     with the manifest last. Returns the manifest."""
     check_output(out, force, data)
@@ -102,9 +113,15 @@ def write_rebalanced(served: Served, data: Path, plan: list[ClassPlan], out: Pat
     def build(tmp: Path) -> dict:
         copy_image_folder(data, tmp)
         files = write_images(served, request, tmp, "png", progress)
-        manifest = {"generator": source_record(served), "seed": cfg.seed, "max_synthetic_fraction": cfg.max_synthetic_fraction,
-                    "classes": [asdict(p) for p in plan], "quality": quality.to_dict(),
-                    "real_data_sha256": quality.data_sha256, "files": files}
+        manifest = {
+            "generator": source_record(served),
+            "seed": cfg.seed,
+            "max_synthetic_fraction": cfg.max_synthetic_fraction,
+            "classes": [asdict(p) for p in plan],
+            "quality": quality.to_dict(),
+            "real_data_sha256": quality.data_sha256,
+            "files": files,
+        }
         (tmp / SYNTHETIC_MANIFEST).write_bytes(json_bytes(manifest))
         return manifest
 

@@ -26,7 +26,8 @@ def checkpoint_path(folder: Path, step: int) -> Path:
 
 def save_checkpoint(folder: Path, step: int, payload: dict, keep: int = 3) -> Path:
     """Write `payload` as the checkpoint of `step` atomically; keep the newest `keep` checkpoints."""
-    final = replace_file(lambda tmp: torch.save(payload, tmp), checkpoint_path(folder, step), durable=True)
+    final = checkpoint_path(folder, step)
+    replace_file(lambda tmp: torch.save(payload, tmp), final, durable=True)
     for old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
     return final

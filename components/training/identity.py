@@ -40,6 +40,5 @@ def training_inputs(config: RetrainConfig) -> dict:
 
 def training_key(dataset_md5: str, config: RetrainConfig, code: str | None = None) -> str:
     """24 hex characters naming one training result: same data, settings and code give the same key."""
-    text = json.dumps({"dataset_md5": dataset_md5, "config": training_inputs(config), "code": code or code_digest()},
-                      sort_keys=True)
+    text = json.dumps({"dataset_md5": dataset_md5, "config": training_inputs(config), "code": code or code_digest()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import IO, cast
 
 import yaml
 
@@ -61,9 +62,16 @@ class TrainOutcome:
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict, folder: Path) -> "TrainOutcome":
-        return cls(**{**raw, "weights": folder / raw["weights"], "grids": [folder / p for p in raw["grids"]],
-                      "loss_plot": folder / raw["loss_plot"], "spec": GeneratorSpec.from_dict(raw["spec"])})
+    def from_dict(cls, raw: dict, folder: Path) -> TrainOutcome:
+        return cls(
+            **{
+                **raw,
+                "weights": folder / raw["weights"],
+                "grids": [folder / p for p in raw["grids"]],
+                "loss_plot": folder / raw["loss_plot"],
+                "spec": GeneratorSpec.from_dict(raw["spec"]),
+            }
+        )
 
 
 def read_outcome(folder: Path) -> TrainOutcome:
@@ -86,8 +94,31 @@ def finished_outcome(folder: Path) -> TrainOutcome | None:
     return replace(outcome, reused=True)
 
 
-def train_to_files(data_root: Path, config: RetrainConfig, out_dir: Path, on_metrics=None, progress=None,
-                   resume: bool = False, cache_dir: Path | None = None, dataset_md5: str | None = None) -> TrainOutcome | None:
+def _training_images(data_root: Path, labels: list[str], cache_dir: Path | None, dataset_md5: str | None, progress=None):
+    """(uint8 images, label indices): decoded into memory, or from the memory-mapped cache in `cache_dir`."""
+    if cache_dir is None:
+        return load_images(data_root, labels)
+    # every rank opens the same cache: the first to take the lock builds it, the others find it whole
+    with file_lock(Path(cache_dir) / ".build.lock"):
+        return cached_images(
+            data_root,
+            labels,
+            Path(cache_dir),
+            dataset_md5=dataset_md5,
+            progress=(lambda n: progress(n, label="decode", unit="image")) if progress else None,
+        )
+
+
+def train_to_files(
+    data_root: Path,
+    config: RetrainConfig,
+    out_dir: Path,
+    on_metrics=None,
+    progress=None,
+    resume: bool = False,
+    cache_dir: Path | None = None,
+    dataset_md5: str | None = None,
+) -> TrainOutcome | None:
     """Train on the ImageFolder at data_root; write generator.safetensors, samples/, loss_curves.png, result.json.
 
     Checkpoints go to out_dir/checkpoints; resume=True continues from the newest valid one. With `cache_dir` the
@@ -99,34 +130,56 @@ def train_to_files(data_root: Path, config: RetrainConfig, out_dir: Path, on_met
     labels = config.validation.labels
     config_dict = config_to_dict(config)
     rank, world, _ = dist_info()
-    if cache_dir is None:
-        images, targets = load_images(Path(data_root), labels)
-    else:  # every rank opens the same cache: the first to take the lock builds it, the others find it whole
-        with file_lock(Path(cache_dir) / ".build.lock"):
-            images, targets = cached_images(Path(data_root), labels, Path(cache_dir), dataset_md5=dataset_md5,
-                                            progress=(lambda n: progress(n, label="decode", unit="image")) if progress and rank == 0 else None)
+    images, targets = _training_images(Path(data_root), labels, cache_dir, dataset_md5, progress if rank == 0 else None)
 
     def on_samples(step, samples):
         save_grid(samples, out_dir / "samples" / f"step_{step:06d}.png")
 
-    result = train_gan(images, targets, config.train, config.seed, config_dict, on_metrics=on_metrics,
-                       on_samples=on_samples, progress=progress, checkpoint_dir=out_dir / "checkpoints", resume=resume,
-                       num_classes=len(labels))
+    result = train_gan(
+        images,
+        targets,
+        config.train,
+        config.seed,
+        config_dict,
+        on_metrics=on_metrics,
+        on_samples=on_samples,
+        progress=progress,
+        checkpoint_dir=out_dir / "checkpoints",
+        resume=resume,
+        num_classes=len(labels),
+    )
     if rank != 0:
         return None
     weights = save_generator(out_dir / "generator.safetensors", result.generator, result.spec, config_dict)
     outcome = TrainOutcome(
         weights=weights,
-        grids=sorted((out_dir / "samples").glob("*.png")), loss_plot=save_loss_plot(result.history, out_dir / "loss_curves.png"),
-        steps=result.steps, resumed_from=result.resumed_from, seconds=result.seconds, device=result.device,
-        world_size=world, spec=result.spec, images=int(len(images)), history=result.history,
-        final={k: v[-1] for k, v in result.history.items() if k != "step" and v}, weights_sha256=file_digest(weights))
+        grids=sorted((out_dir / "samples").glob("*.png")),
+        loss_plot=save_loss_plot(result.history, out_dir / "loss_curves.png"),
+        steps=result.steps,
+        resumed_from=result.resumed_from,
+        seconds=result.seconds,
+        device=result.device,
+        world_size=world,
+        spec=result.spec,
+        images=int(len(images)),
+        history=result.history,
+        final={k: v[-1] for k, v in result.history.items() if k != "step" and v},
+        weights_sha256=file_digest(weights),
+    )
     write_text(out_dir / RESULT, json.dumps(outcome.to_dict(out_dir), indent=2))  # last: the job's commit point
     return outcome
 
 
-def validate_and_train(data_root: Path, config: RetrainConfig, out_dir: Path, state: Path, progress=None,
-                       resume: bool = False, cache_dir: Path | None = None, dataset_md5: str | None = None) -> TrainOutcome | None:
+def validate_and_train(
+    data_root: Path,
+    config: RetrainConfig,
+    out_dir: Path,
+    state: Path,
+    progress=None,
+    resume: bool = False,
+    cache_dir: Path | None = None,
+    dataset_md5: str | None = None,
+) -> TrainOutcome | None:
     """`ganops train`: the flow's validation of data_root first (ValidationFailed names each bad file), then
     train_to_files."""
     require_valid(Path(data_root), config.validation, state)
@@ -151,42 +204,70 @@ def torchrun_args(nproc: int, nnodes: int, env: dict, default_id: str) -> list[s
         return ["--standalone", f"--nproc-per-node={nproc}"]
     endpoint = env.get(RDZV_ENDPOINT_ENV, "")
     if not ENDPOINT.fullmatch(endpoint):
-        raise GanopsError(f"train.nnodes is {nnodes}: set {RDZV_ENDPOINT_ENV} to the rendezvous host:port on every node "
-                          f"(got {endpoint!r})")
+        raise GanopsError(f"train.nnodes is {nnodes}: set {RDZV_ENDPOINT_ENV} to the rendezvous host:port on every node (got {endpoint!r})")
     rdzv_id = env.get(RDZV_ID_ENV) or default_id
     check_path_name(rdzv_id, RDZV_ID_ENV)
-    args = [f"--nnodes={nnodes}", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
-            f"--rdzv-id={rdzv_id}"]
+    args = [f"--nnodes={nnodes}", f"--nproc-per-node={nproc}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={rdzv_id}"]
     index = env.get(JOB_INDEX_ENV, "")
     if index.isdigit():  # a Kubernetes indexed job: pod 0 hosts the store behind the endpoint's Service name
         args.append(f"--rdzv-conf=is_host={'true' if index == '0' else 'false'}")
     return args
 
 
-def launch_command(config_file: Path, data_root: Path, out_dir: Path, launcher: str, nproc: int, project_dir: Path,
-                   nnodes: int = 1, dataset_md5: str | None = None) -> list[str]:
+def launch_command(
+    config_file: Path,
+    data_root: Path,
+    out_dir: Path,
+    launcher: str,
+    nproc: int,
+    project_dir: Path,
+    nnodes: int = 1,
+    dataset_md5: str | None = None,
+) -> list[str]:
     """The command that runs `ganops train` as its own process, or under torchrun with `nproc` processes on each of
     `nnodes` nodes (the flow validated the data already)."""
-    args = ["-m", "flows.cli", "train", "--config", str(config_file), "--data", str(data_root), "--out", str(out_dir), "--resume",
-            "--no-validate", "-C", str(project_dir)] + (["--dataset-md5", check_md5(dataset_md5)] if dataset_md5 is not None else [])
+    args = [
+        "-m",
+        "flows.cli",
+        "train",
+        "--config",
+        str(config_file),
+        "--data",
+        str(data_root),
+        "--out",
+        str(out_dir),
+        "--resume",
+        "--no-validate",
+        "-C",
+        str(project_dir),
+    ] + (["--dataset-md5", check_md5(dataset_md5)] if dataset_md5 is not None else [])
     # Under core.watchdog: the training process dies with the flow's process, even when that one is SIGKILLed.
     watched = [sys.executable, "-m", "components.core.watchdog", str(os.getpid()), "--"]
     if launcher == "torchrun":
-        return [*watched, sys.executable, "-m", "torch.distributed.run", *torchrun_args(nproc, nnodes, dict(os.environ), out_dir.name), *args]
+        return [
+            *watched,
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            *torchrun_args(nproc, nnodes, dict(os.environ), out_dir.name),
+            *args,
+        ]
     return [*watched, sys.executable, *args]
 
 
-def train_in_subprocess(data_root: Path, config: RetrainConfig, out_dir: Path, project_dir: Path,
-                        dataset_md5: str | None = None) -> TrainOutcome:
+def train_in_subprocess(
+    data_root: Path, config: RetrainConfig, out_dir: Path, project_dir: Path, dataset_md5: str | None = None
+) -> TrainOutcome:
     """Run the job in a child process (plain or torchrun) and return its result.json. The child's output is
     printed line by line as it comes (its progress reaches the flow's log and a worker's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     config_file = write_text(out_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    cmd = launch_command(config_file, data_root, out_dir, effective_launcher(config.train), config.train.nproc, project_dir,
-                         config.train.nnodes, dataset_md5)
+    cmd = launch_command(
+        config_file, data_root, out_dir, effective_launcher(config.train), config.train.nproc, project_dir, config.train.nnodes, dataset_md5
+    )
     tail: list[str] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as child:
-        for line in child.stdout:
+        for line in cast(IO[str], child.stdout):  # stdout=PIPE, text=True: always a text stream
             print(line.rstrip(), flush=True)
             tail = (tail + [line.rstrip()])[-15:]
     if child.returncode != 0:
@@ -199,8 +280,9 @@ def effective_launcher(train: TrainConfig) -> str:
     return "torchrun" if train.nproc > 1 or train.nnodes > 1 else train.launcher
 
 
-def run_training(data_root: Path, config: RetrainConfig, out_dir: Path, project_dir: Path, on_metrics=None,
-                 progress=None, dataset_md5: str | None = None) -> TrainOutcome:
+def run_training(
+    data_root: Path, config: RetrainConfig, out_dir: Path, project_dir: Path, on_metrics=None, progress=None, dataset_md5: str | None = None
+) -> TrainOutcome:
     """The flow's training step into out_dir, a folder named by the training key (identity.training_key): its
     finished result when the weights are intact, else training that resumes from the folder's checkpoints, in this
     process or (launcher subprocess/torchrun) in a child."""
@@ -209,6 +291,17 @@ def run_training(data_root: Path, config: RetrainConfig, out_dir: Path, project_
         if done is not None:
             return done
         if effective_launcher(config.train) == "inprocess":
-            return train_to_files(data_root, config, out_dir, on_metrics=on_metrics, progress=progress, resume=True,
-                                  cache_dir=image_cache_dir(project_dir), dataset_md5=dataset_md5)
+            outcome = train_to_files(
+                data_root,
+                config,
+                out_dir,
+                on_metrics=on_metrics,
+                progress=progress,
+                resume=True,
+                cache_dir=image_cache_dir(project_dir),
+                dataset_md5=dataset_md5,
+            )
+            if outcome is None:  # only ranks other than 0 get None, and in-process training is one process
+                raise GanopsError(f"in-process training into {out_dir} ran as a rank other than 0 and wrote no result")
+            return outcome
         return train_in_subprocess(data_root, config, out_dir, project_dir, dataset_md5)

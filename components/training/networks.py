@@ -14,8 +14,9 @@ Every discriminator returns (logits, features); the features feed feature matchi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -48,11 +49,17 @@ class GeneratorSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "GeneratorSpec":
+    def from_dict(cls, raw: dict) -> GeneratorSpec:
         """From stored JSON; files written before a key existed get its default (arch dcgan, no extra layers)."""
-        return cls(arch=raw.get("arch", "dcgan"), z_dim=int(raw["z_dim"]), channels=int(raw["channels"]),
-                   image_size=int(raw["image_size"]), base_channels=int(raw["base_channels"]),
-                   extra_layers=int(raw.get("extra_layers", 0)), num_classes=int(raw.get("num_classes", 0)))
+        return cls(
+            arch=raw.get("arch", "dcgan"),
+            z_dim=int(raw["z_dim"]),
+            channels=int(raw["channels"]),
+            image_size=int(raw["image_size"]),
+            base_channels=int(raw["base_channels"]),
+            extra_layers=int(raw.get("extra_layers", 0)),
+            num_classes=int(raw.get("num_classes", 0)),
+        )
 
 
 class Arch(NamedTuple):
@@ -117,7 +124,11 @@ class Generator(nn.Module):
         n = _upsamplings(image_size)
         self.z_dim, self.num_classes = z_dim, num_classes
         width = base_channels
-        layers: list[nn.Module] = [nn.ConvTranspose2d(z_dim + num_classes, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(z_dim + num_classes, width, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(True),
+        ]
         for _ in range(n - 1):
             layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width // 2), nn.ReLU(True)]
             width //= 2
@@ -145,8 +156,15 @@ class Discriminator(nn.Module):
     is the feature layer, followed by optional minibatch discrimination and a linear output.
     """
 
-    def __init__(self, channels: int, image_size: int, base_channels: int, extra_layers: int = 0, num_classes: int = 0,
-                 minibatch_discrimination: bool = False):
+    def __init__(
+        self,
+        channels: int,
+        image_size: int,
+        base_channels: int,
+        extra_layers: int = 0,
+        num_classes: int = 0,
+        minibatch_discrimination: bool = False,
+    ):
         super().__init__()
         n = _upsamplings(image_size)
         self.num_classes = num_classes
@@ -158,7 +176,9 @@ class Discriminator(nn.Module):
             layers += [nn.Conv2d(in_ch, out, 3, 1, 1, bias=False)] + ([nn.BatchNorm2d(out)] if i else []) + [nn.LeakyReLU(0.2, True)]
             in_ch = out
         # The layer that sees raw pixels has no batch norm (DCGAN); after extra layers it does.
-        layers += [nn.Conv2d(in_ch, width, 4, 2, 1, bias=False)] + ([nn.BatchNorm2d(width)] if extra_layers else []) + [nn.LeakyReLU(0.2, True)]
+        layers += (
+            [nn.Conv2d(in_ch, width, 4, 2, 1, bias=False)] + ([nn.BatchNorm2d(width)] if extra_layers else []) + [nn.LeakyReLU(0.2, True)]
+        )
         for _ in range(n - 1):
             layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width * 2), nn.LeakyReLU(0.2, True)]
             width *= 2
@@ -185,9 +205,12 @@ class MLPGenerator(nn.Module):
         self.z_dim, self.num_classes, self.shape = z_dim, num_classes, (channels, image_size, image_size)
         hidden = 4 * base_channels
         self.net = nn.Sequential(
-            nn.Linear(z_dim + num_classes, hidden), nn.ReLU(True),
-            nn.Linear(hidden, 2 * hidden), nn.ReLU(True),
-            nn.Linear(2 * hidden, channels * image_size * image_size), nn.Tanh(),
+            nn.Linear(z_dim + num_classes, hidden),
+            nn.ReLU(True),
+            nn.Linear(hidden, 2 * hidden),
+            nn.ReLU(True),
+            nn.Linear(2 * hidden, channels * image_size * image_size),
+            nn.Tanh(),
         )
         self.apply(dcgan_init)
 
@@ -206,8 +229,10 @@ class MLPDiscriminator(nn.Module):
         hidden = 4 * base_channels
         self.body = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(channels * image_size * image_size + num_classes, 2 * hidden), nn.LeakyReLU(0.2, True),
-            nn.Linear(2 * hidden, hidden), nn.LeakyReLU(0.2, True),
+            nn.Linear(channels * image_size * image_size + num_classes, 2 * hidden),
+            nn.LeakyReLU(0.2, True),
+            nn.Linear(2 * hidden, hidden),
+            nn.LeakyReLU(0.2, True),
         )
         self.mbd = MinibatchDiscrimination(hidden) if minibatch_discrimination else None
         self.out = nn.Linear(hidden + (self.mbd.kernels if self.mbd else 0), 1)
@@ -227,8 +252,7 @@ def _dcgan_generator(spec: GeneratorSpec) -> nn.Module:
 
 
 def _dcgan_discriminator(spec: GeneratorSpec, minibatch_discrimination: bool) -> nn.Module:
-    return Discriminator(spec.channels, spec.image_size, spec.base_channels, spec.extra_layers, spec.num_classes,
-                         minibatch_discrimination)
+    return Discriminator(spec.channels, spec.image_size, spec.base_channels, spec.extra_layers, spec.num_classes, minibatch_discrimination)
 
 
 def _mlp_generator(spec: GeneratorSpec) -> nn.Module:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors.torch import load_file, safe_open, save
@@ -34,9 +35,9 @@ def canonical_safetensors(blob: bytes) -> bytes:
     """The same file with its JSON header's keys sorted (padded with spaces to 8 bytes, as the format allows): equal
     tensors and metadata give equal bytes. Tensor offsets are relative to the data, which is unchanged."""
     size = struct.unpack("<Q", blob[:8])[0]
-    header = json.dumps(json.loads(blob[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header = json.dumps(json.loads(blob[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)
-    return struct.pack("<Q", len(header)) + header + blob[8 + size:]
+    return struct.pack("<Q", len(header)) + header + blob[8 + size :]
 
 
 def read_metadata(path: Path) -> tuple[GeneratorSpec, dict]:
@@ -62,8 +63,15 @@ def load_generator(path: Path, device: str = "cpu") -> tuple[torch.nn.Module, Ge
     return generator.to(device).eval(), spec, config
 
 
-def sample(generator: torch.nn.Module, count: int, seed: int, batch_size: int = 500, device: str = "cpu",
-           labels: torch.Tensor | None = None, to_host: bool = True) -> torch.Tensor:
+def sample(
+    generator: torch.nn.Module,
+    count: int,
+    seed: int,
+    batch_size: int = 500,
+    device: str = "cpu",
+    labels: torch.Tensor | None = None,
+    to_host: bool = True,
+) -> torch.Tensor:
     """`count` images in [-1, 1] from a fixed noise seed, so two generators see the same z (drawn on the host: the
     same on every device). `to_host=False` leaves them on `device`.
 
@@ -77,8 +85,8 @@ def sample(generator: torch.nn.Module, count: int, seed: int, batch_size: int = 
     with torch.no_grad():
         for start in range(0, count, batch_size):
             n = min(batch_size, count - start)
-            z = torch.randn(n, generator.z_dim, generator=gen).to(device)
-            y = labels[start : start + n].to(device) if classes else None
+            z = torch.randn(n, cast(int, generator.z_dim), generator=gen).to(device)  # every registered generator sets z_dim
+            y = labels[start : start + n].to(device) if classes and labels is not None else None
             images = generator(z, y).float()
             out.append(images.cpu() if to_host else images)
     return torch.cat(out)

@@ -11,7 +11,7 @@ import pandas as pd
 from components.config import ValidationConfig
 from components.core.atomic import write_text
 from components.validation.manifest import CHANNELS, DECODES, HEIGHT, LABEL, MEAN, STD, WIDTH
-from components.validation.report import DatasetProfile
+from components.validation.results import DatasetProfile
 
 LAST_PASSED = "last_passed.json"
 
@@ -21,7 +21,7 @@ def dataset_profile(manifest: pd.DataFrame, labels: list[str]) -> DatasetProfile
     ok = manifest[manifest[DECODES]]
     counts = ok[LABEL].value_counts()
     total = max(int(counts.sum()), 1)
-    shapes = {(int(c), int(h), int(w)) for c, h, w in zip(ok[CHANNELS], ok[HEIGHT], ok[WIDTH])}
+    shapes = {(int(c), int(h), int(w)) for c, h, w in zip(ok[CHANNELS], ok[HEIGHT], ok[WIDTH], strict=True)}
     return DatasetProfile(
         images=int(len(manifest)),
         class_fractions={label: float(counts.get(label, 0)) / total for label in labels},

@@ -11,6 +11,7 @@ import hashlib
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,8 +21,21 @@ from components.data.images import SUFFIX_FORMATS, list_files
 
 # Column names: one spelling everywhere.
 PATH, SHA256, DECODES, ERROR, FORMAT, FORMAT_OK, WIDTH, HEIGHT, MODE, CHANNELS, LABEL, BYTES, MEAN, STD, INSIDE = (
-    "path", "sha256", "decodes", "error", "format", "format_matches_suffix", "width", "height", "mode", "channels",
-    "label", "bytes", "pixel_mean", "pixel_std", "inside_root",
+    "path",
+    "sha256",
+    "decodes",
+    "error",
+    "format",
+    "format_matches_suffix",
+    "width",
+    "height",
+    "mode",
+    "channels",
+    "label",
+    "bytes",
+    "pixel_mean",
+    "pixel_std",
+    "inside_root",
 )
 COLUMNS = [PATH, SHA256, DECODES, ERROR, FORMAT, FORMAT_OK, WIDTH, HEIGHT, MODE, CHANNELS, LABEL, BYTES, MEAN, STD, INSIDE]
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -30,9 +44,23 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 def inspect_file(root: Path, rel: Path, max_pixels: int = DEFAULT_MAX_PIXELS, resolved_dirs: dict | None = None) -> dict:
     """One manifest row for root/rel. `root` must be resolved; `resolved_dirs` caches resolved parent folders."""
     path = root / rel
-    row = {PATH: rel.as_posix(), SHA256: None, DECODES: False, ERROR: "", FORMAT: None, FORMAT_OK: False, WIDTH: None,
-           HEIGHT: None, MODE: None, CHANNELS: None, LABEL: rel.parts[0] if len(rel.parts) > 1 else None, BYTES: 0,
-           MEAN: None, STD: None, INSIDE: True}
+    row: dict[str, Any] = {
+        PATH: rel.as_posix(),
+        SHA256: None,
+        DECODES: False,
+        ERROR: "",
+        FORMAT: None,
+        FORMAT_OK: False,
+        WIDTH: None,
+        HEIGHT: None,
+        MODE: None,
+        CHANNELS: None,
+        LABEL: rel.parts[0] if len(rel.parts) > 1 else None,
+        BYTES: 0,
+        MEAN: None,
+        STD: None,
+        INSIDE: True,
+    }
     try:
         # Only links can lead outside the root: resolve the file when it is one, and each folder once.
         cache = resolved_dirs if resolved_dirs is not None else {}

@@ -16,9 +16,8 @@ import pandas as pd
 from components.config import ValidationConfig
 from components.core.atomic import file_lock
 from components.core.names import SYNTHETIC_PREFIX
-from components.validation.manifest import (CHANNELS, DECODES, ERROR, FORMAT_OK, HEIGHT, INSIDE, LABEL, MEAN, MODE, PATH,
-                                            SHA256, STD, WIDTH)
-from components.validation.report import RuleFailure
+from components.validation.manifest import CHANNELS, DECODES, ERROR, FORMAT_OK, HEIGHT, INSIDE, LABEL, MEAN, MODE, PATH, SHA256, STD, WIDTH
+from components.validation.results import RuleFailure
 
 LABEL_FRACTION, SYNTHETIC_FRACTION = "label_fraction", "synthetic_fraction"
 SUITE, ASSET, DEFINITION, CHECKPOINT, SITE = "ganops-images", "images", "ganops-images", "ganops-images", "local_site"
@@ -92,8 +91,10 @@ def with_label_fractions(manifest: pd.DataFrame) -> pd.DataFrame:
 
 def _context(gx_root: Path | None):
     import great_expectations as gx
+    from great_expectations.data_context import AbstractDataContext
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    context: AbstractDataContext
     if gx_root is None:
         context = gx.get_context(mode="ephemeral")
     else:
@@ -131,9 +132,14 @@ def _run_suite(manifest: pd.DataFrame, cfg: ValidationConfig, gx_root: Path | No
     frame = with_label_fractions(manifest)
     if gx_root is None:
         return definition.run(batch_parameters={"dataframe": frame}, result_format=result_format).to_json_dict(), None
-    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-        name=CHECKPOINT, validation_definitions=[definition], result_format=result_format,
-        actions=[UpdateDataDocsAction(name="data-docs", site_names=[SITE])]))
+    checkpoint = context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=CHECKPOINT,
+            validation_definitions=[definition],
+            result_format=result_format,
+            actions=[UpdateDataDocsAction(name="data-docs", site_names=[SITE])],
+        )
+    )
     outcome = checkpoint.run(batch_parameters={"dataframe": frame})
     result = next(iter(outcome.run_results.values())).to_json_dict()
     docs = Path(context.root_directory) / "uncommitted" / "data_docs" / SITE / "index.html"
@@ -142,7 +148,7 @@ def _run_suite(manifest: pd.DataFrame, cfg: ValidationConfig, gx_root: Path | No
 
 def summarize(result: dict, manifest: pd.DataFrame, max_files: int = 20) -> list[RuleFailure]:
     """The failed expectations of a GX result as RuleFailures, each naming its files (with their manifest error)."""
-    errors = dict(zip(manifest[PATH], manifest[ERROR]))
+    errors = dict(zip(manifest[PATH], manifest[ERROR], strict=True))
     failures = []
     for item in result.get("results", []):
         if item.get("success"):
@@ -152,8 +158,16 @@ def summarize(result: dict, manifest: pd.DataFrame, max_files: int = 20) -> list
         res = item.get("result") or {}
         files = sorted({row[PATH] for row in res.get("unexpected_index_list") or [] if PATH in row})
         described = [f"{f} ({errors[f]})" if errors.get(f) else f for f in files]
-        failures.append(RuleFailure(rule=RULES.get((kind, column), f"{kind}({column})"), expectation=kind, column=column,
-                                    observed=res.get("observed_value"), files=described[:max_files], file_count=len(files)))
+        failures.append(
+            RuleFailure(
+                rule=RULES.get((kind, column), f"{kind}({column})"),
+                expectation=kind,
+                column=column,
+                observed=res.get("observed_value"),
+                files=described[:max_files],
+                file_count=len(files),
+            )
+        )
     if not result.get("success") and not failures:
         failures.append(RuleFailure(rule="Great Expectations reported a failure", expectation=None, column=None, observed=None))
     return failures

@@ -8,7 +8,7 @@ from components.config import ValidationConfig
 from components.core.errors import ValidationFailed
 from components.validation.drift import dataset_profile, detect_drift, read_baseline, store_baseline
 from components.validation.manifest import build_manifest
-from components.validation.report import Drift, RuleFailure, ValidationReport, format_failures
+from components.validation.results import Drift, RuleFailure, ValidationReport, format_failures
 from components.validation.suite import run_suite, summarize
 
 
@@ -27,11 +27,16 @@ def validate_folder(root: Path, cfg: ValidationConfig, state: Path | None = None
     compare = cfg.drift != "off" and baseline and baseline.get("md5") != dataset_md5
     findings = detect_drift(profile, baseline, cfg) if compare else []
     if findings and cfg.drift == "fail":
-        failures.append(RuleFailure(rule="no drift from the last passed version", expectation="drift", column=None,
-                                    observed=findings))
-    report = ValidationReport(success=not failures, images=int(len(manifest)), failures=failures, profile=profile,
-                              drift=Drift((baseline or {}).get("md5"), findings, cfg.drift),
-                              data_docs=str(docs) if docs else None, dataset_md5=dataset_md5)
+        failures.append(RuleFailure(rule="no drift from the last passed version", expectation="drift", column=None, observed=findings))
+    report = ValidationReport(
+        success=not failures,
+        images=int(len(manifest)),
+        failures=failures,
+        profile=profile,
+        drift=Drift((baseline or {}).get("md5"), findings, cfg.drift),
+        data_docs=str(docs) if docs else None,
+        dataset_md5=dataset_md5,
+    )
     if report.success and baselines is not None and dataset_md5:
         store_baseline(baselines, dataset_md5, profile)
     return report

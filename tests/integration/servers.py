@@ -14,8 +14,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 BIN = Path(sys.executable).parent
 
@@ -46,8 +46,7 @@ def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) 
 def process(args: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> Iterator[subprocess.Popen]:
     """Run `args` in a new process group with output to `log`; on exit, SIGTERM the group, then SIGKILL."""
     out = log.open("ab")
-    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd,
-                            start_new_session=True)
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
     try:
         yield proc
     finally:
@@ -93,20 +92,26 @@ def _cluster(bindir: Path, root: Path, databases: tuple[str, ...]) -> Iterator[d
         shutil.chown(root, "postgres")
         shutil.chown(sockets, "postgres")
     user = "postgres" if os.geteuid() == 0 else os.environ.get("USER", "postgres")
-    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8"]),
-                   check=True, capture_output=True)
+    subprocess.run(
+        _as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8"]), check=True, capture_output=True
+    )
     port = free_port()
     log = root / "postgres.log"
-    with process(_as_postgres([str(bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port),
-                               "-k", str(sockets), "-c", "fsync=off"]), log) as proc:
+    with process(
+        _as_postgres(
+            [str(bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(sockets), "-c", "fsync=off"]
+        ),
+        log,
+    ) as proc:
         deadline = time.monotonic() + 60
         while subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True).returncode:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"postgres did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.3)
         for name in databases:
-            subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user, name],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", user, name], check=True, capture_output=True
+            )
         yield {name: f"postgresql://{user}@127.0.0.1:{port}/{name}" for name in databases}
 
 
@@ -124,8 +129,9 @@ def moto_s3(root: Path, buckets: tuple[str, ...]) -> Iterator[dict[str, str]]:
         endpoint = f"http://127.0.0.1:{port}"
         wait_for(f"{endpoint}/moto-api/", proc, log)
         env = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint}
-        s3 = boto3.client("s3", endpoint_url=endpoint, **{k.lower(): v for k, v in S3_ENV.items() if k != "AWS_DEFAULT_REGION"},
-                          region_name="us-east-1")
+        s3 = boto3.client(
+            "s3", endpoint_url=endpoint, **{k.lower(): v for k, v in S3_ENV.items() if k != "AWS_DEFAULT_REGION"}, region_name="us-east-1"
+        )
         for bucket in buckets:
             s3.create_bucket(Bucket=bucket)
         yield env
@@ -136,8 +142,20 @@ def mlflow_server(root: Path, backend: str, artifacts: str, env: dict) -> Iterat
     """`mlflow server` with a database backend and an artifact destination it proxies; yields its URL."""
     port = free_port()
     log = root / "mlflow.log"
-    args = [str(BIN / "mlflow"), "server", "--backend-store-uri", backend, "--artifacts-destination", artifacts,
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    args = [
+        str(BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        artifacts,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     with process(args, log, env={**env, "MLFLOW_ENABLE_TELEMETRY": "false"}) as proc:
         url = f"http://127.0.0.1:{port}"
         wait_for(f"{url}/health", proc, log, timeout=180)
@@ -149,9 +167,13 @@ def prefect_server(root: Path, database: str | None) -> Iterator[dict[str, str]]
     """`prefect server start` (scheduler on) on `database` (SQLite when None); yields the client environment."""
     port = free_port()
     home = root / "prefect-home"
-    env = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
-           # The scheduler runs every few seconds here so a test sees scheduled runs without waiting a minute.
-           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"}
+    env = {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        # The scheduler runs every few seconds here so a test sees scheduled runs without waiting a minute.
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+    }
     if database:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database.replace("postgresql://", "postgresql+asyncpg://", 1)
     log = root / "prefect-server.log"

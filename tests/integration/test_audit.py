@@ -30,8 +30,11 @@ def project(tmp_path_factory, prefect_server):
 
     project = digits_project(tmp_path_factory.mktemp("audit"))
     events = project.parent / "openlineage.jsonl"
-    transport = {"OPENLINEAGE__TRANSPORT__TYPE": "file", "OPENLINEAGE__TRANSPORT__LOG_FILE_PATH": str(events),
-                 "OPENLINEAGE__TRANSPORT__APPEND": "true"}
+    transport = {
+        "OPENLINEAGE__TRANSPORT__TYPE": "file",
+        "OPENLINEAGE__TRANSPORT__LOG_FILE_PATH": str(events),
+        "OPENLINEAGE__TRANSPORT__APPEND": "true",
+    }
     os.environ.update(transport)
     try:
         first = retrain(config=load_config("smoke"), project_dir=str(project))
@@ -45,7 +48,7 @@ def project(tmp_path_factory, prefect_server):
 def audit(project, ref=f"{MODEL}@champion"):
     result = runner.invoke(app, ["audit", ref, "-C", str(project), "--json"])
     assert result.exit_code in (0, 1), result.output
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads(result.output[result.output.index("{") :])
     assert (result.exit_code == 0) == report["ok"]
     return report
 
@@ -93,14 +96,17 @@ def test_a_fresh_champion_passes_every_link(project):
     assert "every link verified" in text and "1797 files" in text
 
 
-@pytest.mark.parametrize("link, locate", [
-    ("export", lambda project: state_dir(project) / "exports" / MODEL / "v1" / "generator.onnx"),
-    ("weights", lambda project: registered(project, "*.safetensors")),
-    ("model code", lambda project: registered(project, "weights.py")),
-    ("config", lambda project: run_artifact(project, "resolved.json")),
-    ("data", dvc_cache_file),
-    ("validation", lambda project: run_artifact(project, "report.json")),
-])
+@pytest.mark.parametrize(
+    "link, locate",
+    [
+        ("export", lambda project: state_dir(project) / "exports" / MODEL / "v1" / "generator.onnx"),
+        ("weights", lambda project: registered(project, "*.safetensors")),
+        ("model code", lambda project: registered(project, "weights.py")),
+        ("config", lambda project: run_artifact(project, "resolved.json")),
+        ("data", dvc_cache_file),
+        ("validation", lambda project: run_artifact(project, "report.json")),
+    ],
+)
 def test_one_byte_changed_fails_the_audit_at_its_link(project, link, locate):
     path = locate(project)
     flip(path)
@@ -138,7 +144,7 @@ def test_an_alias_moved_outside_the_ledger_fails_link_8(project):
 
 def test_lineage_json_has_booleans_and_a_changed_export_exits_1(project):
     result = runner.invoke(app, ["lineage", MODEL, "-C", str(project), "--json"])
-    chain = json.loads(result.output[result.output.index("{"):])
+    chain = json.loads(result.output[result.output.index("{") :])
     assert chain["validation"]["success"] is True and chain["dataset"]["data_dvc_uncommitted"] is False
     assert chain["dataset"]["code_dirty"] in (True, False) and chain["validation"]["images"] == 1797
     card = state_dir(project) / "exports" / MODEL / "v1" / "MODEL_CARD.md"
@@ -170,16 +176,17 @@ def test_the_run_shows_its_dataset_commit_and_user_in_mlflow(project):
 
 def test_reproduce_retrains_from_the_record_and_matches_bitwise(project):
     result = runner.invoke(app, ["audit", MODEL, "-C", str(project), "--json", "--reproduce"])
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads(result.output[result.output.index("{") :])
     link = report["links"][-1]
     assert (link["number"], link["name"]) == (10, "reproduce") and report["links"][8]["name"] == "synthetic"
     assert link["status"] == "PASS" and "bitwise equal" in link["evidence"], link
 
 
 def test_weights_that_differ_fail_the_reproduction():
+    import torch
+
     from components.lineage.audit import check_reproduction
     from components.lineage.reproduce import compare_weights
-    import torch
 
     a = {"w": torch.zeros(3), "b": torch.ones(2)}
     assert compare_weights(a, {k: v.clone() for k, v in a.items()}) == (True, 0.0, [])

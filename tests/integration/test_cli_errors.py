@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from components.data.sources import write_digits
+from components.data.importers import write_digits
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +41,9 @@ def test_train_validates_first_and_names_the_corrupt_file(tmp_path, digits):
     shutil.copytree(digits, data)
     (data / "3" / "0003.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     out = tmp_path / "out"
-    line = one_line_error(ganops("train", "-c", "smoke", "--data", str(data), "--out", str(out), env={"GANOPS_HOME": str(tmp_path / "state")}))
+    line = one_line_error(
+        ganops("train", "-c", "smoke", "--data", str(data), "--out", str(out), env={"GANOPS_HOME": str(tmp_path / "state")})
+    )
     assert "3/0003.png" in line and "every file decodes" in line
     assert not out.exists()
 
@@ -54,15 +56,37 @@ def test_a_state_folder_that_does_not_exist_yet_is_created(tmp_path, digits):
 
 
 def test_a_revision_that_looks_like_an_option_never_reaches_git(tmp_path):
-    line = one_line_error(ganops("run", "-c", "smoke", "--data-rev=--output=FILE", "-C", str(tmp_path),
-                                 env={"GANOPS_HOME": str(tmp_path / "state")}, cwd=tmp_path))
+    line = one_line_error(
+        ganops(
+            "run",
+            "-c",
+            "smoke",
+            "--data-rev=--output=FILE",
+            "-C",
+            str(tmp_path),
+            env={"GANOPS_HOME": str(tmp_path / "state")},
+            cwd=tmp_path,
+        )
+    )
     assert "'--output=FILE' is not a git revision" in line
     assert not (tmp_path / "FILE").exists()
 
 
 def test_several_overrides_after_one_set(tmp_path, digits):
-    done = ganops("train", "-c", "smoke", "--data", str(digits), "--out", str(tmp_path / "out"), "--no-validate",
-                  "--set", "train.steps=2", "train.batch_size=16", env={"GANOPS_HOME": str(tmp_path / "state")})
+    done = ganops(
+        "train",
+        "-c",
+        "smoke",
+        "--data",
+        str(digits),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-validate",
+        "--set",
+        "train.steps=2",
+        "train.batch_size=16",
+        env={"GANOPS_HOME": str(tmp_path / "state")},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert result["steps"] == 2
@@ -72,8 +96,17 @@ def test_several_overrides_after_one_set(tmp_path, digits):
 def test_concurrent_validations_share_the_gx_store(tmp_path, digits):
     # Several `ganops validate` at once on one state folder: each passes, and the GX store stays readable.
     env = {**os.environ, "GANOPS_HOME": str(tmp_path / "state"), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "flows.cli", "validate", "-c", "smoke", "--data", str(digits)],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "validate", "-c", "smoke", "--data", str(digits)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
     assert [code for code, _ in results] == [0] * 4, results
     for path in (tmp_path / "state" / "gx").rglob("*.json"):

@@ -46,8 +46,14 @@ def alive(pids: set[int]) -> set[int]:
 
 def ganops(project, *args, env_extra=None, **kw):
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GANOPS_HOME")}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args, "-C", str(project)], cwd=REPO, capture_output=True,
-                          text=True, env={**env, "OMP_NUM_THREADS": "1", **(env_extra or {})}, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args, "-C", str(project)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**env, "OMP_NUM_THREADS": "1", **(env_extra or {})},
+        **kw,
+    )
 
 
 def test_sigkill_leaves_nothing_running_and_doctor_marks_the_run(tmp_path):
@@ -59,8 +65,13 @@ def test_sigkill_leaves_nothing_running_and_doctor_marks_the_run(tmp_path):
     sh(project, "git", "commit", "-qm", "digits")
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GANOPS_HOME")}
     log = (tmp_path / "run.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "-c", "smoke", "--set", "train.steps=5000",
-                             "-C", str(project)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**env, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "run", "-c", "smoke", "--set", "train.steps=5000", "-C", str(project)],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**env, "OMP_NUM_THREADS": "1"},
+    )
     uri = f"sqlite:///{project / '.ganops' / 'mlflow.db'}"
     deadline, training = time.monotonic() + 300, False
     while time.monotonic() < deadline and not training:
@@ -95,8 +106,19 @@ def test_a_rerun_after_a_kill_resumes_training_and_registers_the_result_once(tmp
     assert ganops(project, "data", "import", "digits").returncode == 0
     sh(project, "git", "add", "data.dvc", ".gitignore")
     sh(project, "git", "commit", "-qm", "digits")
-    args = [sys.executable, "-m", "flows.cli", "run", "-c", "smoke", "--set", "train.steps=1500", "train.checkpoint_every=200",
-            "-C", str(project)]
+    args = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "run",
+        "-c",
+        "smoke",
+        "--set",
+        "train.steps=1500",
+        "train.checkpoint_every=200",
+        "-C",
+        str(project),
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GANOPS_HOME")}
     log = (tmp_path / "run.log").open("w")
     proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**env, "OMP_NUM_THREADS": "1"})
@@ -144,8 +166,7 @@ def test_a_kill_at_each_promotion_step_converges(tmp_path):
 
     def run(seed, fault=""):  # every new seed passes the gate: beats_champion is dropped
         env = {"GANOPS_FAULT": fault} if fault else {}
-        return ganops(project, "run", "-c", "smoke", "--set", f"seed={seed}", "gate.rules.beats_champion=null",
-                      env_extra=env, timeout=600)
+        return ganops(project, "run", "-c", "smoke", "--set", f"seed={seed}", "gate.rules.beats_champion=null", env_extra=env, timeout=600)
 
     def aliases():
         return {k: str(v) for k, v in mlc.get_registered_model("ganops-smoke").aliases.items()}
@@ -156,8 +177,12 @@ def test_a_kill_at_each_promotion_step_converges(tmp_path):
     assert run(0).returncode == 0 and aliases() == {"champion": "1"}
     killed_runs = []
     # after_export (between the export and the ledger entry) repairs as during_export does, minus the partial folder.
-    for seed, fault, repair in [(1, "after_register", "run"), (2, "during_export", "run"), (3, "after_ledger", "reconcile"),
-                                (4, "after_aliases", "run")]:
+    for seed, fault, repair in [
+        (1, "after_register", "run"),
+        (2, "during_export", "run"),
+        (3, "after_ledger", "reconcile"),
+        (4, "after_aliases", "run"),
+    ]:
         champion = aliases()["champion"]
         killed = run(seed, fault)
         assert killed.returncode == -signal.SIGKILL, (fault, killed.stderr[-2000:])

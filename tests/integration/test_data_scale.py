@@ -15,20 +15,30 @@ import torch
 from safetensors.torch import load_file
 
 from components.config import load_config
-from components.training.job import train_to_files
 from components.core.processes import peak_rss_mb, same_process_alive, start_ticks
+from components.training.job import train_to_files
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-SETTINGS = ["train.base_channels=16", "train.batch_size=32", "train.z_dim=16", "train.log_every=2", "train.sample_every=1000",
-            "train.ema_decay=0.0", "validation.min_images=10"]
+SETTINGS = [
+    "train.base_channels=16",
+    "train.batch_size=32",
+    "train.z_dim=16",
+    "train.log_every=2",
+    "train.sample_every=1000",
+    "train.ema_decay=0.0",
+    "validation.min_images=10",
+]
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     out = tmp_path_factory.mktemp("scale") / "photos"
-    subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_dataset.py"), str(out), "--size", "32", "--count",
-                    "20000"], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "make_dataset.py"), str(out), "--size", "32", "--count", "20000"],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -74,8 +84,13 @@ def forked_children(pid: int) -> list[int]:
 
 def kill_mid_build(args: list[str], home: Path) -> list[tuple[int, int | None]]:
     """Start `ganops train`, SIGKILL it while its workers decode into the half-built cache; their (pid, start ticks)."""
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "train", *args], cwd=REPO, env={**os.environ, "GANOPS_HOME": str(home)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "train", *args],
+        cwd=REPO,
+        env={**os.environ, "GANOPS_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         workers, deadline = [], time.monotonic() + 120
         while not (workers and list(home.glob("cache/images/.*.new-*/images.npy"))) and proc.poll() is None and time.monotonic() < deadline:
@@ -90,8 +105,7 @@ def kill_mid_build(args: list[str], home: Path) -> list[tuple[int, int | None]]:
 
 
 def test_training_through_the_cache_keeps_memory_bounded(photos, tmp_path):
-    args = ["-c", "rgb32", "--data", str(photos), "--no-validate", "--max-steps", "10", "--out", str(tmp_path / "out"),
-            "--set", *SETTINGS]
+    args = ["-c", "rgb32", "--data", str(photos), "--no-validate", "--max-steps", "10", "--out", str(tmp_path / "out"), "--set", *SETTINGS]
     workers = kill_mid_build(args, tmp_path / "home")
     deadline = time.monotonic() + 10
     while any(same_process_alive(*w) for w in workers) and time.monotonic() < deadline:

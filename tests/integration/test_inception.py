@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from components.config import EvaluateConfig
 from components.data.images import load_images
-from components.data.sources import write_digits
+from components.data.importers import write_digits
 from components.evaluation.extractors import InceptionExtractor, inception_batch_size
+from components.evaluation.fid_between import stats_cache_path
 from components.evaluation.inception import InceptionWeightsError, load_inception, packaged_weights, preprocess, resolve_weights
-from components.evaluation.sources import stats_cache_path
 from flows.cli import app
 
 runner = CliRunner()
@@ -72,8 +72,22 @@ def test_weights_resolution_order_and_error(tmp_path, weights, monkeypatch):
 
 
 def test_fid_cli_folders_and_npz(folders, tmp_path):
-    result = runner.invoke(app, ["fid", str(folders / "a"), str(folders / "b"), "--json", "--extra", "--keep", "24",
-                                 "--save-stats", str(tmp_path / "a.npz"), "-C", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "fid",
+            str(folders / "a"),
+            str(folders / "b"),
+            "--json",
+            "--extra",
+            "--keep",
+            "24",
+            "--save-stats",
+            str(tmp_path / "a.npz"),
+            "-C",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output.strip().splitlines()[-1])
     assert out["fid_inception"] > 0 and out["inception_score"] is None and "logits" in out["inception_score_note"]
@@ -87,14 +101,34 @@ def test_fid_cli_folders_and_npz(folders, tmp_path):
     bad = runner.invoke(app, ["fid", str(tmp_path / "nope.npz"), str(folders / "a"), "-C", str(tmp_path)])
     assert bad.exit_code != 0 and "nope.npz" in str(bad.exception)
     # TF32 is CUDA's: there the plan says so and fp32's cached statistics are not used; on CPU it is fp32
-    tf32 = runner.invoke(app, ["fid", str(folders / "a"), str(folders / "b"), "--json", "--extra", "--keep", "24", "--precision",
-                               "tf32", "--batch-size", "50", "-C", str(tmp_path)])
+    tf32 = runner.invoke(
+        app,
+        [
+            "fid",
+            str(folders / "a"),
+            str(folders / "b"),
+            "--json",
+            "--extra",
+            "--keep",
+            "24",
+            "--precision",
+            "tf32",
+            "--batch-size",
+            "50",
+            "-C",
+            str(tmp_path),
+        ],
+    )
     assert tf32.exit_code == 0, tf32.output
     on_gpu = torch.cuda.is_available()
     assert (" in TF32, batches of 50" in tf32.output) == on_gpu and (": 0 images to embed" in tf32.output) != on_gpu
-    assert json.loads(tf32.output.strip().splitlines()[-1])["fid_inception"] == pytest.approx(out["fid_inception"], rel=1e-2 if on_gpu else 1e-9)
+    assert json.loads(tf32.output.strip().splitlines()[-1])["fid_inception"] == pytest.approx(
+        out["fid_inception"], rel=1e-2 if on_gpu else 1e-9
+    )
     wrong = runner.invoke(app, ["fid", str(folders / "a"), str(folders / "b"), "--precision", "bf16", "-C", str(tmp_path)])
-    assert "precision 'bf16' (--precision, evaluate.inception_precision) is not one of fp32, tf32" in str(wrong.exception)  # one line, exit 2 from `ganops`
+    assert "precision 'bf16' (--precision, evaluate.inception_precision) is not one of fp32, tf32" in str(
+        wrong.exception
+    )  # one line, exit 2 from `ganops`
 
 
 def test_inception_batches_are_larger_on_a_gpu_and_tf32_statistics_are_cached_apart(folders, tmp_path):
@@ -108,7 +142,7 @@ def test_evaluate_generator_with_inception(folders, tmp_path):
     from components.config import TrainConfig
     from components.evaluation.evaluate import evaluate_generator
     from components.training.networks import build_generator
-    from components.training.engine import model_spec
+    from components.training.state import model_spec
     from components.training.weights import save_generator
 
     spec = model_spec(TrainConfig(z_dim=8, base_channels=16), 1, 8, 10)

@@ -55,8 +55,13 @@ def register_fixture(tmp_path: Path, fixtures: Path, name: str) -> str:
 @pytest.mark.parametrize("name", ["dcgan", "cdcgan"])
 def test_old_versions_load_as_pyfunc_models_with_their_own_code(tmp_path, fixtures, name):
     uri, version = register_fixture(tmp_path, fixtures, name)
-    done = subprocess.run([sys.executable, "-c", LOAD, uri, f"models:/{name}/{version}", str(fixtures / f"{name}_expected.npz")],
-                          cwd=tmp_path, capture_output=True, text=True, env={"MLFLOW_ENABLE_TELEMETRY": "false", "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD, uri, f"models:/{name}/{version}", str(fixtures / f"{name}_expected.npz")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"MLFLOW_ENABLE_TELEMETRY": "false", "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["max_diff"] < 1e-6

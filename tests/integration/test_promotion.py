@@ -39,8 +39,9 @@ def project(tmp_path_factory, prefect_server):
 
 def ganops(project, *args):
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "GANOPS_HOME")}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args, "-C", str(project)], cwd=REPO, capture_output=True,
-                          text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args, "-C", str(project)], cwd=REPO, capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def one_line_error(done) -> str:
@@ -84,8 +85,12 @@ def test_promote_refuses_what_fails_the_gate_unless_forced_and_records_the_overr
     assert re.search(r"beats_champion +FAIL", result.output)  # the rules, as a table
     last = ledger.load_chain(registry.client(project), MODEL).last
     assert last.action == "promote" and "forced over" in last.reason
-    assert [(r["name"], r["passed"]) for r in last.rules] == [("validation_passed", True), ("relative_ceiling", True),
-                                                              ("beats_champion", False), ("infra_valid", True)]
+    assert [(r["name"], r["passed"]) for r in last.rules] == [
+        ("validation_passed", True),
+        ("relative_ceiling", True),
+        ("beats_champion", False),
+        ("infra_valid", True),
+    ]
     folder = project / ".ganops" / "exports" / MODEL / "v2"
     assert verify_export(folder)["ok"]  # exported before the alias moved
 
@@ -126,7 +131,9 @@ def test_approval_required_waits_as_candidate_until_approved_from_another_proces
 
     second = retrain(config=load_config("smoke", sets + ["seed=1", "gate.rules.beats_champion=null"]), project_dir=str(project))
     assert second["decision"]["verdict"] == "await_approval"
-    assert "is not awaiting approval (the candidate is version 2)" in one_line_error(ganops(project, "approve", model, "1", "--reason", "x"))
+    assert "is not awaiting approval (the candidate is version 2)" in one_line_error(
+        ganops(project, "approve", model, "1", "--reason", "x")
+    )
     done = ganops(project, "reject", model, "2", "--reason", "the 7s look like 1s")
     assert done.returncode == 0, done.stderr
     assert {k: str(v) for k, v in mlc.get_registered_model(model).aliases.items()} == {"champion": "1", "challenger": "2"}
@@ -140,8 +147,8 @@ def test_a_gate_judges_again_when_another_retrain_moved_the_champion_meanwhile(p
     """Two retrains on one registry (another project or machine, so no shared lock): the other one's gate commits
     right after this one scored the champion. The ledger's compare-and-set refuses the stale decision and this gate
     judges again against the champion at decision time."""
-    from components.promotion.commands import promote
-    from flows import retrain as flow
+    from components.promotion.actions import promote
+    from flows import retrain_tasks as flow
     from flows.retrain import retrain
 
     real, scored = flow.score_champion, []
@@ -188,8 +195,9 @@ def test_an_entry_edited_by_hand_is_caught_by_verify(project):
     mlc = registry.client(project)
     name = ledger.ledger_name(MODEL)
     first = min(mlc.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
-    mlc.set_model_version_tag(name, first.version, ledger.ENTRY_TAG,
-                              first.tags[ledger.ENTRY_TAG].replace('"reason":"', '"reason":"edited: '))
+    mlc.set_model_version_tag(
+        name, first.version, ledger.ENTRY_TAG, first.tags[ledger.ENTRY_TAG].replace('"reason":"', '"reason":"edited: ')
+    )
     line = one_line_error(ganops(project, "history", MODEL, "--verify"))
     assert "ledger entry 1" in line and "does not match its hash" in line
     refused = one_line_error(ganops(project, "rollback", MODEL, "--reason", "x"))

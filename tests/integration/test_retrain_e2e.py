@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from components.registry import tracking as registry
 from components.config import load_config
 from components.core.errors import ValidationFailed
-from components.serving.export import sha256_of
-from components.serving.formats import MANIFEST
 from components.core.names import TAG_DATA_GIT_REV, TAG_DATASET_MD5
 from components.data.versioning import read_dvc_file
+from components.registry import tracking as registry
+from components.serving.export import sha256_of
+from components.serving.formats import MANIFEST
 from flows.cli import app
 from tests.integration.conftest import REPO, new_project, sh
 
@@ -71,14 +71,25 @@ def test_export_files_match_their_manifest(first_run):
     manifest = json.loads((folder / MANIFEST).read_text())
     assert manifest["model_name"] == MODEL and manifest["model_version"] == "1"
     assert manifest["lineage"][TAG_DATASET_MD5] == first_run["dataset"]["md5"]
-    assert set(manifest["files"]) == {"generator.torchscript.pt", "generator.onnx", "generator.safetensors", "config.json",
-                                      "golden.safetensors", "samples.png", "MODEL_CARD.md"}
+    assert set(manifest["files"]) == {
+        "generator.torchscript.pt",
+        "generator.onnx",
+        "generator.safetensors",
+        "config.json",
+        "golden.safetensors",
+        "samples.png",
+        "MODEL_CARD.md",
+    }
     for name, entry in manifest["files"].items():
         assert sha256_of(folder / name) == entry["sha256"], name
     card = (folder / "MODEL_CARD.md").read_text()
     assert first_run["dataset"]["md5"] in card and "Verdict: **promote** (all rules passed)." in card and "| infra_valid | yes |" in card
-    assert sha256_of(folder / MANIFEST) == MlflowClient(first_run["tracking_uri"], first_run["tracking_uri"]).get_model_version(
-        MODEL, "1").tags["ganops.export_manifest_sha256"]  # the manifest itself is pinned on the version
+    assert (
+        sha256_of(folder / MANIFEST)
+        == MlflowClient(first_run["tracking_uri"], first_run["tracking_uri"])
+        .get_model_version(MODEL, "1")
+        .tags["ganops.export_manifest_sha256"]
+    )  # the manifest itself is pinned on the version
 
 
 def test_registered_model_ships_only_its_loader_code_and_loads_in_a_fresh_process(project, first_run, tmp_path):
@@ -92,10 +103,17 @@ def test_registered_model_ships_only_its_loader_code_and_loads_in_a_fresh_proces
     shipped = sorted(p.relative_to(local / "code").as_posix() for p in (local / "code").rglob("*.py"))
     assert "components/training/weights.py" in shipped
     assert not any(part in name for name in shipped for part in ("evaluation", "registry", "validation", "engine"))
-    load = ("import sys, mlflow, numpy as np; m = mlflow.pyfunc.load_model(sys.argv[1]); "
-            "print(np.asarray(m.predict(np.zeros((2, 16), np.float32))).shape)")
-    done = subprocess.run([sys.executable, "-c", load, str(local)], cwd=tmp_path, capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "MLFLOW_ENABLE_TELEMETRY": "false"})
+    load = (
+        "import sys, mlflow, numpy as np; m = mlflow.pyfunc.load_model(sys.argv[1]); "
+        "print(np.asarray(m.predict(np.zeros((2, 16), np.float32))).shape)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", load, str(local)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "MLFLOW_ENABLE_TELEMETRY": "false"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "(2, 1, 8, 8)"
 
@@ -113,7 +131,7 @@ def test_a_champion_of_another_shape_is_refused_before_training(project, first_r
 def test_lineage_cli_shows_the_chain(project, first_run):
     result = runner.invoke(app, ["lineage", f"{MODEL}@champion", "-C", str(project), "--json"])
     assert result.exit_code == 0, result.output
-    chain = json.loads(result.output[result.output.index("{"):])
+    chain = json.loads(result.output[result.output.index("{") :])
     assert chain["model"]["version"] == "1" and "champion" in chain["model"]["aliases"]
     assert chain["export"]["hashes_ok"] is True
     assert chain["dataset"]["md5"] == first_run["dataset"]["md5"]
@@ -146,7 +164,9 @@ def test_same_data_settings_and_code_again_reuse_the_result_and_register_nothing
     assert "train step" not in result.output
     mlc = registry.client(project)
     assert [str(v.version) for v in models(project)] == ["1"]  # the same training result is never registered twice
-    runs = mlc.search_runs([mlc.get_experiment_by_name("ganops-retrain").experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+    runs = mlc.search_runs(
+        [mlc.get_experiment_by_name("ganops-retrain").experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )
     second = json.loads(Path(mlc.download_artifacts(runs[0].info.run_id, "summary.json")).read_text())
     assert second["reused_training"] and second["reused_version"] and second["train_key"] == first_run["train_key"]
     assert second["scores"]["metrics"]["fid_domain"] == pytest.approx(first_run["scores"]["metrics"]["fid_domain"])
@@ -166,8 +186,12 @@ def test_a_candidate_that_does_not_beat_the_champion_is_a_challenger(project, fi
     challenger = mlc.get_model_version_by_alias(MODEL, "challenger")
     assert str(challenger.version) == "2" and "does not beat" in challenger.tags["ganops.gate_reasons"]
     rules = json.loads(challenger.tags["ganops.gate_rules"])
-    assert [(r["name"], r["passed"]) for r in rules] == [("validation_passed", True), ("relative_ceiling", True), ("beats_champion", False),
-                                                         ("infra_valid", True)]
+    assert [(r["name"], r["passed"]) for r in rules] == [
+        ("validation_passed", True),
+        ("relative_ceiling", True),
+        ("beats_champion", False),
+        ("infra_valid", True),
+    ]
     assert rules[3]["value"] < 1e-5 and "fresh process" in rules[3]["message"]
     run = mlc.get_run(second["run_id"])  # the paired bootstrap against the champion, and the decision as a file
     assert run.data.tags["ganops.paired_with"] == "1" and "fid_diff_ci_high_domain" in run.data.metrics
@@ -205,8 +229,11 @@ def test_truncated_png_stops_the_run_at_validation(project, tmp_path):
         retrain(config=load_config("smoke"), project_dir=str(project))
     assert "3/bad.png" in str(err.value) and "decodes" in str(err.value)
     assert len(models(project)) == before  # nothing registered
-    runs = registry.client(project).search_runs([registry.client(project).get_experiment_by_name("ganops-retrain").experiment_id],
-                                                order_by=["attributes.start_time DESC"], max_results=1)
+    runs = registry.client(project).search_runs(
+        [registry.client(project).get_experiment_by_name("ganops-retrain").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     assert runs[0].info.status == "FAILED"
 
 

@@ -63,16 +63,18 @@ def test_serve_refuses_a_changed_export_and_follows_the_alias_without_dropping_r
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
     flip(tmp_path / "exports" / "m" / "v3" / TORCHSCRIPT)
 
-    refused = subprocess.run([GANOPS, "serve", "m@3", "-C", str(project)], capture_output=True, text=True, timeout=120,
-                             env={**os.environ, **env})
+    refused = subprocess.run(
+        [GANOPS, "serve", "m@3", "-C", str(project)], capture_output=True, text=True, timeout=120, env={**os.environ, **env}
+    )
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert f"{TORCHSCRIPT} is changed (against the sha256 in manifest.json)" in refused.stderr and "v3" in refused.stderr
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
-    with process([GANOPS, "serve", "m@champion", "--follow", "--poll-s", "0.3", "--port", str(port), "-C", str(project)],
-                 log, env=env) as proc:
+    with process(
+        [GANOPS, "serve", "m@champion", "--follow", "--poll-s", "0.3", "--port", str(port), "-C", str(project)], log, env=env
+    ) as proc:
         wait_for(f"{base}/readyz", proc, log)
         answers, stop = [], threading.Event()
 
@@ -117,9 +119,25 @@ def test_the_api_answers_requests_generated_from_its_own_schema_by_that_schema_a
     port, log = free_port(), tmp_path / "serve.log"
     with process([GANOPS, "serve", str(folder), "--port", str(port), "--max-n", "16", "-C", str(tmp_path)], log) as proc:
         wait_for(f"http://127.0.0.1:{port}/readyz", proc, log)
-        done = subprocess.run([str(Path(sys.executable).parent / "schemathesis"), "run", f"http://127.0.0.1:{port}/openapi.json",
-                               "--checks", "all", "--max-examples", "40", "--seed", "1", "--generation-database", "none"],
-                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        done = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "schemathesis"),
+                "run",
+                f"http://127.0.0.1:{port}/openapi.json",
+                "--checks",
+                "all",
+                "--max-examples",
+                "40",
+                "--seed",
+                "1",
+                "--generation-database",
+                "none",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "Tested: 5" in done.stdout and "No issues found" in done.stdout  # every operation, POST /v1/generate too
 
@@ -150,8 +168,9 @@ def test_an_export_published_to_s3_is_served_from_there_and_a_partial_or_changed
             assert status == 200 and headers["x-ganops-version"] == "1" and headers["x-ganops-runtime"] == "onnx"
 
         def serve_once(source):
-            return subprocess.run([GANOPS, "serve", source, "--runtime", "onnx", "-C", str(tmp_path)], capture_output=True,
-                                  text=True, timeout=120)
+            return subprocess.run(
+                [GANOPS, "serve", source, "--runtime", "onnx", "-C", str(tmp_path)], capture_output=True, text=True, timeout=120
+            )
 
         partial = serve_once("s3://exports/team/m/v2")
         assert partial.returncode == 2 and "s3://exports/team/m/v2 is not an export: no manifest.json" in partial.stderr

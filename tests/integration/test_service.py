@@ -34,12 +34,22 @@ def service(tmp_path_factory):
     if servers.postgres_binaries() is None:
         pytest.skip("no PostgreSQL server binaries (initdb) on this machine: apt-get install postgresql")
     root = tmp_path_factory.mktemp("service")
-    with servers.postgres(("mlflow", "prefect")) as db, servers.moto_s3(root, (BUCKET,)) as s3, \
-            servers.mlflow_server(root, db["mlflow"].replace("postgresql://", "postgresql+psycopg://", 1), f"s3://{BUCKET}/mlflow", s3) as mlflow_url, \
-            servers.prefect_server(root, db["prefect"]) as prefect_env:
+    with (
+        servers.postgres(("mlflow", "prefect")) as db,
+        servers.moto_s3(root, (BUCKET,)) as s3,
+        servers.mlflow_server(
+            root, db["mlflow"].replace("postgresql://", "postgresql+psycopg://", 1), f"s3://{BUCKET}/mlflow", s3
+        ) as mlflow_url,
+        servers.prefect_server(root, db["prefect"]) as prefect_env,
+    ):
         project = new_project(root)
-        env = {**prefect_env, "MLFLOW_TRACKING_URI": mlflow_url, "GANOPS_HOME": str(project / ".ganops"),
-               "OMP_NUM_THREADS": "1", "MLFLOW_ENABLE_TELEMETRY": "false"}
+        env = {
+            **prefect_env,
+            "MLFLOW_TRACKING_URI": mlflow_url,
+            "GANOPS_HOME": str(project / ".ganops"),
+            "OMP_NUM_THREADS": "1",
+            "MLFLOW_ENABLE_TELEMETRY": "false",
+        }
         run([sys.executable, "-m", "flows.cli", "data", "import", "digits", "-C", str(project)], env)
         sh(project, "git", "add", "data.dvc", ".gitignore")
         sh(project, "git", "commit", "-qm", "digits v1")
@@ -83,8 +93,13 @@ def test_deploy_creates_the_pool_and_deployments_and_is_idempotent(deployed):
 
 
 def test_the_schedule_produces_scheduled_runs_and_the_cli_lists_answer(service, deployed):
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterState, \
-        FlowRunFilterStateType
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
 
     env = service["env"]
@@ -104,8 +119,7 @@ def test_the_schedule_produces_scheduled_runs_and_the_cli_lists_answer(service, 
 def test_a_deployment_run_on_a_worker_registers_a_model_with_artifacts_in_s3(service, deployed):
     env, project = service["env"], service["project"]
     worker_log = service["root"] / "worker.log"
-    with servers.process([str(BIN / "prefect"), "worker", "start", "--pool", "ganops-process"], worker_log,
-                         env=env, cwd=project):
+    with servers.process([str(BIN / "prefect"), "worker", "start", "--pool", "ganops-process"], worker_log, env=env, cwd=project):
         out = run([str(BIN / "prefect"), "deployment", "run", "retrain/retrain-on-demand", "--param", "preset=smoke"], env)
         flow_run_id = next(line.split()[-1] for line in out.splitlines() if "UUID" in line)
         flow_run = wait_for_flow_run(env, flow_run_id)
@@ -129,24 +143,37 @@ def test_a_deployment_run_on_a_worker_registers_a_model_with_artifacts_in_s3(ser
     assert champion.version == "1" and mlc.get_run(champion.run_id).info.status == "FINISHED"
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=service["s3"]["AWS_ENDPOINT_URL"], aws_access_key_id="testing",
-                      aws_secret_access_key="testing", region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=service["s3"]["AWS_ENDPOINT_URL"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET) for o in page.get("Contents", [])]
     assert any(k.endswith("generator.safetensors") for k in keys), keys[:20]
     assert any(k.endswith("validation/report.json") for k in keys)
     lineage = run([sys.executable, "-m", "flows.cli", "lineage", f"{MODEL}@champion", "--json", "-C", str(project)], env)
-    assert json.loads(lineage[lineage.index("{"):])["model"]["version"] == "1"
+    assert json.loads(lineage[lineage.index("{") :])["model"]["version"] == "1"
 
 
 def test_two_runs_of_one_model_at_once_take_turns_and_lose_no_version(service, deployed):
     env, project = service["env"], service["project"]
     worker_log = service["root"] / "worker2.log"
-    with servers.process([str(BIN / "prefect"), "worker", "start", "--pool", "ganops-process"], worker_log,
-                         env=env, cwd=project):
+    with servers.process([str(BIN / "prefect"), "worker", "start", "--pool", "ganops-process"], worker_log, env=env, cwd=project):
         ids = []
         for seed in (11, 12):  # two training results (the same one would be registered once, see test_crash)
-            out = run([str(BIN / "prefect"), "deployment", "run", "retrain/retrain-on-demand", "--params",
-                       json.dumps({"preset": "smoke", "overrides": [f"seed={seed}"]})], env)
+            out = run(
+                [
+                    str(BIN / "prefect"),
+                    "deployment",
+                    "run",
+                    "retrain/retrain-on-demand",
+                    "--params",
+                    json.dumps({"preset": "smoke", "overrides": [f"seed={seed}"]}),
+                ],
+                env,
+            )
             ids.append(next(line.split()[-1] for line in out.splitlines() if "UUID" in line))
         flow_runs = [wait_for_flow_run(env, flow_run_id) for flow_run_id in ids]
     assert all(f.state.is_completed() for f in flow_runs), [f.state for f in flow_runs]
@@ -156,8 +183,10 @@ def test_two_runs_of_one_model_at_once_take_turns_and_lose_no_version(service, d
     spans = []
     with prefect_client(env) as client:
         for flow_run in flow_runs:
-            tasks = {t.name.rsplit("-", 1)[0]: t for t in client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))}
+            tasks = {
+                t.name.rsplit("-", 1)[0]: t
+                for t in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+            }
             spans.append((tasks["validate"].start_time, tasks["gate"].end_time))
     (a_start, a_end), (b_start, b_end) = sorted(spans)
     assert a_end <= b_start, f"the two retrains of {MODEL} overlapped: {spans}"  # the second waited for the first
@@ -191,10 +220,21 @@ def test_the_training_deployment_is_found_by_its_pool_and_a_pool_without_one_is_
 
 def test_training_runs_as_its_own_job_on_the_gpu_pool(service, deployed):
     env, project, root = service["env"], service["project"], service["root"]
-    with servers.process([str(BIN / "prefect"), "worker", "start", "--pool", "ganops-process"], root / "worker3.log", env=env, cwd=project), \
-            servers.process([str(BIN / "prefect"), "worker", "start", "--pool", "ganops-gpu"], root / "gpu-worker.log", env=env, cwd=project):
-        out = run([str(BIN / "prefect"), "deployment", "run", "retrain/retrain-on-demand", "--params",
-                   json.dumps({"preset": "smoke", "overrides": ["seed=21", "train.work_pool=ganops-gpu"]})], env)
+    with (
+        servers.process([str(BIN / "prefect"), "worker", "start", "--pool", "ganops-process"], root / "worker3.log", env=env, cwd=project),
+        servers.process([str(BIN / "prefect"), "worker", "start", "--pool", "ganops-gpu"], root / "gpu-worker.log", env=env, cwd=project),
+    ):
+        out = run(
+            [
+                str(BIN / "prefect"),
+                "deployment",
+                "run",
+                "retrain/retrain-on-demand",
+                "--params",
+                json.dumps({"preset": "smoke", "overrides": ["seed=21", "train.work_pool=ganops-gpu"]}),
+            ],
+            env,
+        )
         flow_run = wait_for_flow_run(env, next(line.split()[-1] for line in out.splitlines() if "UUID" in line))
     gpu_log, process_log = (root / "gpu-worker.log").read_text(), (root / "worker3.log").read_text()
     assert flow_run.state.is_completed(), f"{flow_run.state}\n{process_log[-3000:]}\n{gpu_log[-3000:]}"
@@ -215,9 +255,12 @@ def test_training_runs_as_its_own_job_on_the_gpu_pool(service, deployed):
 def test_a_data_import_triggers_retrain_on_data_of_its_own_project_only(service, deployed, tmp_path):
     env, project = service["env"], service["project"]
     other = new_project(tmp_path)  # another project on the same server: its imports must not retrain this one
-    assert "event ganops.dataset.updated sent" in run([sys.executable, "-m", "flows.cli", "data", "import", "digits", "-C", str(other)],
-                                                      {**env, "GANOPS_HOME": str(other / ".ganops")})
-    assert "event ganops.dataset.updated sent" in run([sys.executable, "-m", "flows.cli", "data", "import", "digits", "-C", str(project)], env)
+    assert "event ganops.dataset.updated sent" in run(
+        [sys.executable, "-m", "flows.cli", "data", "import", "digits", "-C", str(other)], {**env, "GANOPS_HOME": str(other / ".ganops")}
+    )
+    assert "event ganops.dataset.updated sent" in run(
+        [sys.executable, "-m", "flows.cli", "data", "import", "digits", "-C", str(project)], env
+    )
     deadline, runs = time.monotonic() + 120, []
     while time.monotonic() < deadline and not runs:
         runs = flow_runs_of(env, "retrain-on-data")

@@ -23,10 +23,15 @@ from tests.integration.conftest import digits_project, sh
 pytestmark = pytest.mark.slow
 runner = CliRunner()
 MODEL = "ganops-cdcgan-test"
-SMALL = ["train.steps=600", "train.ema_decay=0.0",  # an EMA of 0.999 lags far behind over 600 steps
-         "evaluate.num_samples=256",
-         "evaluate.extractor_epochs=2", "evaluate.bootstrap_rounds=0", f"registry.model_name={MODEL}",
-         "gate.rules.relative_ceiling.factor=100000.0"]
+SMALL = [
+    "train.steps=600",
+    "train.ema_decay=0.0",  # an EMA of 0.999 lags far behind over 600 steps
+    "evaluate.num_samples=256",
+    "evaluate.extractor_epochs=2",
+    "evaluate.bootstrap_rounds=0",
+    f"registry.model_name={MODEL}",
+    "gate.rules.relative_ceiling.factor=100000.0",
+]
 RELAXED = ["synthesis.min_class_accuracy=0.5", "synthesis.class_fid_factor=1000.0", "synthesis.quality_samples=100"]
 
 
@@ -76,16 +81,20 @@ def test_generate_is_deterministic_by_seed_and_records_its_generator(project, tm
     npz = tmp_path / "npz"
     assert cli(project, "generate", f"{MODEL}@champion", "-n", "2", "--format", "npz", "--out", str(npz)).exit_code == 0
     import numpy as np
+
     with np.load(npz / "images.npz", allow_pickle=False) as z:
         assert z["x"].shape == (20, 8, 8, 1) and z["x"].dtype == np.uint8 and list(z["y"][:3]) == ["0", "0", "1"]
 
 
-@pytest.mark.parametrize("args, words", [
-    (["-n", "3", "--class", "ten"], "class 'ten' is not one"),
-    (["-n", "0"], "-n 0 is out of bounds"),
-    (["-n", "2000000"], "out of bounds"),
-    (["-n", "3", "--format", "gif"], "--format 'gif'"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["-n", "3", "--class", "ten"], "class 'ten' is not one"),
+        (["-n", "0"], "-n 0 is out of bounds"),
+        (["-n", "2000000"], "out of bounds"),
+        (["-n", "3", "--format", "gif"], "--format 'gif'"),
+    ],
+)
 def test_generate_refusals(project, tmp_path, args, words):
     done = cli(project, "generate", f"{MODEL}@champion", *args, "--out", str(tmp_path / "out"))
     assert refused(done, words), (done.output, done.exception)
@@ -96,10 +105,28 @@ def test_the_command_line_prints_one_line_and_exits_2(project, tmp_path):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "generate", f"{MODEL}@champion", "-n", "3", "--class", "ten",
-                           "--out", str(tmp_path / "out"), "-C", str(project)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "generate",
+            f"{MODEL}@champion",
+            "-n",
+            "3",
+            "--class",
+            "ten",
+            "--out",
+            str(tmp_path / "out"),
+            "-C",
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
-        f"error: class 'ten' is not one {MODEL} version 1 generates; it knows 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"], done.stderr
+        f"error: class 'ten' is not one {MODEL} version 1 generates; it knows 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"
+    ], done.stderr
 
 
 def test_generate_refuses_a_non_empty_folder_and_an_unconditional_class(project, tmp_path):
@@ -114,8 +141,10 @@ def test_generate_refuses_a_non_empty_folder_and_an_unconditional_class(project,
     assert cli(project, "generate", f"{MODEL}@champion", "-n", "2", "--out", str(again)).exit_code == 0
     assert cli(project, "generate", f"{MODEL}@champion", "-n", "3", "--out", str(again), "--force").exit_code == 0
     assert json.loads((again / SYNTHETIC_MANIFEST).read_text())["counts"]["0"] == 3
-    assert refused(cli(project, "rebalance", "--model", f"{MODEL}@champion", "--data", str(project / "data"), "--out",
-                       str(project / "data" / "more")), "overlap")
+    assert refused(
+        cli(project, "rebalance", "--model", f"{MODEL}@champion", "--data", str(project / "data"), "--out", str(project / "data" / "more")),
+        "overlap",
+    )
     plain = train_to_files(project / "data", load_config("smoke", ["train.steps=2"]), tmp_path / "plain")
     export = export_generator(plain.weights, tmp_path / "exports", "plain", "1", {})
     done = cli(project, "generate", str(export), "-n", "2", "--class", "3", "--out", str(tmp_path / "p"))
@@ -140,8 +169,21 @@ def test_rebalance_import_validates_and_traces_back_to_the_generator(project, tm
 
     out = tmp_path / "rebalanced"
     before = read_dvc_file(project / "data.dvc")["md5"]
-    done = cli(project, "rebalance", "--model", f"{MODEL}@champion", "--data", str(project.parent / "imbalanced"), "--out",
-               str(out), "--max-synthetic-fraction", "0.9", "--import", "--set", *RELAXED)
+    done = cli(
+        project,
+        "rebalance",
+        "--model",
+        f"{MODEL}@champion",
+        "--data",
+        str(project.parent / "imbalanced"),
+        "--out",
+        str(out),
+        "--max-synthetic-fraction",
+        "0.9",
+        "--import",
+        "--set",
+        *RELAXED,
+    )
     assert done.exit_code == 0, done.output
     largest = max(len(list((out / c).glob("*.png"))) for c in "0123456789")
     assert largest == 182 and "validation passed" in done.output  # class 1, all real
@@ -173,7 +215,8 @@ def test_the_rebalance_flow_runs_the_same_steps(project, tmp_path):
     from flows.rebalance import rebalance
 
     out = tmp_path / "flow-out"
-    result = rebalance(model=f"{MODEL}@1", data=str(project.parent / "imbalanced"), out=str(out), overrides=RELAXED,
-                       project_dir=str(project))
+    result = rebalance(
+        model=f"{MODEL}@1", data=str(project.parent / "imbalanced"), out=str(out), overrides=RELAXED, project_dir=str(project)
+    )
     assert result["generator"]["version"] == "1" and result["synthetic"] == len(list(out.rglob("synthetic-v1-*.png")))
     assert len(list((out / "3").glob("synthetic-v1-*.png"))) == 54  # 18 real: at most 0.75 synthetic (the default)

@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from components.training.checkpoints import list_checkpoints
 from components.data.images import load_images
-from components.data.sources import write_digits
+from components.data.importers import write_digits
+from components.training.checkpoints import list_checkpoints
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -95,8 +95,16 @@ def test_two_nodes_meeting_at_a_c10d_rendezvous_match_one_process(digits, tmp_pa
         node_env = {**env, "JOB_COMPLETION_INDEX": index}
         torchrun = (sys.executable, "-m", "torch.distributed.run", *torchrun_args(1, 2, node_env, "unused"))
         assert "--rdzv-backend=c10d" in torchrun and "--standalone" not in torchrun
-        nodes.append(subprocess.Popen(train_cmd(digits, tmp_path / "nodes", *args, launcher=torchrun), cwd=REPO, env=node_env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        nodes.append(
+            subprocess.Popen(
+                train_cmd(digits, tmp_path / "nodes", *args, launcher=torchrun),
+                cwd=REPO,
+                env=node_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [node.communicate(timeout=600)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     assert any("x2" in out for out in outputs)  # world size 2 across the two launchers
@@ -110,8 +118,22 @@ def test_conditional_samples_have_the_requested_labels(digits, tmp_path):
     from components.evaluation.domain import load_or_train_extractor
     from components.training.weights import load_generator, sample
 
-    run(train_cmd(digits, tmp_path / "cond", "--max-steps", "1500", "--set", "train.arch=cdcgan",
-                  "--set", "train.base_channels=64", "--set", "train.extra_layers=1", "--set", "train.batch_size=64"))
+    run(
+        train_cmd(
+            digits,
+            tmp_path / "cond",
+            "--max-steps",
+            "1500",
+            "--set",
+            "train.arch=cdcgan",
+            "--set",
+            "train.base_channels=64",
+            "--set",
+            "train.extra_layers=1",
+            "--set",
+            "train.batch_size=64",
+        )
+    )
     generator, spec, _ = load_generator(tmp_path / "cond" / "generator.safetensors")
     assert spec.num_classes == 10
     images, targets = load_images(digits, LABELS)
@@ -134,8 +156,17 @@ def test_the_cuda_recipe_compiles_and_trains_on_cpu():
 
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (64, 1, 8, 8), dtype=np.uint8), rng.integers(0, 4, 64)
-    tiny = dict(batch_size=16, z_dim=8, base_channels=8, extra_layers=1, steps=4, log_every=2, device="cpu",
-                precision="bf16", memory_format="channels_last")
+    tiny = dict(
+        batch_size=16,
+        z_dim=8,
+        base_channels=8,
+        extra_layers=1,
+        steps=4,
+        log_every=2,
+        device="cpu",
+        precision="bf16",
+        memory_format="channels_last",
+    )
     torch._dynamo.reset()
     counters.clear()
     eager = train_gan(images, labels, TrainConfig(**tiny), seed=1)
@@ -166,8 +197,9 @@ print((faults[24] - faults[9]) / 15)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or any(v in os.environ for v in ALLOCATOR_ENV),
-                    reason="glibc's allocator, as it starts")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or any(v in os.environ for v in ALLOCATOR_ENV), reason="glibc's allocator, as it starts"
+)
 def test_cpu_steps_reuse_freed_memory_instead_of_faulting_in_new_pages():
     def faults_per_step(mode: str) -> float:
         out = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True, text=True, cwd=REPO)

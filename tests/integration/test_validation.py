@@ -8,11 +8,21 @@ import pytest
 from components.config import ValidationConfig
 from components.data.png import encode_png
 from components.validation.manifest import build_manifest
-from components.validation.report import format_failures
+from components.validation.results import format_failures
 from components.validation.validate import validate_folder
 
-CFG = ValidationConfig(min_images=10, max_images=1000, image_size=8, channels=1, labels=["0", "1"], min_class_fraction=0.0,
-                       max_class_fraction=1.0, pixel_mean_range=(0.0, 255.0), min_pixel_std=0.0, max_pixels=64 * 64)
+CFG = ValidationConfig(
+    min_images=10,
+    max_images=1000,
+    image_size=8,
+    channels=1,
+    labels=["0", "1"],
+    min_class_fraction=0.0,
+    max_class_fraction=1.0,
+    pixel_mean_range=(0.0, 255.0),
+    min_pixel_std=0.0,
+    max_pixels=64 * 64,
+)
 
 
 def make_folder(root, n=12):
@@ -116,7 +126,9 @@ def test_bad_files_each_get_a_named_rule(tmp_path):
 
 
 def test_class_proportions_pixel_bounds_and_blank_images(tmp_path):
-    cfg = CFG.model_copy(update={"min_class_fraction": 0.3, "max_class_fraction": 0.6, "pixel_mean_range": (200.0, 255.0), "min_pixel_std": 1.0})
+    cfg = CFG.model_copy(
+        update={"min_class_fraction": 0.3, "max_class_fraction": 0.6, "pixel_mean_range": (200.0, 255.0), "min_pixel_std": 1.0}
+    )
     root = make_folder(tmp_path, n=12)
     for i in range(8):
         (root / "0" / f"extra{i}.png").write_bytes(encode_png(np.random.default_rng(i).integers(0, 256, (8, 8), dtype=np.uint8)))
@@ -128,7 +140,7 @@ def test_class_proportions_pixel_bounds_and_blank_images(tmp_path):
 
 
 def test_drift_against_the_last_passed_version(tmp_path):
-    from components.data.sources import write_digits
+    from components.data.importers import write_digits
 
     cfg = ValidationConfig(min_images=10, drift="fail", min_class_fraction=0.0)
     digits = write_digits(tmp_path / "v1") and tmp_path / "v1"
@@ -173,4 +185,6 @@ def test_imbalanced_profile_and_the_synthetic_fraction_rule(tmp_path):
     assert rule["file_count"] == 10 and all(f.startswith("1/") for f in rule["files"]), rule
     assert validate_folder(root, strict.model_copy(update={"max_synthetic_fraction": 0.6})).success
     (root / "0").rename(tmp_path / "moved")  # imbalanced still needs every label present
-    assert "every allowed label is present" in failures_by_rule(validate_folder(root, strict.model_copy(update={"max_synthetic_fraction": 1.0})).to_dict())
+    assert "every allowed label is present" in failures_by_rule(
+        validate_folder(root, strict.model_copy(update={"max_synthetic_fraction": 1.0})).to_dict()
+    )

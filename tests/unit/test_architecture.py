@@ -1,5 +1,6 @@
-"""The layout's rules, read from the source with ast: no import cycles, no import from a lower layer to a higher
-one, project imports inside functions only in the CLI (to keep `ganops --help` instant), short functions."""
+"""The layout's rules, read from the source with ast: no import cycles (annotations included), no import from a lower
+layer to a higher one, project imports inside functions only in the CLI (to keep `ganops --help` instant), functions
+of at most 60 lines and modules of at most 400."""
 
 import ast
 from pathlib import Path
@@ -38,7 +39,7 @@ LAYERS = {
     "flows": 12,
 }
 MAX_FUNCTION_LINES = 60
-LONG_FUNCTION_NOTE = "# Longer than 60 lines"
+MAX_MODULE_LINES = 400
 
 
 def layer_of(module: str) -> tuple[int, str]:
@@ -71,7 +72,8 @@ def upward_imports(graph) -> list[str]:
 
 @pytest.fixture(scope="module")
 def graph():
-    return import_graph(REPO, PACKAGES)
+    # With the imports made for annotations alone: a circle of types is a circle of the design.
+    return import_graph(REPO, PACKAGES, type_only=True)
 
 
 def test_no_import_cycles(graph):
@@ -87,41 +89,45 @@ def test_the_checks_catch_what_they_look_for():
     # A test that cannot fail is a defect: both checks flag a planted violation.
     planted = {"components.core.x": [("components.evaluation.evaluate", 3)], "components.evaluation.evaluate": [("components.core.x", 1)]}
     assert find_cycle(planted) and upward_imports(planted) == [
-        "components.core.x:3 imports components.evaluation.evaluate (layer components.evaluation=7 over components.core=0)"]
+        "components.core.x:3 imports components.evaluation.evaluate (layer components.evaluation=7 over components.core=0)"
+    ]
 
 
 def test_project_imports_inside_functions_only_in_the_cli():
     offenders = []
     for path in sorted(p for package in PACKAGES for p in (REPO / package).rglob("*.py")):
-        if path == REPO / "flows" / "cli.py":
+        if path.parent == REPO / "flows" / "cli":
             continue  # commands import components lazily so `ganops --help` does not load torch
         for func in ast.walk(ast.parse(path.read_text())):
             if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
             for node in ast.walk(func):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                )
                 offenders += [f"{path.relative_to(REPO)}:{node.lineno} {name}" for name in names if name.split(".")[0] in PACKAGES]
     assert offenders == []
 
 
-def test_functions_are_short_or_say_why():
+def test_functions_and_modules_are_short():
     long = []
     for path in sorted(p for package in PACKAGES for p in (REPO / package).rglob("*.py")):
         lines = path.read_text().splitlines()
+        if len(lines) > MAX_MODULE_LINES:
+            long.append(f"{path.relative_to(REPO)} ({len(lines)} lines)")
         for node in ast.walk(ast.parse("\n".join(lines))):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                body = lines[node.lineno - 1 : node.end_lineno]
-                if len(body) > MAX_FUNCTION_LINES and not any(LONG_FUNCTION_NOTE in line for line in body):
-                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({len(body)} lines)")
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert long == []
 
 
-def test_registered_models_carry_only_the_loader_code(tmp_path, graph):
+def test_registered_models_carry_only_the_loader_code(tmp_path):
     from components.serving.mlflow_model import LOADER_MODULE, model_code_files
 
     package = model_code_files(tmp_path)
     shipped = {p.relative_to(tmp_path).as_posix() for p in package.rglob("*.py")}
     assert "components/training/weights.py" in shipped and "components/training/networks.py" in shipped
     assert not any(part in name for name in shipped for part in ("evaluation", "registry", "flows", "engine", "config"))
-    assert len(shipped) == len(closure(graph, LOADER_MODULE))
+    assert len(shipped) == len(closure(import_graph(REPO, PACKAGES), LOADER_MODULE))  # what runs

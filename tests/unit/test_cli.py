@@ -16,4 +16,3 @@ from flows.cli import expand_set_pairs
 )
 def test_several_pairs_after_one_set(argv, expected):
     assert expand_set_pairs(argv) == expected
-

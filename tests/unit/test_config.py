@@ -98,3 +98,55 @@ def test_allowed_values_come_from_the_registries():
 
     for field, registry in (("arch", ARCHS), ("loss", LOSSES), ("optimizer", OPTIMIZERS)):
         assert set(TrainConfig.model_json_schema()["properties"][field]["enum"]) == set(registry.names())
+
+
+# YAML 1.2 values: a string-typed key takes off/on/yes/no as the strings they look like (YAML 1.1 read them as
+# booleans, so `drift: off` was refused with "Input should be 'warn', 'fail' or 'off'"); the field's type decides.
+@pytest.mark.parametrize(
+    "key,text,expected",
+    [
+        ("validation.drift", "off", "off"),
+        ("validation.drift", "fail", "fail"),
+        ("train.feature_matching", "true", True),
+        ("train.feature_matching", "false", False),
+        ("train.feature_matching", "True", True),
+        ("train.compile", "FALSE", False),
+        ("validation.labels", "[yes, no, on, off, y, n]", ["yes", "no", "on", "off", "y", "n"]),
+        ("validation.image_size", "null", None),
+        ("train.lr", "1e-3", 1e-3),
+    ],
+)
+@pytest.mark.parametrize("via", ["--set", "yaml file"])
+def test_values_are_read_as_yaml_1_2(tmp_path, key, text, expected, via):
+    section, name = key.split(".")
+    if via == "--set":
+        cfg = load_config("smoke", [f"{key}={text}"])
+    else:
+        path = tmp_path / "c.yaml"
+        path.write_text(f"{section}:\n  {name}: {text}\n")
+        cfg = load_config(str(path))
+    assert getattr(getattr(cfg, section), name) == expected
+
+
+# A bool key takes only true/false: `yes`, `on`, `no`, `off` are now strings, refused (strict) with the key named,
+# rather than read as booleans behind the user's back.
+@pytest.mark.parametrize("text", ["yes", "no", "on", "off", "y"])
+@pytest.mark.parametrize("via", ["--set", "yaml file"])
+def test_a_bool_key_refuses_yes_no_on_off_naming_the_key(tmp_path, text, via):
+    if via == "--set":
+        source, overrides = "smoke", [f"train.compile={text}"]
+    else:
+        (tmp_path / "c.yaml").write_text(f"train:\n  compile: {text}\n")
+        source, overrides = str(tmp_path / "c.yaml"), []
+    with pytest.raises(ConfigError, match=r"train\.compile: Input should be a valid boolean"):
+        load_config(source, overrides)
+
+
+def test_a_string_key_still_names_itself_on_a_bad_value():
+    with pytest.raises(ConfigError, match=r"validation\.drift: Input should be 'warn', 'fail' or 'off'"):
+        load_config("smoke", ["validation.drift=true"])
+
+
+def test_an_override_that_is_not_yaml_names_itself():
+    with pytest.raises(ConfigError, match=r"override 'train.steps=\[1': the value is not valid YAML"):
+        load_config("smoke", ["train.steps=[1"])

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from components.core.atomic import replace_folder
+from components.core.errors import DataError
 from components.data.cache import _die_with_parent, start_method
 from components.data.images import load_images
+from components.data.importers import copy_image_folder, digits_arrays, write_digits
 from components.data.png import encode_png
-from components.data.sources import copy_image_folder, digits_arrays, write_digits
-from components.core.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,7 +76,7 @@ def test_the_decoded_cache_equals_the_in_memory_load_and_is_checked_on_open(tmp_
 
     from components.data.cache import IMAGES, cached_images
     from components.data.images import load_images
-    from components.data.sources import write_digits
+    from components.data.importers import write_digits
 
     root = tmp_path / "digits"
     write_digits(root)
@@ -103,7 +103,7 @@ def test_the_decoded_cache_equals_the_in_memory_load_and_is_checked_on_open(tmp_
 
 def test_a_cache_keyed_by_the_dvc_md5_survives_rewritten_files(tmp_path):
     from components.data.cache import cached_images
-    from components.data.sources import write_digits
+    from components.data.importers import write_digits
 
     root, cache, md5 = tmp_path / "digits", tmp_path / "cache", "0123456789abcdef0123456789abcdef"
     write_digits(root)

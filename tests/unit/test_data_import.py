@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.data.sources import write_npz
 from components.core.errors import DataError
+from components.data.importers import write_npz
 
 
 def test_npz_is_written_as_pngs_deterministically(tmp_path):
@@ -57,7 +57,7 @@ def test_npz_with_objects_is_not_unpickled(tmp_path):
 
 
 def test_folder_import_refuses_a_link_out_of_the_source(tmp_path):
-    from components.data.sources import copy_image_folder
+    from components.data.importers import copy_image_folder
 
     secret = tmp_path / "secret.txt"
     secret.write_text("not data")

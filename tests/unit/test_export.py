@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from components.config import TrainConfig
+from components.core.names import SERVING_RUNTIMES
 from components.serving.export import export_generator, verify_export
-from components.serving.formats import GOLDEN, MANIFEST, ONNX, TORCHSCRIPT, WEIGHTS
+from components.serving.formats import GOLDEN, MANIFEST, ONNX, RUNTIMES, TORCHSCRIPT, WEIGHTS
 from components.serving.infra import infra_validate
 from components.training.networks import build_generator
-from components.training.engine import model_spec
+from components.training.state import model_spec
 from components.training.weights import load_generator, save_generator
 
 
@@ -86,10 +87,11 @@ def test_an_export_proves_itself_in_a_fresh_process(tmp_path, arch):
     spec = model_spec(TrainConfig(arch=arch, z_dim=8, base_channels=16), 1, 8, 10)
     weights = save_generator(tmp_path / "g.safetensors", build_generator(spec).eval(), spec, {})
     folder = export_generator(weights, tmp_path / "exports", "m", "1", {})
-    assert {GOLDEN, ONNX, TORCHSCRIPT} <= set(json.loads((folder / MANIFEST).read_text())["files"])
+    assert {GOLDEN, *(r.file for r in RUNTIMES.values())} <= set(json.loads((folder / MANIFEST).read_text())["files"])
     report = infra_validate(folder)
     assert not report.error, report.error
-    for runtime in ("torchscript", "onnx"):
+    assert {r.runtime for r in report.runtimes} == set(RUNTIMES)
+    for runtime in RUNTIMES:
         assert report[runtime].max_abs_diff <= 1e-5 and report[runtime].ms_batch1 > 0 and report[runtime].ms_batch64 > 0
     assert report["onnx"].version.startswith("onnxruntime ")
     (folder / ONNX).write_bytes(b"not a model")
@@ -104,11 +106,24 @@ def test_the_model_card_gives_lineage_metrics_with_intervals_the_decision_and_sa
     from components.serving.formats import MODEL_CARD, SAMPLES
 
     spec = model_spec(TrainConfig(arch="cdcgan", z_dim=8, base_channels=16), 1, 8, 3)
-    weights = save_generator(tmp_path / "g.safetensors", build_generator(spec).eval(), spec, {"validation": {"labels": ["cat", "dog", "owl"]}})
-    decision = {"verdict": "reject", "promote": False, "reasons": ["beats_champion: 5.1 is not below 4.0"],
-                "rules": [{"name": "beats_champion", "passed": False, "value": 5.1, "threshold": 4.0, "message": "5.1 is not below 4.0"}]}
-    folder = export_generator(weights, tmp_path / "exports", "m", "7", {"ganops.dataset_md5": "f00d"},
-                              {"fid_domain": 5.1, "fid_ci_low_domain": 4.8, "fid_ci_high_domain": 5.5, "champion.fid_domain": 4.0}, decision)
+    weights = save_generator(
+        tmp_path / "g.safetensors", build_generator(spec).eval(), spec, {"validation": {"labels": ["cat", "dog", "owl"]}}
+    )
+    decision = {
+        "verdict": "reject",
+        "promote": False,
+        "reasons": ["beats_champion: 5.1 is not below 4.0"],
+        "rules": [{"name": "beats_champion", "passed": False, "value": 5.1, "threshold": 4.0, "message": "5.1 is not below 4.0"}],
+    }
+    folder = export_generator(
+        weights,
+        tmp_path / "exports",
+        "m",
+        "7",
+        {"ganops.dataset_md5": "f00d"},
+        {"fid_domain": 5.1, "fid_ci_low_domain": 4.8, "fid_ci_high_domain": 5.5, "champion.fid_domain": 4.0},
+        decision,
+    )
     card = (folder / MODEL_CARD).read_text()
     assert "# m version 7" in card and "3 classes: cat, dog, owl" in card and "| dataset md5 (DVC) | f00d |" in card
     assert "| fid_domain | 5.1 | 4.8 - 5.5 |" in card and "champion.fid_domain" not in card
@@ -118,3 +133,11 @@ def test_the_model_card_gives_lineage_metrics_with_intervals_the_decision_and_sa
     manifest = json.loads((folder / MANIFEST).read_text())
     assert {MODEL_CARD, SAMPLES} <= set(manifest["files"]) and manifest["labels"] == ["cat", "dog", "owl"]
     assert verify_export(folder)["ok"]
+
+
+def test_every_runtime_the_gate_checks_has_one_record_that_export_serving_and_the_check_read():
+    """The gate rule infra_valid reads the runtimes' names from core.names (it sits below serving); each has exactly
+    one record in serving.formats, with its own file."""
+    assert tuple(RUNTIMES) == SERVING_RUNTIMES
+    assert all(name == r.name for name, r in RUNTIMES.items())
+    assert len({r.file for r in RUNTIMES.values()}) == len(RUNTIMES) and {TORCHSCRIPT, ONNX} == {r.file for r in RUNTIMES.values()}

@@ -14,22 +14,24 @@ POLICY = GateConfig(fid_ceiling=20.0, min_improvement=0.5)
 
 
 def evidence(candidate, champion=None, valid=True, floor=5.0):
-    return Evidence({"fid_domain": candidate, "fid_domain_real_split": floor, "infra_max_abs_diff_torchscript": 1e-7,
-                     "infra_max_abs_diff_onnx": 1e-7},
-                    None if champion is None else {"fid_domain": champion}, valid)
+    return Evidence(
+        {"fid_domain": candidate, "fid_domain_real_split": floor, "infra_max_abs_diff_torchscript": 1e-7, "infra_max_abs_diff_onnx": 1e-7},
+        None if champion is None else {"fid_domain": champion},
+        valid,
+    )
 
 
 @pytest.mark.parametrize(
     "candidate,champion,valid,promote,reason",
     [
-        (10.0, None, True, True, "no champion yet"),          # first model: ceiling alone
-        (25.0, None, True, False, "is not below 20"),         # over the ceiling
-        (20.0, None, True, False, "is not below 20"),         # at the ceiling is not under it
-        (10.0, 12.0, True, True, "beats the champion"),       # better by more than the margin
-        (11.8, 12.0, True, False, "does not beat"),           # better, but within the margin
-        (12.0, 12.0, True, False, "does not beat"),           # a tie keeps the champion
-        (13.0, 12.0, True, False, "does not beat"),           # worse
-        (10.0, 12.0, False, False, "data validation failed"), # bad data never promotes
+        (10.0, None, True, True, "no champion yet"),  # first model: ceiling alone
+        (25.0, None, True, False, "is not below 20"),  # over the ceiling
+        (20.0, None, True, False, "is not below 20"),  # at the ceiling is not under it
+        (10.0, 12.0, True, True, "beats the champion"),  # better by more than the margin
+        (11.8, 12.0, True, False, "does not beat"),  # better, but within the margin
+        (12.0, 12.0, True, False, "does not beat"),  # a tie keeps the champion
+        (13.0, 12.0, True, False, "does not beat"),  # worse
+        (10.0, 12.0, False, False, "data validation failed"),  # bad data never promotes
         (math.nan, None, True, False, "not finite"),
         (math.inf, 12.0, True, False, "not finite"),
     ],
@@ -64,24 +66,31 @@ def test_rules_merge_over_the_defaults_and_null_drops_one():
     assert gate.rules["kid"] == {"rule": "ceiling", "metric": "kid_domain", "value": 0.1}
     assert gate.rules["relative_ceiling"]["metric"] == "fid_domain"  # the rule's metric defaults to gate.metric
     result = decide(Evidence({"fid_domain": 3.0, "fid_domain_real_split": 5.0, "kid_domain": 0.2}, {"fid_domain": 1.0}, True), gate)
-    assert [(r.name, r.passed) for r in result.results] == [("validation_passed", True), ("relative_ceiling", True),
-                                                            ("infra_valid", False), ("kid", False)]  # no infra numbers
+    assert [(r.name, r.passed) for r in result.results] == [
+        ("validation_passed", True),
+        ("relative_ceiling", True),
+        ("infra_valid", False),
+        ("kid", False),
+    ]  # no infra numbers
     assert GateConfig.model_validate(gate.model_dump()) == gate  # a stored resolved config reads back the same
 
 
-@pytest.mark.parametrize("override, message", [
-    ("gate.rules.fast={}", "gate.rules.fast: unknown rule 'fast'; choose one of validation_passed"),
-    ("gate.rules.ceiling={value: high}", "gate.rules.ceiling.value must be a float, got 'high'"),
-    ("gate.rules.ceiling={}", "gate.rules.ceiling (ceiling): missing a required argument: 'value'"),
-    ("gate.rules.beats_champion.tolerance=1", "unexpected keyword argument 'tolerance'; its parameters: metric, min_improvement"),
-    ("gate.rules=[ceiling]", "gate.rules must be a mapping"),
-    ("gate.approval=maybe", "gate.approval"),
-    ("gate.rules.typo=null", "gate.rules.typo: null drops a rule, but there is no rule 'typo' to drop"),
-    ("gate.rules.x={rule: [ceiling]}", "gate.rules.x: unknown rule ['ceiling']"),
-    ("gate.rules.beats_champion.min_improvement=-1", "gate.rules.beats_champion.min_improvement must be a finite number >= 0"),
-    ("gate.rules.ceiling={value: .nan}", "gate.rules.ceiling.value must be a finite number >= 0"),
-    ("gate.rules.relative_ceiling.metric=fid_inception", "fid_inception and the floor fid_domain_real_split come from different"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("gate.rules.fast={}", "gate.rules.fast: unknown rule 'fast'; choose one of validation_passed"),
+        ("gate.rules.ceiling={value: high}", "gate.rules.ceiling.value must be a float, got 'high'"),
+        ("gate.rules.ceiling={}", "gate.rules.ceiling (ceiling): missing a required argument: 'value'"),
+        ("gate.rules.beats_champion.tolerance=1", "unexpected keyword argument 'tolerance'; its parameters: metric, min_improvement"),
+        ("gate.rules=[ceiling]", "gate.rules must be a mapping"),
+        ("gate.approval=maybe", "gate.approval"),
+        ("gate.rules.typo=null", "gate.rules.typo: null drops a rule, but there is no rule 'typo' to drop"),
+        ("gate.rules.x={rule: [ceiling]}", "gate.rules.x: unknown rule ['ceiling']"),
+        ("gate.rules.beats_champion.min_improvement=-1", "gate.rules.beats_champion.min_improvement must be a finite number >= 0"),
+        ("gate.rules.ceiling={value: .nan}", "gate.rules.ceiling.value must be a finite number >= 0"),
+        ("gate.rules.relative_ceiling.metric=fid_inception", "fid_inception and the floor fid_domain_real_split come from different"),
+    ],
+)
 def test_bad_rules_name_the_key(override, message):
     with pytest.raises(ConfigError, match=None) as err:
         load_config("digits", [override])

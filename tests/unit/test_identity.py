@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from components.config import load_config
-from components.data.sources import write_digits
+from components.data.importers import write_digits
 from components.training.identity import code_digest, training_key
 from components.training.job import finished_outcome, read_outcome, run_training
 
@@ -19,11 +19,25 @@ def key(overrides=(), md5=MD5, code="c0de"):
 
 def test_the_key_follows_data_settings_and_code_but_not_how_training_is_run_or_reported():
     same = key()
-    for overrides in (["train.launcher=subprocess"], ["train.work_pool=ganops-gpu"], ["train.log_every=7"],
-                      ["train.sample_every=3"], ["train.checkpoint_every=9"], ["gate.rules.beats_champion.min_improvement=3"], ["evaluate.num_samples=64"]):
+    for overrides in (
+        ["train.launcher=subprocess"],
+        ["train.work_pool=ganops-gpu"],
+        ["train.log_every=7"],
+        ["train.sample_every=3"],
+        ["train.checkpoint_every=9"],
+        ["gate.rules.beats_champion.min_improvement=3"],
+        ["evaluate.num_samples=64"],
+    ):
         assert key(overrides) == same, overrides
-    changed = [key(["seed=1"]), key(["train.steps=41"]), key(["train.lr=0.001"]), key(["validation.labels=[a, b]"]),
-               key(["train.nproc=2"]), key(md5="0" * 32), key(code="other")]
+    changed = [
+        key(["seed=1"]),
+        key(["train.steps=41"]),
+        key(["train.lr=0.001"]),
+        key(["validation.labels=[a, b]"]),
+        key(["train.nproc=2"]),
+        key(md5="0" * 32),
+        key(code="other"),
+    ]
     assert same not in changed and len(set(changed)) == len(changed)
 
 
@@ -82,4 +96,4 @@ def test_the_same_weights_are_the_same_bytes_every_time(tmp_path):
     assert len(digests) == 1
     loaded, loaded_spec, loaded_config = load_generator(tmp_path / "g0.safetensors")
     assert loaded_spec == spec and loaded_config == config
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), generator.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), generator.state_dict().values(), strict=True))

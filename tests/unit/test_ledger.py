@@ -8,8 +8,16 @@ from components.promotion.ledger import Chain, alias_drift, canonical, next_entr
 
 def entry_after(chain, version="1", action="promote", champion=None):
     after = {"champion": champion or version}
-    return next_entry(chain, actor="ci@test", action=action, model="m", version=version,
-                      aliases_before=dict(chain.last.aliases_after) if chain.last else {}, aliases_after=after, reason="test")
+    return next_entry(
+        chain,
+        actor="ci@test",
+        action=action,
+        model="m",
+        version=version,
+        aliases_before=dict(chain.last.aliases_after) if chain.last else {},
+        aliases_after=after,
+        reason="test",
+    )
 
 
 def stored(*entries, start=1):
@@ -91,9 +99,17 @@ def test_the_standing_decision_is_the_ledgers_newest_gate_entry_for_the_version(
 
     chain = Chain([], [])
     for version, action in (("1", "gate_promote"), ("2", "gate_reject"), ("1", "rollback")):
-        entry = next_entry(chain, actor="ci", action=action, model="m", version=version, aliases_before={},
-                           aliases_after={}, reason="r", rules=[{"name": "ceiling", "passed": True, "value": 1.0, "threshold": 2.0,
-                                                                "message": f"why {version}"}])
+        entry = next_entry(
+            chain,
+            actor="ci",
+            action=action,
+            model="m",
+            version=version,
+            aliases_before={},
+            aliases_after={},
+            reason="r",
+            rules=[{"name": "ceiling", "passed": True, "value": 1.0, "threshold": 2.0, "message": f"why {version}"}],
+        )
         chain = Chain(chain.entries + [entry], [])
     one, two = standing_decision(chain, "1"), standing_decision(chain, "2")
     assert one.promote and "stands (promoted, ledger entry 1)" in one.reasons[0] and one.reasons[1] == "ceiling: why 1"

@@ -11,7 +11,9 @@ sig = lambda x: 1 / (1 + math.exp(-x))
 
 
 def test_d_loss_cross_entropy_with_one_sided_smoothing():
-    expected = np.mean([-(0.9 * math.log(sig(x)) + 0.1 * math.log(1 - sig(x))) for x in REAL]) + np.mean([-math.log(1 - sig(x)) for x in FAKE])
+    expected = np.mean([-(0.9 * math.log(sig(x)) + 0.1 * math.log(1 - sig(x))) for x in REAL]) + np.mean(
+        [-math.log(1 - sig(x)) for x in FAKE]
+    )
     for name in ("minimax", "nonsaturating"):
         assert d_loss(name, torch.tensor(REAL), torch.tensor(FAKE), 0.9).item() == pytest.approx(expected, rel=1e-6)
 
@@ -24,8 +26,8 @@ def test_d_loss_hinge():
 @pytest.mark.parametrize(
     "name,per_logit",
     [
-        ("minimax", lambda x: math.log(1 - sig(x))),       # G minimises log(1 - D(G(z)))
-        ("nonsaturating", lambda x: -math.log(sig(x))),   # G maximises log D(G(z))
+        ("minimax", lambda x: math.log(1 - sig(x))),  # G minimises log(1 - D(G(z)))
+        ("nonsaturating", lambda x: -math.log(sig(x))),  # G maximises log D(G(z))
         ("hinge", lambda x: -x),
     ],
 )

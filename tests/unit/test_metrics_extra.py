@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from components.core.pixels import to_uint8
-from components.evaluation.inception import preprocess, tf_bilinear_resize
-from components.evaluation.frechet import features_to_stats, frechet_distance
 from components.evaluation.extra import bootstrap_fid, kid, per_class_fid, polynomial_mmd_unbiased, precision_recall
+from components.evaluation.frechet import features_to_stats, frechet_distance
+from components.evaluation.inception import preprocess, tf_bilinear_resize
 from components.evaluation.stats import StatsAccumulator, load_stats, save_stats
 
 
@@ -26,7 +26,7 @@ def test_fid_does_not_depend_on_batch_size():
     values = []
     for batch in (3, 50, 500):
         accs = [StatsAccumulator(), StatsAccumulator()]
-        for acc, x in zip(accs, (a, b)):
+        for acc, x in zip(accs, (a, b), strict=True):
             for i in range(0, 500, batch):
                 acc.add(x[i : i + batch])
         values.append(frechet_distance(*accs[0].stats(), *accs[1].stats()))
@@ -114,12 +114,15 @@ def test_preprocess_matches_the_reference_scaling():
     assert torch.equal(to_uint8(torch.tensor([-1.0, 0.0, 1.0, 2.0])), torch.tensor([0, 128, 255, 255], dtype=torch.uint8))
 
 
-@pytest.mark.parametrize("counts, n, expected", [
-    ([90, 10, 100], 20, [9, 1, 10]),
-    ([180, 180], 7, [4, 3]),               # largest remainder, ties to the lower class
-    ([1797 // 10] * 10, 2000, [200] * 10),
-    ([5, 0, 5], 4, [2, 0, 2]),             # a class the data lacks gets no samples
-])
+@pytest.mark.parametrize(
+    "counts, n, expected",
+    [
+        ([90, 10, 100], 20, [9, 1, 10]),
+        ([180, 180], 7, [4, 3]),  # largest remainder, ties to the lower class
+        ([1797 // 10] * 10, 2000, [200] * 10),
+        ([5, 0, 5], 4, [2, 0, 2]),  # a class the data lacks gets no samples
+    ],
+)
 def test_a_conditional_generator_is_sampled_in_the_real_class_proportions(counts, n, expected):
     from components.evaluation.evaluate import proportional_labels
 

@@ -4,7 +4,7 @@ import torch
 from components.config import TrainConfig
 from components.evaluation.domain import FeatureClassifier
 from components.training.networks import Discriminator, Generator, MinibatchDiscrimination, build_discriminator, build_generator
-from components.training.engine import model_spec
+from components.training.state import model_spec
 
 
 @pytest.mark.parametrize("size", [8, 16, 32, 64])

@@ -7,8 +7,14 @@ from components.lineage import openlineage
 
 
 def run():
-    return openlineage.LineageRun(openlineage.run_uuid("0123456789abcdef0123456789abcdef"), "retrain.m", "m",
-                                  "s3://bucket/dvc", "data", "72e131e0cd93ceeb743a1f9fa75849e9")
+    return openlineage.LineageRun(
+        openlineage.run_uuid("0123456789abcdef0123456789abcdef"),
+        "retrain.m",
+        "m",
+        "s3://bucket/dvc",
+        "data",
+        "72e131e0cd93ceeb743a1f9fa75849e9",
+    )
 
 
 def test_nothing_is_emitted_unless_configured(monkeypatch):

@@ -105,8 +105,14 @@ def test_the_watchdog_stops_its_command(how):
 
     if how == "parent killed":
         # A parent that starts a watched `sleep`, then dies by SIGKILL: no handler of its runs.
-        parent = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys, time; subprocess.Popen([sys.executable, "
-                                   "'-m', 'components.core.watchdog', str(os.getpid()), '--', 'sleep', '60']); time.sleep(60)"])
+        parent = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import os, subprocess, sys, time; subprocess.Popen([sys.executable, "
+                "'-m', 'components.core.watchdog', str(os.getpid()), '--', 'sleep', '60']); time.sleep(60)",
+            ]
+        )
         watchdog = _child_of(parent.pid)
         command = _child_of(watchdog)
         parent.send_signal(signal.SIGKILL)

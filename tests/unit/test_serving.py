@@ -19,8 +19,8 @@ from components.serving.batching import Batcher
 from components.serving.export import export_generator
 from components.serving.formats import CONFIG, GOLDEN, MANIFEST, MODEL_CARD, ONNX, SAMPLES, TORCHSCRIPT, WEIGHTS
 from components.serving.runtime import latents, load_served
-from components.training.engine import model_spec
 from components.training.networks import build_generator
+from components.training.state import model_spec
 from components.training.weights import save_generator
 
 LABELS = ["zero", "one", "two"]
@@ -31,8 +31,7 @@ def make_export(tmp_path, arch="dcgan", version="1"):
 
     torch.manual_seed(int(version))
     spec = model_spec(TrainConfig(arch=arch, z_dim=8, base_channels=16), 1, 8, len(LABELS))
-    weights = save_generator(tmp_path / f"g{version}.safetensors", build_generator(spec).eval(), spec,
-                             {"validation": {"labels": LABELS}})
+    weights = save_generator(tmp_path / f"g{version}.safetensors", build_generator(spec).eval(), spec, {"validation": {"labels": LABELS}})
     return export_generator(weights, tmp_path / "exports", "m", version, {"ganops.dataset_md5": "abc"})
 
 
@@ -46,22 +45,25 @@ def client_for(folder, runtime="torchscript", **settings):
     return TestClient(create_app(ServeState(load_served(folder, runtime), ServeSettings(**settings))))
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"n": 0}, "n"),
-    ({"n": 9}, "n"),  # above max_n
-    ({"n": 1.5}, "n"),
-    ({"n": True}, "n"),
-    ({"seed": "7"}, "seed"),
-    ({"seed": 7.25}, "seed"),
-    ({"seed": -1}, "seed"),
-    ({"seed": 2**53}, "seed"),
-    ({"format": "gif"}, "format"),
-    ({"colour": "red"}, "colour"),
-    ({"class": "one"}, "class"),  # the dcgan export is unconditional
-    ("[1, 2]", "body"),
-    ("{not json", "body"),
-    ('{"n": 1, "pad": "' + "x" * 5000 + '"}', "body"),  # above max_body_bytes
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"n": 0}, "n"),
+        ({"n": 9}, "n"),  # above max_n
+        ({"n": 1.5}, "n"),
+        ({"n": True}, "n"),
+        ({"seed": "7"}, "seed"),
+        ({"seed": 7.25}, "seed"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**53}, "seed"),
+        ({"format": "gif"}, "format"),
+        ({"colour": "red"}, "colour"),
+        ({"class": "one"}, "class"),  # the dcgan export is unconditional
+        ("[1, 2]", "body"),
+        ("{not json", "body"),
+        ('{"n": 1, "pad": "' + "x" * 5000 + '"}', "body"),  # above max_body_bytes
+    ],
+)
 def test_every_bad_request_is_a_422_naming_the_field(exports, body, field):
     with client_for(exports["dcgan"], max_n=8, max_body_bytes=1024) as client:
         raw = body if isinstance(body, str) else json.dumps(body)
@@ -69,12 +71,20 @@ def test_every_bad_request_is_a_422_naming_the_field(exports, body, field):
         assert r.status_code == 422, r.text
         detail = r.json()["detail"]
         assert detail[0]["field"] == field and "Traceback" not in r.text
-        assert "ganops_serve_errors_total{kind=\"request\"}" in client.get("/metrics").text
+        assert 'ganops_serve_errors_total{kind="request"}' in client.get("/metrics").text
 
 
-@pytest.mark.parametrize("body, field", [({"class": "seven"}, "class"), ({"labels": ["one", "nine"], "n": 2}, "labels.1"),
-                                         ({"labels": [], "n": 2}, "labels"), ({"labels": ["one"], "class": "one"}, "labels"),
-                                         ({"class": 1}, "class"), ({"labels": None}, "labels")])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"class": "seven"}, "class"),
+        ({"labels": ["one", "nine"], "n": 2}, "labels.1"),
+        ({"labels": [], "n": 2}, "labels"),
+        ({"labels": ["one"], "class": "one"}, "labels"),
+        ({"class": 1}, "class"),
+        ({"labels": None}, "labels"),
+    ],
+)
 def test_a_conditional_model_refuses_unknown_or_conflicting_labels(exports, body, field):
     with client_for(exports["cdcgan"]) as client:
         r = client.post("/v1/generate", json=body)

@@ -14,13 +14,16 @@ from components.synthesis.quality import judge_class
 from components.synthesis.rebalance import MAX, parse_target, plan_rebalance
 
 
-@pytest.mark.parametrize("counts, target, fraction, expected", [
-    ({"a": 100, "b": 10}, MAX, 0.9, {"a": 0, "b": 90}),          # fills the gap
-    ({"a": 100, "b": 10}, MAX, 0.75, {"a": 0, "b": 30}),         # capped: 30 / 40 = 0.75
-    ({"a": 100, "b": 10}, 50, 0.9, {"a": 0, "b": 40}),           # an explicit target
-    ({"a": 100, "b": 10}, 5, 0.9, {"a": 0, "b": 0}),             # nothing below the target
-    ({"a": 3, "b": 1}, MAX, 0.5, {"a": 0, "b": 1}),              # 1 / 2 = 0.5 exactly
-])
+@pytest.mark.parametrize(
+    "counts, target, fraction, expected",
+    [
+        ({"a": 100, "b": 10}, MAX, 0.9, {"a": 0, "b": 90}),  # fills the gap
+        ({"a": 100, "b": 10}, MAX, 0.75, {"a": 0, "b": 30}),  # capped: 30 / 40 = 0.75
+        ({"a": 100, "b": 10}, 50, 0.9, {"a": 0, "b": 40}),  # an explicit target
+        ({"a": 100, "b": 10}, 5, 0.9, {"a": 0, "b": 0}),  # nothing below the target
+        ({"a": 3, "b": 1}, MAX, 0.5, {"a": 0, "b": 1}),  # 1 / 2 = 0.5 exactly
+    ],
+)
 def test_plan_rebalance(counts, target, fraction, expected):
     plan = plan_rebalance(counts, target, fraction)
     assert {p.label: p.synthetic for p in plan} == expected
@@ -62,16 +65,19 @@ def test_parse_target_refuses(text):
 CFG = SynthesisConfig(min_class_accuracy=0.9, class_fid_factor=4.0, min_real_for_fid=50)
 
 
-@pytest.mark.parametrize("accuracy, fid, floor, real, passed, reason", [
-    (0.95, 20.0, 10.0, 180, True, "ok"),
-    (0.89, 20.0, 10.0, 180, False, "labels 89.0%"),
-    (0.95, 41.0, 10.0, 180, False, "fid_domain is 41.00, over 4 x its real-vs-real 10.00 = 40.00"),
-    (0.95, 39.0, 10.0, 180, True, "ok"),
-    (0.95, 130.0, 10.0, 18, True, "classifier alone"),       # too few real images for a per-class FID
-    (0.50, 130.0, 10.0, 18, False, "labels 50.0%"),
-    (float("nan"), 1.0, 10.0, 180, False, "labels"),         # NaN never passes
-    (0.95, 1.0, float("nan"), 180, False, "fid_domain"),     # nor does a NaN floor
-])
+@pytest.mark.parametrize(
+    "accuracy, fid, floor, real, passed, reason",
+    [
+        (0.95, 20.0, 10.0, 180, True, "ok"),
+        (0.89, 20.0, 10.0, 180, False, "labels 89.0%"),
+        (0.95, 41.0, 10.0, 180, False, "fid_domain is 41.00, over 4 x its real-vs-real 10.00 = 40.00"),
+        (0.95, 39.0, 10.0, 180, True, "ok"),
+        (0.95, 130.0, 10.0, 18, True, "classifier alone"),  # too few real images for a per-class FID
+        (0.50, 130.0, 10.0, 18, False, "labels 50.0%"),
+        (float("nan"), 1.0, 10.0, 180, False, "labels"),  # NaN never passes
+        (0.95, 1.0, float("nan"), 180, False, "fid_domain"),  # nor does a NaN floor
+    ],
+)
 def test_judge_class(accuracy, fid, floor, real, passed, reason):
     verdict = judge_class("3", accuracy, fid, floor, real, 200, CFG)
     assert verdict.passed is passed and reason in verdict.reason
@@ -88,45 +94,57 @@ def test_class_latents_depend_on_seed_class_and_count_only():
 
 
 def _record(files: dict[str, bytes]) -> dict:
-    return {"generator": {"model": "m", "version": "1", "weights_sha256": "w" * 64, "generator_dataset_md5": "d" * 32},
-            "files": {rel: hashlib.sha256(blob).hexdigest() for rel, blob in files.items()}}
+    return {
+        "generator": {"model": "m", "version": "1", "weights_sha256": "w" * 64, "generator_dataset_md5": "d" * 32},
+        "files": {rel: hashlib.sha256(blob).hexdigest() for rel, blob in files.items()},
+    }
 
 
 FILES = {"3/synthetic-v1-00000.png": b"one", "3/synthetic-v1-00001.png": b"two"}
 GOOD_TAGS = {TAG_WEIGHTS_SHA256: "w" * 64}
 
 
-@pytest.mark.parametrize("record, members, tags, status, words", [
-    (None, {}, None, SKIP, "no synthetic images"),
-    (_record(FILES), FILES, GOOD_TAGS, PASS, "2 synthetic files match"),
-    (_record(FILES), {**FILES, "3/synthetic-v1-00001.png": b"TWO"}, GOOD_TAGS, FAIL, "does not hash"),
-    (_record(FILES), {"3/synthetic-v1-00000.png": b"one"}, GOOD_TAGS, FAIL, "is not in the dataset"),
-    (_record(FILES), {**FILES, "3/synthetic-v1-00002.png": b"x"}, GOOD_TAGS, FAIL, "not listed"),
-    (None, {"3/synthetic-v1-00000.png": b"one"}, None, FAIL, "no .synthetic.json"),
-    (_record(FILES), FILES, None, FAIL, "not in the registry"),
-    (_record(FILES), FILES, {TAG_WEIGHTS_SHA256: "x" * 64}, FAIL, "now has weights"),
-    (_record(FILES), FILES, {**GOOD_TAGS, TAG_WITHDRAWN: "bad data"}, WARN, "withdrawn"),
-])
+@pytest.mark.parametrize(
+    "record, members, tags, status, words",
+    [
+        (None, {}, None, SKIP, "no synthetic images"),
+        (_record(FILES), FILES, GOOD_TAGS, PASS, "2 synthetic files match"),
+        (_record(FILES), {**FILES, "3/synthetic-v1-00001.png": b"TWO"}, GOOD_TAGS, FAIL, "does not hash"),
+        (_record(FILES), {"3/synthetic-v1-00000.png": b"one"}, GOOD_TAGS, FAIL, "is not in the dataset"),
+        (_record(FILES), {**FILES, "3/synthetic-v1-00002.png": b"x"}, GOOD_TAGS, FAIL, "not listed"),
+        (None, {"3/synthetic-v1-00000.png": b"one"}, None, FAIL, "no .synthetic.json"),
+        (_record(FILES), FILES, None, FAIL, "not in the registry"),
+        (_record(FILES), FILES, {TAG_WEIGHTS_SHA256: "x" * 64}, FAIL, "now has weights"),
+        (_record(FILES), FILES, {**GOOD_TAGS, TAG_WITHDRAWN: "bad data"}, WARN, "withdrawn"),
+    ],
+)
 def test_check_synthetic(record, members, tags, status, words):
     members = {**members, **({SYNTHETIC_MANIFEST: b"{}"} if record else {})}
     got, evidence = check_synthetic(record, members, tags)
     assert got == status and words in evidence, evidence
 
 
-@pytest.mark.parametrize("rel, expected", [(SYNTHETIC_MANIFEST, True), ("3/synthetic-v2-00001.png", True),
-                                           ("3/0001.png", False), ("synthetic/0001.png", False)])
+@pytest.mark.parametrize(
+    "rel, expected", [(SYNTHETIC_MANIFEST, True), ("3/synthetic-v2-00001.png", True), ("3/0001.png", False), ("synthetic/0001.png", False)]
+)
 def test_is_synthetic_member(rel, expected):
     assert is_synthetic_member(rel) is expected
 
 
-@pytest.mark.parametrize("blob, ok", [
-    (b'{"generator": {"model": "m"}, "files": {"3/a.png": "ab"}, "classes": [{"label": "3", "synthetic": 1}]}', True),
-    (b'{"generator": {"model": "m"}, "counts": {"3": 2}, "files": {}}', True),      # a ganops generate folder
-    (b'{"generator": "m", "files": {}}', False),
-    (b'{"generator": {}, "files": ["3/a.png"]}', False),
-    (b'{"generator": {}, "files": {}, "classes": ["3"]}', False),
-    (b"[1, 2]", False), (b"not json", False), (b"\xff\xfe", False), (None, False),
-])
+@pytest.mark.parametrize(
+    "blob, ok",
+    [
+        (b'{"generator": {"model": "m"}, "files": {"3/a.png": "ab"}, "classes": [{"label": "3", "synthetic": 1}]}', True),
+        (b'{"generator": {"model": "m"}, "counts": {"3": 2}, "files": {}}', True),  # a ganops generate folder
+        (b'{"generator": "m", "files": {}}', False),
+        (b'{"generator": {}, "files": ["3/a.png"]}', False),
+        (b'{"generator": {}, "files": {}, "classes": ["3"]}', False),
+        (b"[1, 2]", False),
+        (b"not json", False),
+        (b"\xff\xfe", False),
+        (None, False),
+    ],
+)
 def test_a_malformed_synthetic_manifest_reads_as_none_not_a_traceback(blob, ok):
     from components.lineage.synthetic import format_origin, parse_record, summary
 

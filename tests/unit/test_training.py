@@ -4,11 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from components.training.checkpoints import latest_valid, list_checkpoints, load_checkpoint
 from components.config import TrainConfig
 from components.core.errors import GanopsError
-from components.training import engine as training
-from components.training.engine import graphs_enabled, speed_settings, train_gan
+from components.training import state as state_module
+from components.training.batches import Batches, stream_from_host
+from components.training.checkpoints import latest_valid, list_checkpoints, load_checkpoint
+from components.training.engine import train_gan
+from components.training.graphs import graphs_enabled
+from components.training.step import speed_settings
 
 TINY = dict(batch_size=16, z_dim=8, base_channels=8, log_every=3, sample_every=3, device="cpu")
 
@@ -42,17 +45,27 @@ def test_seed_changes_the_result_and_metrics_arrive_by_callback():
     cfg = TrainConfig(steps=6, **TINY)
     images, labels = data()
     seen, grids = [], []
-    a = train_gan(images, labels, cfg, seed=1, on_metrics=lambda s, m: seen.append((s, sorted(m))), on_samples=lambda s, x: grids.append(x.shape))
+    a = train_gan(
+        images, labels, cfg, seed=1, on_metrics=lambda s, m: seen.append((s, sorted(m))), on_samples=lambda s, x: grids.append(x.shape)
+    )
     c = train_gan(images, labels, cfg, seed=2)
     assert [s for s, _ in seen] == [3, 6] and "grad_norm_d" in seen[0][1] and "images_per_s" in seen[0][1]
     assert grids == [(64, 1, 8, 8)] * 2
     assert not torch.equal(next(iter(weights(a).values())), next(iter(weights(c).values())))
 
 
-@pytest.mark.parametrize("tricks", [
-    dict(feature_matching=True), dict(minibatch_discrimination=True), dict(ema_decay=0.9), dict(optimizer="sgd", momentum=0.5),
-    dict(d_steps=2), dict(arch="mlp", minibatch_discrimination=True, feature_matching=True), dict(arch="mlp", ema_decay=0.9),
-])
+@pytest.mark.parametrize(
+    "tricks",
+    [
+        dict(feature_matching=True),
+        dict(minibatch_discrimination=True),
+        dict(ema_decay=0.9),
+        dict(optimizer="sgd", momentum=0.5),
+        dict(d_steps=2),
+        dict(arch="mlp", minibatch_discrimination=True, feature_matching=True),
+        dict(arch="mlp", ema_decay=0.9),
+    ],
+)
 def test_tricks_run(tricks):
     cfg = TrainConfig(**{**TINY, "steps": 3, **tricks})
     result = train_gan(*data(), cfg, seed=0)
@@ -81,8 +94,9 @@ def test_resume_from_checkpoint_is_bitwise_identical(tmp_path, extra):
     full = train_gan(images, labels, TrainConfig(steps=9, checkpoint_every=3, **TINY, **extra), seed=3)
     # Stop after 6 steps (as if killed), then resume to 9 from the step-6 checkpoint.
     train_gan(images, labels, TrainConfig(steps=6, checkpoint_every=3, **TINY, **extra), seed=3, checkpoint_dir=tmp_path)
-    resumed = train_gan(images, labels, TrainConfig(steps=9, checkpoint_every=3, **TINY, **extra), seed=3,
-                        checkpoint_dir=tmp_path, resume=True)
+    resumed = train_gan(
+        images, labels, TrainConfig(steps=9, checkpoint_every=3, **TINY, **extra), seed=3, checkpoint_dir=tmp_path, resume=True
+    )
     assert resumed.resumed_from == 6
     assert_bitwise_equal(weights(full), weights(resumed))
     assert resumed.history["step"] == full.history["step"]
@@ -102,7 +116,6 @@ def test_batches_staged_from_the_host_give_the_run_of_a_set_indexed_in_place(tmp
 
 
 def test_the_set_is_staged_from_the_host_when_it_does_not_fit_the_gpu():
-    stream_from_host = training.stream_from_host
     cpu, cuda, gib = torch.device("cpu"), torch.device("cuda", 0), 2**30
     assert not stream_from_host("auto", cpu, 100 * gib, 0)  # on CPU the data is indexed where it lies
     assert not stream_from_host("auto", cuda, 30 * gib, 70 * gib)
@@ -119,7 +132,7 @@ def test_class_balanced_batches_show_every_class_equally_often(balanced, expecte
     draws = []
     for _ in range(2):  # a pure function of the seed
         state = SimpleNamespace(rng=torch.Generator().manual_seed(0), order=torch.arange(100), cursor=0)
-        batches = training._Batches(state, torch.zeros(100, 1, 8, 8), targets, 20, 4, 2, slice(None), torch.contiguous_format, balanced)
+        batches = Batches(state, torch.zeros(100, 1, 8, 8), targets, 20, 4, 2, slice(None), torch.contiguous_format, balanced)
         draws.append(torch.cat([batches.next()[1] for _ in range(300)]))
     assert torch.equal(draws[0], draws[1])
     assert abs(draws[0].float().mean().item() - expected) < 0.03
@@ -162,8 +175,8 @@ def test_speed_settings_turn_the_fast_paths_on_for_cuda_only_by_default():
 def record_conv_outputs(monkeypatch):
     """Build D as usual, and record (dtype, channels_last?) of every convolution's output during training."""
     seen = []
-    build_discriminator = training.build_discriminator
-    monkeypatch.setattr(training, "build_discriminator", lambda *a, **k: _with_hooks(build_discriminator(*a, **k), seen))
+    build_discriminator = state_module.build_discriminator
+    monkeypatch.setattr(state_module, "build_discriminator", lambda *a, **k: _with_hooks(build_discriminator(*a, **k), seen))
     return seen
 
 
@@ -212,8 +225,19 @@ def test_the_inner_loop_reads_nothing_back_from_the_device(monkeypatch, arch):
     for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy"):
         method = getattr(torch.Tensor, name)
         monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _m=method, _n=name, **k: reads.append(_n) or _m(self, *a, **k))
-    cfg = TrainConfig(**{**TINY, "arch": arch, "steps": 8, "log_every": 4, "sample_every": 1000, "ema_decay": 0.9,
-                         "d_steps": 2, "feature_matching": True, "minibatch_discrimination": True})
+    cfg = TrainConfig(
+        **{
+            **TINY,
+            "arch": arch,
+            "steps": 8,
+            "log_every": 4,
+            "sample_every": 1000,
+            "ema_decay": 0.9,
+            "d_steps": 2,
+            "feature_matching": True,
+            "minibatch_discrimination": True,
+        }
+    )
     train_gan(*data(), cfg, seed=1)
     assert reads == ["tolist", "tolist"]  # the metric means read at steps 4 and 8
 
@@ -233,8 +257,13 @@ def test_torchrun_is_standalone_on_one_node_and_a_c10d_rendezvous_on_several():
 
     assert torchrun_args(2, 1, {}, "key") == ["--standalone", "--nproc-per-node=2"]
     args = torchrun_args(8, 4, {"GANOPS_RDZV_ENDPOINT": "ganops-train-0.ganops-rdzv:29400"}, "key")
-    assert args == ["--nnodes=4", "--nproc-per-node=8", "--rdzv-backend=c10d", "--rdzv-endpoint=ganops-train-0.ganops-rdzv:29400",
-                    "--rdzv-id=key"]
+    assert args == [
+        "--nnodes=4",
+        "--nproc-per-node=8",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=ganops-train-0.ganops-rdzv:29400",
+        "--rdzv-id=key",
+    ]
     k8s = {"GANOPS_RDZV_ENDPOINT": "ganops-rdzv:29400", "JOB_COMPLETION_INDEX": "0"}
     assert torchrun_args(1, 2, k8s, "key")[-1] == "--rdzv-conf=is_host=true"
     assert torchrun_args(1, 2, {**k8s, "JOB_COMPLETION_INDEX": "1"}, "key")[-1] == "--rdzv-conf=is_host=false"
@@ -263,7 +292,7 @@ def test_class_balanced_batches_skip_a_class_without_images():
 
     targets = torch.tensor([0] * 60 + [2] * 30 + [3] * 10)  # class 1 has none
     state = SimpleNamespace(rng=torch.Generator().manual_seed(0), order=torch.arange(100), cursor=0)
-    batches = training._Batches(state, torch.zeros(100, 1, 8, 8), targets, 30, 4, 4, slice(None), torch.contiguous_format, True)
+    batches = Batches(state, torch.zeros(100, 1, 8, 8), targets, 30, 4, 4, slice(None), torch.contiguous_format, True)
     seen = torch.bincount(torch.cat([batches.next()[1] for _ in range(200)]), minlength=4) / 6000
     assert seen[1] == 0 and all(abs(seen[c].item() - 1 / 3) < 0.03 for c in (0, 2, 3))
 
@@ -272,5 +301,3 @@ def test_images_and_labels_of_different_lengths_are_refused():
     images, labels = data()
     with pytest.raises(GanopsError, match="64 images but 63 labels"):
         train_gan(images, labels[:63], TrainConfig(steps=1, **TINY), seed=0)
-
-

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 from PIL import Image
 
-from components.core.device import pick_device
 from components.core.atomic import replace_file
+from components.core.device import pick_device
 from components.core.errors import GanopsError
-from components.core.names import FID_INCEPTION, INCEPTION, metric_name
-from components.core.progress import progress_bar
+from components.core.names import FID_INCEPTION, INCEPTION, INCEPTION_SCORE, INCEPTION_SCORE_NOTE, metric_name
 from components.core.pixels import to_uint8
+from components.core.progress import progress_bar
 from components.data.images import SUFFIX_FORMATS, list_image_files
 from components.evaluation.extra import bootstrap_fid, kid, precision_recall
 from components.evaluation.extractors import EXTRACTORS, FP32, ExtractorInputs
@@ -34,11 +34,12 @@ from components.registry.models import download_weights, parse_model_ref, resolv
 from components.registry.tracking import client
 from components.training.weights import load_generator, sample
 
-INCEPTION_SCORE_NOTE = "not available: the FID Inception weights (pool3 only) have no logits layer"
+INCEPTION_SCORE_TEXT = "not available: the FID Inception weights (pool3 only) have no logits layer"
 
 
-def folder_batches(folder: Path, batch_size: int) -> Iterator[torch.Tensor]:
-    """uint8 RGB batches (B, 3, 299, 299) of every image under `folder` (sorted); each is resized on its own."""
+def folder_batches(folder: Path, batch_size: int) -> Iterator[torch.Tensor | list[torch.Tensor]]:
+    """uint8 RGB batches (B, 3, H, W) of every image under `folder` (sorted); a batch of mixed sizes comes as a list
+    of (3, H, W) images."""
     files = [folder / rel for rel in list_image_files(folder)]
     if not files:
         raise GanopsError(f"folder {folder} holds no images ({', '.join(sorted(SUFFIX_FORMATS))})")
@@ -102,15 +103,19 @@ def source_size(kind: str, value, num_samples: int) -> int:
 
 def fid_plan(sources: list[tuple[str, str, int]], extractor, cached: list[bool]) -> str:
     """One line: what each side is, how many images go through Inception, on which device, in which batches."""
-    sides = [f"{label} = {text} ({'statistics' if n == 0 else 'cached statistics' if hit else f'{n:,} images'})"
-             for (label, text, n), hit in zip(sources, cached)]
-    total = sum(n for (_, _, n), hit in zip(sources, cached) if not hit)
+    sides = [
+        f"{label} = {text} ({'statistics' if n == 0 else 'cached statistics' if hit else f'{n:,} images'})"
+        for (label, text, n), hit in zip(sources, cached, strict=True)
+    ]
+    total = sum(n for (_, _, n), hit in zip(sources, cached, strict=True) if not hit)
     tf32 = " in TF32" if extractor.allow_tf32 else ""
-    return (f"FID plan: {'; '.join(sides)}; Inception-v3 (pool3, {FEATURE_DIM}-d) on {extractor.device}{tf32}, batches of "
-            f"{extractor.batch_size}: {total:,} images to embed")
+    return (
+        f"FID plan: {'; '.join(sides)}; Inception-v3 (pool3, {FEATURE_DIM}-d) on {extractor.device}{tf32}, batches of "
+        f"{extractor.batch_size}: {total:,} images to embed"
+    )
 
 
-def resolve_source(text: str, project_dir: Path, stack: ExitStack) -> tuple[str, object]:
+def resolve_source(text: str, project_dir: Path, stack: ExitStack) -> tuple[str, Path]:
     """('npz', path) | ('folder', path) | ('model', weights path) for a command-line source; a model's weights
     are downloaded into a folder that lives as long as `stack`."""
     path = Path(text)
@@ -127,8 +132,9 @@ def resolve_source(text: str, project_dir: Path, stack: ExitStack) -> tuple[str,
     raise GanopsError(f"{text!r} is not a folder, an .npz of statistics, or a registered model (NAME@ALIAS, models:/NAME/VERSION)")
 
 
-def source_stats(kind: str, value, extractor, num_samples: int, seed: int, keep: int, cache_dir: Path | None = None,
-                 progress=None) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+def source_stats(
+    kind: str, value, extractor, num_samples: int, seed: int, keep: int, cache_dir: Path | None = None, progress=None
+) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
     """(mu, sigma) and a feature sample (empty for .npz) of one source; a folder's are cached under cache_dir."""
     if kind == "npz":
         try:
@@ -141,7 +147,11 @@ def source_stats(kind: str, value, extractor, num_samples: int, seed: int, keep:
     if kind == "folder" and cache_dir is not None:  # the default weights only: the key does not name others
         stats, features, _ = reference_stats_cached(cache_dir, folder_key(value, keep), value, extractor, keep, progress)
         return stats, features
-    batches = folder_batches(value, extractor.batch_size) if kind == "folder" else generator_batches(value, num_samples, seed, extractor.batch_size)
+    batches = (
+        folder_batches(value, extractor.batch_size)
+        if kind == "folder"
+        else generator_batches(value, num_samples, seed, extractor.batch_size)
+    )
     acc = accumulate(extractor, batches, keep, progress)
     if acc.n < 2:
         raise GanopsError(f"{value}: need at least 2 images for statistics, got {acc.n}")
@@ -150,7 +160,7 @@ def source_stats(kind: str, value, extractor, num_samples: int, seed: int, keep:
 
 def compare(stats_a, feats_a, stats_b, feats_b, extra: bool, bootstrap: int = 0) -> dict:
     """FID (and KID, precision/recall, bootstrap CI when both sides have features), keyed by metric name."""
-    result = {FID_INCEPTION: frechet_distance(*stats_a, *stats_b), "inception_score": None, "inception_score_note": INCEPTION_SCORE_NOTE}
+    result = {FID_INCEPTION: frechet_distance(*stats_a, *stats_b), INCEPTION_SCORE: None, INCEPTION_SCORE_NOTE: INCEPTION_SCORE_TEXT}
     if extra and len(feats_a) > 3 and len(feats_b) > 3:
         result.update({metric_name(k, INCEPTION): v for k, v in kid(feats_a, feats_b, subsets=50).items()})
         result.update({metric_name(k, INCEPTION): v for k, v in precision_recall(feats_a, feats_b).items()})
@@ -178,10 +188,21 @@ def reference_stats_cached(cache_dir: Path, dataset_md5: str, data_root: Path, e
     return stats, features, path
 
 
-
-def fid_between(a: str, b: str, project_dir: Path, cache_dir: Path, num_samples: int, batch_size: int, extra: bool,
-                keep: int, bootstrap: int, weights: str | None, seed: int, save_a: Path | None = None,
-                precision: str | None = None) -> dict:
+def fid_between(
+    a: str,
+    b: str,
+    project_dir: Path,
+    cache_dir: Path,
+    num_samples: int,
+    batch_size: int,
+    extra: bool,
+    keep: int,
+    bootstrap: int,
+    weights: str | None,
+    seed: int,
+    save_a: Path | None = None,
+    precision: str | None = None,
+) -> dict:
     """`ganops fid A B`: the standard Inception FID (and with `extra` KID and precision/recall, with `bootstrap`
     an interval) between two sources, each a folder, an .npz of statistics or a registered model."""
     extractor = EXTRACTORS[INCEPTION](ExtractorInputs(cache_dir, batch_size, weights=weights, precision=precision or FP32))
@@ -190,10 +211,12 @@ def fid_between(a: str, b: str, project_dir: Path, cache_dir: Path, num_samples:
     with ExitStack() as stack:
         (ka, va), (kb, vb) = resolve_source(a, project_dir, stack), resolve_source(b, project_dir, stack)
         sizes = [source_size(ka, va, num_samples), source_size(kb, vb, num_samples)]
-        cached = [weights is None and k == "folder" and stats_cache_path(stats_dir, folder_key(v, keep_n), v, extractor).is_file()
-                  for k, v in ((ka, va), (kb, vb))]
+        cached = [
+            weights is None and k == "folder" and stats_cache_path(stats_dir, folder_key(v, keep_n), v, extractor).is_file()
+            for k, v in ((ka, va), (kb, vb))
+        ]
         print(fid_plan([("A", a, sizes[0]), ("B", b, sizes[1])], extractor, cached), file=sys.stderr, flush=True)
-        todo = sum(n for n, hit in zip(sizes, cached) if not hit)
+        todo = sum(n for n, hit in zip(sizes, cached, strict=True) if not hit)
         progress = progress_bar(todo, label="fid images", unit="image", stderr=True) if todo else None
         sa, fa = source_stats(ka, va, extractor, num_samples, seed, keep_n, stats_dir if weights is None else None, progress)
         sb, fb = source_stats(kb, vb, extractor, num_samples, seed + 1, keep_n, stats_dir if weights is None else None, progress)

@@ -34,7 +34,7 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 def write_digits(dest: Path) -> int:
     """Write the digits set as dest/<label>/<index:04d>.png. Returns the number of images."""
     pixels, labels = digits_arrays()
-    for index, (image, label) in enumerate(zip(pixels, labels)):
+    for index, (image, label) in enumerate(zip(pixels, labels, strict=True)):
         folder = dest / str(int(label))
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{index:04d}.png").write_bytes(encode_png(image))
@@ -57,8 +57,10 @@ def copy_image_folder(source: Path, dest: Path) -> int:
         if not (source / rel).is_file():
             continue  # a dangling link
         if not (source / rel).resolve().is_relative_to(root):
-            raise DataError(f"{source / rel} is a link to {(source / rel).resolve()}, outside the source folder {source}: "
-                            "copy the file in instead of linking it")
+            raise DataError(
+                f"{source / rel} is a link to {(source / rel).resolve()}, outside the source folder {source}: "
+                "copy the file in instead of linking it"
+            )
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / rel, target)
@@ -106,11 +108,13 @@ def write_npz(source: Path, dest: Path) -> int:
         if x.min() < 0 or x.max() > 255:
             raise DataError(f"{source}: integer x must lie in [0, 255], found [{x.min()}, {x.max()}]")
         x = x.astype(np.uint8)
-    for index, (image, label) in enumerate(zip(x, y)):
+    for index, (image, label) in enumerate(zip(x, y, strict=True)):
         name = str(label.item() if hasattr(label, "item") else label)
         if not name or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
-            raise DataError(f"{source}: label {name!r} of image {index} cannot be a folder name "
-                            "(empty, a path separator, a NUL byte, or a leading dot that would hide it)")
+            raise DataError(
+                f"{source}: label {name!r} of image {index} cannot be a folder name "
+                "(empty, a path separator, a NUL byte, or a leading dot that would hide it)"
+            )
         folder = dest / name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{index:05d}.png").write_bytes(encode_png(np.ascontiguousarray(image)))
@@ -132,12 +136,16 @@ def copy_s3_prefix(url: str, dest: Path) -> int:
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     s3 = boto3.client("s3")
     try:
-        keys = sorted(obj["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-                      for obj in page.get("Contents", []) if not obj["Key"].endswith("/"))
+        keys = sorted(
+            obj["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+            if not obj["Key"].endswith("/")
+        )
         if not keys:
             raise DataError(f"{url} holds no objects")
         for key in keys:
-            rel = Path(key[len(prefix):])
+            rel = Path(key[len(prefix) :])
             if rel.is_absolute() or ".." in rel.parts or not rel.parts:
                 raise DataError(f"{url}: object key {key!r} would land outside the dataset folder")
             if any(part.startswith(".") for part in rel.parts):

@@ -20,9 +20,8 @@ from components.serving.runtime import Served
 from components.serving.service import load_source, parse_source
 from components.synthesis.generate import Generated, check_output, generate, plan_request, require_conditional
 from components.synthesis.quality import QualityReport, check_quality
-from components.synthesis.rebalance import (ClassPlan, count_classes, plan_rebalance, rebalanced_validation,
-                                            write_rebalanced)
-from components.validation.report import ValidationReport, format_failures
+from components.synthesis.rebalance import ClassPlan, count_classes, plan_rebalance, rebalanced_validation, write_rebalanced
+from components.validation.results import ValidationReport, format_failures
 from components.validation.validate import validate_folder
 
 
@@ -49,8 +48,9 @@ def open_generator(project_dir: Path, source: str) -> Served:
     return load_source(lambda: client(project_dir), parse_source(source), TORCHSCRIPT_RUNTIME, state_dir(project_dir) / "serve")
 
 
-def generate_images(project_dir: Path, source: str, n: int, classes: list[str] | None, seed: int, out: Path,
-                    fmt: str = "png", force: bool = False) -> Generated:
+def generate_images(
+    project_dir: Path, source: str, n: int, classes: list[str] | None, seed: int, out: Path, fmt: str = "png", force: bool = False
+) -> Generated:
     """`ganops generate`: N images per class (or in all) of SOURCE into OUT with their manifest."""
     served = open_generator(project_dir, source)
     request = plan_request(served, n, classes, seed)
@@ -62,9 +62,13 @@ def require_quality(served: Served, data: Path, plan: list[ClassPlan], cfg: Synt
     report = check_quality(served, data, [p.label for p in plan if p.synthetic], cfg, cache_dir)
     if not report.passed:
         first = report.failures[0]
-        raise QualityFailed(f"{served.model_name} version {served.version} fails the quality check for class {first.label!r}: "
-                            f"{first.reason}" + (f" (and {len(report.failures) - 1} more classes)" if len(report.failures) > 1 else "")
-                            + "; nothing was generated", report)
+        raise QualityFailed(
+            f"{served.model_name} version {served.version} fails the quality check for class {first.label!r}: "
+            f"{first.reason}"
+            + (f" (and {len(report.failures) - 1} more classes)" if len(report.failures) > 1 else "")
+            + "; nothing was generated",
+            report,
+        )
     return report
 
 
@@ -77,8 +81,18 @@ def validate_rebalanced(out: Path, config: RetrainConfig, project_dir: Path) -> 
     return report
 
 
-def rebalance(project_dir: Path, model: str, data: Path, out: Path, target: str | int, config: RetrainConfig,
-              do_import: bool = False, data_dir: str = "data", force: bool = False, classes: list[str] | None = None) -> Rebalanced:
+def rebalance(
+    project_dir: Path,
+    model: str,
+    data: Path,
+    out: Path,
+    target: str | int,
+    config: RetrainConfig,
+    do_import: bool = False,
+    data_dir: str = "data",
+    force: bool = False,
+    classes: list[str] | None = None,
+) -> Rebalanced:
     """`ganops rebalance`: plan -> quality check -> write the new ImageFolder -> validate -> (import as a DVC version).
     `classes` limits the generation to those classes (default: every class under the target)."""
     check_output(out, force, data)  # before any work: a refused --out costs nothing
@@ -86,10 +100,9 @@ def rebalance(project_dir: Path, model: str, data: Path, out: Path, target: str 
     plan = plan_rebalance(count_classes(data, require_conditional(served)), target, config.synthesis.max_synthetic_fraction, classes)
     quality = require_quality(served, data, plan, config.synthesis, state_dir(project_dir) / "cache" / "quality")
     total = sum(p.synthetic for p in plan)
-    manifest = write_rebalanced(served, data, plan, out, config.synthesis, quality, force,
-                                progress_bar(max(total, 1), "generate", "image", stderr=True))
+    manifest = write_rebalanced(
+        served, data, plan, out, config.synthesis, quality, force, progress_bar(max(total, 1), "generate", "image", stderr=True)
+    )
     report = validate_rebalanced(out, config, project_dir)
     dataset = import_dataset(project_dir, str(out), data_dir)[1] if do_import else None
     return Rebalanced(out, plan, quality, manifest, report, dataset)
-
-

@@ -9,18 +9,31 @@ from pathlib import Path
 
 from components.config import RetrainConfig, config_from_dict, export_root
 from components.core.errors import GanopsError
-from components.core.names import (ARTIFACT_CONFIG, CANDIDATE, CHAMPION, CHAMPION_METRIC_PREFIX, GATE_PROMOTED, PAIRED_DIFF, PREVIOUS_CHAMPION,
-                                   TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_EXPORT_URI, TAG_GATE, TAG_GATE_RULES, TAG_PAIRED_WITH, TAG_VALIDATION,
-                                   TAG_WITHDRAWN)
+from components.core.names import (
+    ARTIFACT_CONFIG,
+    CANDIDATE,
+    CHAMPION,
+    GATE_PROMOTED,
+    PAIRED_DIFF,
+    PREVIOUS_CHAMPION,
+    TAG_EXPORT_DIR,
+    TAG_EXPORT_MANIFEST,
+    TAG_EXPORT_URI,
+    TAG_GATE,
+    TAG_GATE_RULES,
+    TAG_PAIRED_WITH,
+    TAG_VALIDATION,
+    TAG_WITHDRAWN,
+    split_champion_metrics,
+)
 from components.promotion import ledger
 from components.promotion.gate import PROMOTE, REJECT, Decision, decide
-from components.promotion.moves import (TRACKED, after_promote, after_reject, after_rollback, move, reconcile, tag_decision,
-                                        tracked_aliases)
+from components.promotion.moves import TRACKED, after_promote, after_reject, after_rollback, move, reconcile, tag_decision, tracked_aliases
 from components.promotion.rules import Evidence
 from components.registry.models import download_weights, record_export, require_model, resolve_version
 from components.serving.export import export_dir_for, export_generator, export_is_whole, manifest_digest
-from components.serving.publish import export_url, is_published, publish_export
 from components.serving.infra import infra_validate
+from components.serving.publish import export_url, is_published, publish_export
 
 
 def check_reason(reason: str) -> str:
@@ -45,8 +58,9 @@ def ensure_export(mlc, project_dir: Path, model_name: str, version: str) -> Path
     published again when the config publishes to S3 and the published manifest is not this one."""
     mv = resolve_version(mlc, model_name, version)
     if mv.tags.get(TAG_WITHDRAWN):
-        raise GanopsError(f"{model_name} version {mv.version} was withdrawn ({mv.tags[TAG_WITHDRAWN]}); it is not exported, "
-                          "served or made champion again")
+        raise GanopsError(
+            f"{model_name} version {mv.version} was withdrawn ({mv.tags[TAG_WITHDRAWN]}); it is not exported, served or made champion again"
+        )
     config = version_config(mlc, model_name, version)
     root = export_root(config, project_dir)
     folder = export_dir_for(root, model_name, version)
@@ -63,9 +77,13 @@ def rebuild_export(mlc, mv, root: Path) -> Path:
     model_name, version = mv.name, str(mv.version)
     lineage = {**{k: v for k, v in mv.tags.items() if k not in EXPORT_TAGS}, "model_name": model_name, "model_version": version}
     run = mlc.get_run(mv.run_id).data
-    metrics = {k: v for k, v in run.metrics.items() if not k.startswith(CHAMPION_METRIC_PREFIX)}
-    decision = {"verdict": mv.tags.get(TAG_GATE, "not judged"), "promote": mv.tags.get(TAG_GATE) == GATE_PROMOTED,
-                "reasons": [], "rules": json.loads(mv.tags.get(TAG_GATE_RULES, "[]"))}
+    metrics, _ = split_champion_metrics(run.metrics)
+    decision = {
+        "verdict": mv.tags.get(TAG_GATE, "not judged"),
+        "promote": mv.tags.get(TAG_GATE) == GATE_PROMOTED,
+        "reasons": [],
+        "rules": json.loads(mv.tags.get(TAG_GATE_RULES, "[]")),
+    }
     with download_weights(mv) as weights:
         folder = export_generator(weights, root, model_name, version, lineage, metrics, decision)
     record_export(mlc, model_name, version, folder, manifest_digest(folder))
@@ -84,16 +102,15 @@ def recorded_evidence(mlc, model_name: str, version: str, champion: str | None) 
     same dataset, seed and evaluation settings), else none: the rules comparing with the champion fail and say so."""
     mv = resolve_version(mlc, model_name, version)
     run = mlc.get_run(mv.run_id)
-    metrics = {k: v for k, v in run.data.metrics.items() if not k.startswith(CHAMPION_METRIC_PREFIX)}
+    metrics, rescored = split_champion_metrics(run.data.metrics)
     if champion is None:
         return Evidence(metrics, None, mv.tags.get(TAG_VALIDATION) == "True")
     if run.data.tags.get(TAG_PAIRED_WITH) == champion:
-        rescored = {k.removeprefix(CHAMPION_METRIC_PREFIX): v for k, v in run.data.metrics.items() if k.startswith(CHAMPION_METRIC_PREFIX)}
         paired = {k: v for k, v in metrics.items() if k.startswith(PAIRED_DIFF)}
         return Evidence(metrics, rescored, mv.tags.get(TAG_VALIDATION) == "True", paired)
     theirs = mlc.get_run(resolve_version(mlc, model_name, champion).run_id).data
     alike = all(theirs.params.get(k) == run.data.params.get(k) for k in COMPARABLE_PARAMS)  # same data, extractor, latents
-    champion_metrics = {k: v for k, v in theirs.metrics.items() if not k.startswith(CHAMPION_METRIC_PREFIX)} if alike else {}
+    champion_metrics = split_champion_metrics(theirs.metrics)[0] if alike else {}
     return Evidence(metrics, champion_metrics, mv.tags.get(TAG_VALIDATION) == "True")
 
 
@@ -118,11 +135,21 @@ def promote(mlc, project_dir: Path, model_name: str, version: str, reason: str, 
     reason = check_reason(reason)
     version, before, decision = judge_recorded(mlc, project_dir, model_name, version)
     if not decision.passed and not force:
-        raise GanopsError(f"{model_name} version {version} fails the gate: {'; '.join(decision.reasons)} "
-                          "(on the recorded metrics; --force overrides, and the ledger records it)")
+        raise GanopsError(
+            f"{model_name} version {version} fails the gate: {'; '.join(decision.reasons)} "
+            "(on the recorded metrics; --force overrides, and the ledger records it)"
+        )
     note = reason if decision.passed else f"{reason} (forced over: {'; '.join(decision.reasons)})"
-    return move(mlc, model_name, ledger.PROMOTE, version, note, after_promote, expected_champion=before.get(CHAMPION),
-                rules=[r.as_dict() for r in decision.results])
+    return move(
+        mlc,
+        model_name,
+        ledger.PROMOTE,
+        version,
+        note,
+        after_promote,
+        expected_champion=before.get(CHAMPION),
+        rules=[r.as_dict() for r in decision.results],
+    )
 
 
 def _candidate(mlc, model_name: str, version: str) -> str:
@@ -130,8 +157,9 @@ def _candidate(mlc, model_name: str, version: str) -> str:
     reconcile(mlc, model_name)
     waiting = tracked_aliases(mlc, model_name).get(CANDIDATE)
     if waiting != version:
-        raise GanopsError(f"{model_name} version {version} is not awaiting approval (the candidate is "
-                          f"{'version ' + waiting if waiting else 'none'})")
+        raise GanopsError(
+            f"{model_name} version {version} is not awaiting approval (the candidate is {'version ' + waiting if waiting else 'none'})"
+        )
     return version
 
 
@@ -142,10 +170,20 @@ def approve(mlc, project_dir: Path, model_name: str, version: str, reason: str) 
     version = _candidate(mlc, model_name, version)
     version, before, decision = judge_recorded(mlc, project_dir, model_name, version)
     if not decision.passed:
-        raise GanopsError(f"{model_name} version {version} no longer passes the gate against the champion now: "
-                          f"{'; '.join(decision.reasons)} (`ganops reject` it, or `ganops promote --force`)")
-    entry = move(mlc, model_name, ledger.APPROVE, version, reason, after_promote, expected_champion=before.get(CHAMPION),
-                 rules=[r.as_dict() for r in decision.results])
+        raise GanopsError(
+            f"{model_name} version {version} no longer passes the gate against the champion now: "
+            f"{'; '.join(decision.reasons)} (`ganops reject` it, or `ganops promote --force`)"
+        )
+    entry = move(
+        mlc,
+        model_name,
+        ledger.APPROVE,
+        version,
+        reason,
+        after_promote,
+        expected_champion=before.get(CHAMPION),
+        rules=[r.as_dict() for r in decision.results],
+    )
     tag_decision(mlc, model_name, entry, Decision(PROMOTE, decision.results))
     return entry
 

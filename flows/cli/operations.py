@@ -1,0 +1,81 @@
+"""Operations: mark what a killed run left, deploy to a Prefect server, serve an export over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from flows.cli.options import ProjectOpt, prepare_env
+
+
+def doctor(project_dir: Path = ProjectOpt) -> None:
+    """Find runs a killed process left RUNNING on this host and mark them: MLflow run FAILED, flow run Crashed."""
+    root = prepare_env(project_dir)
+    from components.core.paths import state_dir
+    from components.orchestration.local_server import prefect_api
+    from components.orchestration.reaper import reap
+
+    with prefect_api(state_dir(root) / "prefect" / "server.log"):
+        reaped = reap(root)
+    for dead in reaped:
+        typer.echo(
+            f"MLflow run {dead.run_id}: FAILED (process {dead.pid} is gone); flow run {dead.flow_run_id}: "
+            f"{'Crashed' if dead.flow_run_marked else 'not running'}"
+        )
+    typer.echo(f"{len(reaped)} orphaned run(s) marked" if reaped else "no orphaned runs")
+
+
+def deploy(project_dir: Path = ProjectOpt) -> None:
+    """Create the work pools (when missing) and the deployments of infra/prefect.yaml on the Prefect server that
+    PREFECT_API_URL names, for this project. Safe to run again."""
+    root = prepare_env(project_dir)
+    from components.orchestration.deploy import deploy as deploy_project
+
+    created, plan = deploy_project(root)
+    for pool, kind in plan.pools.items():
+        typer.echo(f"work pool {pool} ({kind}): {'created' if pool in created else 'exists'}")
+    for model in sorted(plan.models):
+        typer.echo(f"one retrain at a time for {model}")
+    for name in plan.deployments:
+        typer.echo(f"deployment {name}")
+    typer.echo(f"start a worker: prefect worker start --pool {next(iter(plan.pools))}")
+
+
+def serve(
+    source: str = typer.Argument(
+        ..., help="MODEL@ALIAS, MODEL@VERSION, an export folder, or an export in S3 (s3://bucket/prefix/MODEL/vN)."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    runtime: str = typer.Option("torchscript", "--runtime", help="torchscript or onnx: the export file to load."),
+    follow: bool = typer.Option(False, "--follow", help="Swap in the export the alias points at when it moves (verified first)."),
+    poll_s: float = typer.Option(5.0, "--poll-s", min=0.1, help="How often --follow looks at the alias (seconds)."),
+    max_n: int = typer.Option(256, "--max-n", min=1, help="Most images one request may ask for."),
+    max_body_bytes: int = typer.Option(65536, "--max-body-bytes", min=64, help="Largest request body accepted."),
+    batch_wait_ms: float = typer.Option(
+        0.0,
+        "--batch-wait-ms",
+        min=0.0,
+        help="How long a request waits for others to share its forward pass (0: only those already waiting; under load that is plenty).",
+    ),
+    project_dir: Path = ProjectOpt,
+) -> None:
+    """Serve a verified export over HTTP: POST /v1/generate, GET /v1/model, /healthz, /readyz, /metrics."""
+    root = prepare_env(project_dir)
+    import logging
+
+    import uvicorn
+
+    from components.core.paths import state_dir
+    from components.registry.tracking import client
+    from components.serving.app import ServeSettings
+    from components.serving.service import build_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = ServeSettings(max_n=max_n, max_body_bytes=max_body_bytes, batch_wait_ms=batch_wait_ms)
+    api = build_app(source, lambda: client(root), runtime, follow, settings, state_dir(root) / "serve", poll_s)
+    uvicorn.run(api, host=host, port=port, log_level="info")
+
+
+COMMANDS = (doctor, deploy, serve)
