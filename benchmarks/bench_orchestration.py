@@ -30,7 +30,7 @@ ONE_RUN = """
 import json, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
-from components.config import load_config
+from components.presets import load_config
 from components.orchestration.local_server import prefect_api
 from flows.retrain import retrain
 imports = time.perf_counter() - t0

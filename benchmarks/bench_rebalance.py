@@ -26,12 +26,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, recall_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from components.config import load_config  # noqa: E402
 from components.core.pixels import to_unit_range  # noqa: E402
 from components.data.images import load_images  # noqa: E402
 from components.data.importers import digits_arrays  # noqa: E402
 from components.data.png import encode_png  # noqa: E402
 from components.evaluation.domain import train_extractor  # noqa: E402
+from components.presets import load_config  # noqa: E402
 from components.serving.export import export_generator  # noqa: E402
 from components.serving.runtime import load_served  # noqa: E402
 from components.synthesis.quality import check_quality, format_quality  # noqa: E402

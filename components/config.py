@@ -10,13 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeAlias
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from components.core.config_text import apply_overrides, checked, format_validation_error, path_name, read_yaml
-from components.core.errors import ConfigError, GanopsError
-from components.core.names import FID, FID_DOMAIN, FID_DOMAIN_REAL_SPLIT, FID_INCEPTION, metric_name
-from components.core.paths import PRESETS_DIR, check_path_name, check_revision, parse_s3_url, state_dir
+from components.core.config_text import checked, path_name
+from components.core.errors import GanopsError
+from components.core.names import FID, FID_DOMAIN, FID_DOMAIN_REAL_SPLIT, FID_INCEPTION, GAN, REBALANCE_METHODS, metric_name
+from components.core.paths import check_path_name, check_revision, parse_s3_url, state_dir
 from components.evaluation.extractors import EXTRACTORS, FP32, INCEPTION_PRECISIONS
 from components.promotion.rules import resolve_rule
 from components.training.losses import LOSSES
@@ -35,10 +34,12 @@ if TYPE_CHECKING:  # the allowed values are read from registries when the module
     GateMetric: TypeAlias = str
     InceptionPrecision: TypeAlias = str
     Approval: TypeAlias = str
+    RebalanceMethod: TypeAlias = str
 else:
     ArchName, LossName, OptimizerName = ARCHS.literal(), LOSSES.literal(), OPTIMIZERS.literal()
     GateMetric, InceptionPrecision = Literal[GATE_METRICS], Literal[INCEPTION_PRECISIONS]
     Approval = Literal[APPROVAL_AUTO, APPROVAL_REQUIRED]
+    RebalanceMethod = Literal[REBALANCE_METHODS]
 
 
 class _Strict(BaseModel):
@@ -320,6 +321,15 @@ class SynthesisConfig(_Strict):
         description="Most of any class that may be synthetic after rebalancing; the target is lowered for a class that would exceed it.",
     )
     seed: int = Field(0, ge=0, description="Seed of the generated images (and the quality check's samples).")
+    method: RebalanceMethod = Field(
+        GAN, description="gan (filtered generated images), oversample, smote, mix (repeated real + generated), auto (the check's winner)."
+    )
+    min_confidence: float = Field(
+        0.9, gt=0, lt=1, description="A generated image is kept when the quality check's classifier gives its class this probability."
+    )
+    candidates_factor: int = Field(4, ge=1, le=100, description="Candidates drawn per generated image needed, before filtering.")
+    mix_real_fraction: float = Field(0.5, ge=0, le=1, description="In mix: the share of the added images that are repeated real ones.")
+    check_seeds: int = Field(3, ge=1, le=20, description="Seeds (validation splits) the benefit check averages over.")
 
 
 class RetrainConfig(_Strict):
@@ -346,44 +356,6 @@ class RetrainConfig(_Strict):
         if self.gate.metric == FID_INCEPTION and not self.evaluate.inception:
             raise ValueError("gate.metric fid_inception needs evaluate.inception: true")
         return self
-
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
-
-
-def resolve_config_source(name_or_path: str | None) -> Path:
-    """A preset name (`digits`, `smoke`) or a YAML path -> the file to read."""
-    name_or_path = name_or_path or DEFAULT_PRESET
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        return path
-    preset = PRESETS_DIR / f"{name_or_path}.yaml"
-    if not preset.is_file():
-        raise ConfigError(f"unknown preset {name_or_path!r}; presets: {', '.join(preset_names())}, or pass a YAML path")
-    return preset
-
-
-def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> RetrainConfig:
-    """Read a preset or YAML file, apply overrides and validate. Raises ConfigError."""
-    source = resolve_config_source(name_or_path)
-    try:
-        raw = read_yaml(source.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {source} is not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {source} must hold a mapping at the top level")
-    return config_from_dict(apply_overrides(raw, overrides or []), source=str(source))
-
-
-def config_from_dict(raw: dict, source: str = "<dict>") -> RetrainConfig:
-    """Validate a plain dict (YAML or JSON) as the config. Raises ConfigError naming each bad key."""
-    try:
-        return RetrainConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(source, e)) from None
 
 
 def config_to_dict(config: RetrainConfig) -> dict:

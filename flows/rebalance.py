@@ -1,7 +1,8 @@
-"""The `rebalance` flow: quality check -> generate -> validate -> import, each a task calling one component step.
+"""The `rebalance` flow: plan -> choose the method (quality and benefit checks) -> write -> validate -> import, each a
+task calling one component step.
 
-Deployed like `retrain` (infra/prefect.yaml, `rebalance-on-demand`); the worker's log shows the quality table, the
-plan and the generation's progress.
+Deployed like `retrain` (infra/prefect.yaml, `rebalance-on-demand`); the worker's log shows the plan, the quality
+and benefit tables (also Prefect table artifacts), each fit of the benefit check, and why the method was chosen.
 """
 
 from __future__ import annotations
@@ -14,15 +15,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from components.config import RetrainConfig, load_config
-from components.core.paths import state_dir
-from components.core.progress import progress_bar
+from components.config import RetrainConfig
 from components.data.versioning import import_dataset
-from components.serving.runtime import Served
-from components.synthesis.generate import check_output, require_conditional
-from components.synthesis.quality import QualityReport, format_quality
-from components.synthesis.rebalance import ClassPlan, count_classes, format_plan, parse_target, plan_rebalance, write_rebalanced
-from components.synthesis.synthesize import open_generator, require_quality, validate_rebalanced
+from components.presets import load_config
+from components.synthesis.benefit import benefit_rows, format_benefit
+from components.synthesis.quality import format_quality
+from components.synthesis.rebalance import ClassPlan, format_plan, parse_target
+from components.synthesis.synthesize import Method, Sets, choose, prepare, validate_rebalanced, write_chosen
 
 TASK: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -30,34 +29,28 @@ TASK: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 @task(name="plan", **TASK)
 def plan_task(
     root: Path, model: str, data: Path, out: Path, target: str, config: RetrainConfig, classes: list[str] | None, force: bool
-) -> tuple[Served, list[ClassPlan]]:
-    check_output(out, force, data)
-    served = open_generator(root, model)
-    plan = plan_rebalance(
-        count_classes(data, require_conditional(served)), parse_target(target), config.synthesis.max_synthetic_fraction, classes
-    )
-    get_run_logger().info("%s version %s (export verified); plan:\n%s", served.model_name, served.version, format_plan(plan))
-    return served, plan
+) -> tuple[Sets, list[ClassPlan]]:
+    sets, plan = prepare(root, model, data, out, parse_target(target), config.synthesis, classes, force)
+    get_run_logger().info("%s version %s (export verified); plan:\n%s", sets.served.model_name, sets.served.version, format_plan(plan))
+    return sets, plan
 
 
-@task(name="quality-check", **TASK)
-def quality_task(root: Path, served: Served, data: Path, plan: list[ClassPlan], config: RetrainConfig) -> QualityReport:
-    report = require_quality(served, data, plan, config.synthesis, state_dir(root) / "cache" / "quality")
-    get_run_logger().info(format_quality(report))
-    create_table_artifact(
-        key="rebalance-quality",
-        table=[asdict(c) for c in report.classes],
-        description=f"Quality check of {served.model_name} version {served.version}",
-    )
-    return report
+@task(name="choose-method", **TASK)
+def method_task(sets: Sets, plan: list[ClassPlan], target: str, config: RetrainConfig, check: bool, require_benefit: bool) -> Method:
+    method = choose(sets, plan, parse_target(target), config.synthesis, check, require_benefit, progress=print)
+    if method.quality is not None:
+        get_run_logger().info(format_quality(method.quality))
+        create_table_artifact(key="rebalance-quality", table=[asdict(c) for c in method.quality.classes], description="Quality check")
+    if method.benefit is not None:
+        get_run_logger().info(format_benefit(method.benefit))
+        create_table_artifact(key="rebalance-benefit", table=benefit_rows(method.benefit), description="Benefit check")
+    get_run_logger().info("method %s: %s", method.name, method.reason)
+    return method
 
 
-@task(name="generate", **TASK)
-def generate_task(
-    served: Served, data: Path, plan: list[ClassPlan], out: Path, config: RetrainConfig, quality: QualityReport, force: bool
-) -> dict:
-    total = max(1, sum(p.synthetic for p in plan))
-    return write_rebalanced(served, data, plan, out, config.synthesis, quality, force, progress_bar(total, "generate", "image"))
+@task(name="write", **TASK)
+def write_task(sets: Sets, plan: list[ClassPlan], method: Method, data: Path, out: Path, force: bool) -> dict:
+    return write_chosen(sets, plan, method, data, out, force)
 
 
 @task(name="validate", **TASK)
@@ -82,25 +75,31 @@ def rebalance(
     force: bool = False,
     classes: list[str] | None = None,
     project_dir: str = ".",
+    check: bool = True,
+    require_benefit: bool = False,
 ) -> dict:
     """Rebalance the ImageFolder `data` with the conditional generator `model` (MODEL@ALIAS) into `out` (only the
-    `classes` named, when given); with `import_data`, make it the project's dataset as a new DVC version."""
+    `classes` named, when given) by the preset's synthesis.method, with the benefit check unless `check` is off;
+    with `import_data`, make it the project's dataset as a new DVC version."""
     root = Path(project_dir).resolve()
     config = load_config(preset, list(overrides or []))
     data_path, out_path = (root / data).resolve(), (root / out).resolve()
-    served, plan = plan_task(root, model, data_path, out_path, target, config, classes, force)
-    quality = quality_task(root, served, data_path, plan, config)
-    manifest = generate_task(served, data_path, plan, out_path, config, quality, force)
+    sets, plan = plan_task(root, model, data_path, out_path, target, config, classes, force)
+    method = method_task(sets, plan, target, config, check, require_benefit)
+    manifest = write_task(sets, plan, method, data_path, out_path, force)
     images = validate_task(out_path, config, root)
     md5 = import_task(root, out_path, config.data.dir) if import_data else None
     print(
-        f"rebalanced {data_path} into {out_path}: {images} images, {len(manifest['files'])} synthetic"
-        + (f"; imported as {config.data.dir}/ (md5 {md5})" if md5 else "")
+        f"rebalanced {data_path} into {out_path} by {method.name}: {images} images, {len(manifest['files'])} synthetic, "
+        f"{len(manifest['repeated'])} repeated" + (f"; imported as {config.data.dir}/ (md5 {md5})" if md5 else "")
     )
     return {
         "out": str(out_path),
         "images": images,
         "synthetic": len(manifest["files"]),
+        "repeated": len(manifest["repeated"]),
+        "method": method.name,
+        "reason": method.reason,
         "dataset_md5": md5,
         "generator": manifest["generator"],
     }

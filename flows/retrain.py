@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from components.config import DEFAULT_PRESET, RetrainConfig, config_to_dict, load_config
+from components.config import DEFAULT_PRESET, RetrainConfig, config_to_dict
 from components.core.errors import ValidationFailed
 from components.core.names import (
     CHAMPION,
@@ -23,6 +23,7 @@ from components.evaluation.evaluate import Scores
 from components.lineage.openlineage import COMPLETE, FAIL, START
 from components.lineage.tags import artifact_digest, lineage_tags
 from components.orchestration.concurrency import one_retrain_per_model
+from components.presets import load_config
 from components.promotion.gate import decide
 from components.promotion.moves import StaleDecision
 from components.promotion.rules import Evidence

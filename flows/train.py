@@ -11,8 +11,8 @@ from pathlib import Path
 
 from prefect import flow
 
-from components.config import config_from_dict
 from components.orchestration.training_jobs import train_job
+from components.presets import config_from_dict
 from components.registry.tracking import client
 
 

@@ -117,3 +117,8 @@ ARTIFACT_TRAINING = "training"  # a training job's result on another work pool (
 # stays an ImageFolder; DVC tracks it with the images, so a dataset md5 pins it), and the name of synthetic files.
 SYNTHETIC_MANIFEST = ".synthetic.json"
 SYNTHETIC_PREFIX = "synthetic-"
+# How `ganops rebalance` fills a class: generated images (filtered by a classifier), real ones repeated, SMOTE's
+# interpolations, repeated real and generated together, or whichever the benefit check finds best.
+GAN, OVERSAMPLE, SMOTE, MIX, AUTO = "gan", "oversample", "smote", "mix", "auto"
+REBALANCE_METHODS = (GAN, OVERSAMPLE, SMOTE, MIX, AUTO)
+OVERSAMPLED_PREFIX, SMOTE_PREFIX = "oversampled-", "smote-"  # file names of repeated and interpolated images

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import yaml
 
-from components.config import load_config
 from components.core.errors import ConfigError, GanopsError
 from components.core.paths import SOURCE_ROOT
 from components.orchestration.concurrency import ensure_limits
 from components.orchestration.events import RESOURCE_ENV, dataset_resource
+from components.presets import load_config
 
 PREFECT_FILE = SOURCE_ROOT / "infra" / "prefect.yaml"
 SOURCE_ENV, PROJECT_ENV = "GANOPS_SOURCE_DIR", "GANOPS_PROJECT_DIR"

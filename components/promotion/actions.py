@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from components.config import RetrainConfig, config_from_dict, export_root
+from components.config import RetrainConfig, export_root
 from components.core.errors import GanopsError
 from components.core.names import (
     ARTIFACT_CONFIG,
@@ -26,6 +26,7 @@ from components.core.names import (
     TAG_WITHDRAWN,
     split_champion_metrics,
 )
+from components.presets import config_from_dict
 from components.promotion import ledger
 from components.promotion.gate import PROMOTE, REJECT, Decision, decide
 from components.promotion.moves import TRACKED, after_promote, after_reject, after_rollback, move, reconcile, tag_decision, tracked_aliases

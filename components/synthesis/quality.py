@@ -127,8 +127,18 @@ def class_numbers(
     return accuracy, fid, stats_to_fid(half_a, half_b)
 
 
-def check_quality(served: Served, data: Path, classes: list[str], cfg: SynthesisConfig, cache_dir: Path) -> QualityReport:
-    """Measure and judge every class in `classes` of the conditional generator `served` against the real data."""
+@dataclass(frozen=True)
+class RealData:
+    """The real data a generator is judged against, and the classifier trained on it (cached per content hash)."""
+
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    targets: np.ndarray  # class indices in the generator's label order
+    sha256: str  # folder_digest of the data
+    classifier: DomainExtractor
+
+
+def read_real_data(served: Served, data: Path, cfg: SynthesisConfig, cache_dir: Path) -> RealData:
+    """The real images of `data` and the class-balanced classifier of the quality check, from the cache or trained now."""
     real, targets = real_data(data, require_conditional(served))
     key = folder_digest(data)
     extractor = load_or_train_extractor(
@@ -141,6 +151,12 @@ def check_quality(served: Served, data: Path, classes: list[str], cfg: Synthesis
         cfg.seed,
         balanced=True,
     )
+    return RealData(real, targets, key, extractor)
+
+
+def check_quality(served: Served, real_set: RealData, classes: list[str], cfg: SynthesisConfig) -> QualityReport:
+    """Measure and judge every class in `classes` of the conditional generator `served` against the real data."""
+    real, targets, key, extractor = real_set.images, real_set.targets, real_set.sha256, real_set.classifier
     results = []
     for label in classes:
         mine = real[torch.from_numpy(targets == served.labels.index(label))]

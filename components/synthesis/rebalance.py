@@ -10,18 +10,19 @@ the dataset's md5, so lineage can follow a synthetic image back to the generator
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from components.config import SynthesisConfig, ValidationConfig
-from components.core.atomic import json_bytes, replace_folder
+from components.config import ValidationConfig
+from components.core.atomic import bytes_digest, json_bytes, replace_folder
 from components.core.errors import GanopsError
-from components.core.names import SYNTHETIC_MANIFEST, SYNTHETIC_PREFIX
+from components.core.names import GAN, OVERSAMPLE, OVERSAMPLED_PREFIX, SMOTE, SYNTHETIC_MANIFEST, SYNTHETIC_PREFIX
 from components.data.images import list_files
 from components.data.importers import copy_image_folder
+from components.data.png import encode_png
 from components.serving.runtime import Served
-from components.synthesis.generate import Request, check_output, source_record, write_images
-from components.synthesis.quality import QualityReport
+from components.synthesis.generate import check_output
+from components.synthesis.methods import Added
 
 MAX = "max"
 
@@ -95,32 +96,46 @@ def rebalanced_validation(cfg: ValidationConfig, max_fraction: float) -> Validat
     return cfg.model_copy(update={"profile": "imbalanced", "max_synthetic_fraction": max_fraction})
 
 
-def write_rebalanced(
-    served: Served,
-    data: Path,
-    plan: list[ClassPlan],
-    out: Path,
-    cfg: SynthesisConfig,
-    quality: QualityReport,
-    force: bool = False,
-    progress=None,
-) -> dict:
-    """Write the real files and the planned synthetic ones into `out` (built under a temporary name, then renamed),
-    with the manifest last. Returns the manifest."""
+@dataclass(frozen=True)
+class AddedFile:
+    kind: str  # gan, smote or oversample
+    blob: bytes
+    source: str = ""  # a repeated real file: its path in the data
+
+
+def added_files(added: Added, data: Path, real_files: list[Path], labels: list[str], prefix: str) -> dict[str, AddedFile]:
+    """{relative path: file} of the added images: generated ones `<prefix><i>.png`, SMOTE's `synthetic-smote-<i>.png`
+    (both synthetic: counted by validation's bound, verified by lineage), and repeated real files with their own
+    bytes as `oversampled-<k>-<name>`. `real_files` are the data's files in the order of the rows of the real set."""
+    out: dict[str, AddedFile] = {}
+    counters: dict[tuple[str, int], int] = {}
+    repeated = iter(added.repeated_from)
+    for image, c, kind in zip(added.x, added.y, added.kind, strict=True):
+        k = counters[(kind, int(c))] = counters.get((kind, int(c)), -1) + 1
+        label = labels[int(c)]
+        if kind == OVERSAMPLE:
+            source = real_files[next(repeated)]
+            out[f"{label}/{OVERSAMPLED_PREFIX}{k:05d}-{source.name}"] = AddedFile(kind, (data / source).read_bytes(), source.as_posix())
+            continue
+        name = f"{prefix}{k:05d}.png" if kind == GAN else f"{SYNTHETIC_PREFIX}{SMOTE}-{k:05d}.png"
+        out[f"{label}/{name}"] = AddedFile(kind, encode_png(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)))
+    return out
+
+
+def write_rebalanced(data: Path, out: Path, added: Added, labels: list[str], prefix: str, record: dict, force: bool = False) -> dict:
+    """Write the real files and the added ones into `out` (built under a temporary name, then renamed), with the
+    manifest (`record`, every synthetic file's sha256, each repeated file's source) last. Returns the manifest."""
     check_output(out, force, data)
-    request = Request({p.label: p.synthetic for p in plan if p.synthetic}, cfg.seed, synthetic_prefix(served))
+    files = added_files(added, data, list_files(data), labels, prefix)
 
     def build(tmp: Path) -> dict:
         copy_image_folder(data, tmp)
-        files = write_images(served, request, tmp, "png", progress)
+        for rel, file in files.items():
+            (tmp / rel).write_bytes(file.blob)
         manifest = {
-            "generator": source_record(served),
-            "seed": cfg.seed,
-            "max_synthetic_fraction": cfg.max_synthetic_fraction,
-            "classes": [asdict(p) for p in plan],
-            "quality": quality.to_dict(),
-            "real_data_sha256": quality.data_sha256,
-            "files": files,
+            **record,
+            "files": {rel: bytes_digest(f.blob) for rel, f in files.items() if f.kind != OVERSAMPLE},
+            "repeated": {rel: f.source for rel, f in files.items() if f.kind == OVERSAMPLE},
         }
         (tmp / SYNTHETIC_MANIFEST).write_bytes(json_bytes(manifest))
         return manifest

@@ -6,23 +6,41 @@ export in S3): every file against the manifest, the manifest against the version
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from components.config import RetrainConfig, SynthesisConfig
 from components.core.errors import GanopsError, ValidationFailed
-from components.core.names import TORCHSCRIPT_RUNTIME
+from components.core.names import AUTO, GAN, MIX, OVERSAMPLE, SMOTE, TORCHSCRIPT_RUNTIME
 from components.core.paths import state_dir
 from components.core.progress import progress_bar
 from components.data.versioning import import_dataset
 from components.registry.tracking import client
 from components.serving.runtime import Served
 from components.serving.service import load_source, parse_source
-from components.synthesis.generate import Generated, check_output, generate, plan_request, require_conditional
-from components.synthesis.quality import QualityReport, check_quality
-from components.synthesis.rebalance import ClassPlan, count_classes, plan_rebalance, rebalanced_validation, write_rebalanced
+from components.synthesis.benefit import BenefitTable, Candidate, choose_method, format_benefit, run_check
+from components.synthesis.generate import Generated, check_output, generate, plan_request, require_conditional, source_record
+from components.synthesis.methods import Added, added_by, generated
+from components.synthesis.quality import QualityReport, RealData, check_quality, format_quality, read_real_data
+from components.synthesis.rebalance import (
+    MAX,
+    ClassPlan,
+    count_classes,
+    format_plan,
+    plan_rebalance,
+    rebalanced_validation,
+    synthetic_prefix,
+    write_rebalanced,
+)
 from components.validation.results import ValidationReport, format_failures
 from components.validation.validate import validate_folder
+
+NONE, CLASS_WEIGHTS = "none", "class_weights"  # the benefit check's baselines that add no images
+CHECK_VAL_FRACTION = 0.3  # of each class, held out of the user's training data for the benefit check
+AUTO_WITHOUT_GENERATOR = "auto (no generator)"  # auto, when the generator failed the quality check
 
 
 class QualityFailed(GanopsError):
@@ -37,7 +55,7 @@ class QualityFailed(GanopsError):
 class Rebalanced:
     out: Path
     plan: list[ClassPlan]
-    quality: QualityReport
+    method: Method
     manifest: dict
     validation: ValidationReport
     dataset: dict | None  # the new data.dvc entry when imported
@@ -57,9 +75,9 @@ def generate_images(
     return generate(served, request, out, fmt, force, progress_bar(sum(request.counts.values()), "generate", "image", stderr=True))
 
 
-def require_quality(served: Served, data: Path, plan: list[ClassPlan], cfg: SynthesisConfig, cache_dir: Path) -> QualityReport:
+def require_quality(served: Served, real: RealData, plan: list[ClassPlan], cfg: SynthesisConfig) -> QualityReport:
     """The quality check on every class the plan generates; QualityFailed naming the first failing class."""
-    report = check_quality(served, data, [p.label for p in plan if p.synthetic], cfg, cache_dir)
+    report = check_quality(served, real, [p.label for p in plan if p.synthetic], cfg)
     if not report.passed:
         first = report.failures[0]
         raise QualityFailed(
@@ -81,6 +99,122 @@ def validate_rebalanced(out: Path, config: RetrainConfig, project_dir: Path) -> 
     return report
 
 
+@dataclass(frozen=True)
+class Method:
+    """How the images are made: the method, why it was chosen, and the benefit check behind the choice (if run)."""
+
+    name: str
+    reason: str
+    benefit: BenefitTable | None
+    quality: QualityReport | None  # None when the generator's images are not used
+
+
+class Sets:
+    """The images each method adds to a real set (x, y), for the rebalance and for the benefit check's candidates."""
+
+    def __init__(self, served: Served, real: RealData, cfg: SynthesisConfig):
+        self.served, self.real, self.cfg, self.labels = served, real, cfg, served.labels
+
+    def generated(self, need: dict[int, int]) -> Added:
+        cfg = self.cfg
+        return generated(self.served, self.real.classifier, need, cfg.min_confidence, cfg.candidates_factor, cfg.seed)
+
+    def added(self, method: str, x: np.ndarray, y: np.ndarray, need: dict[int, int], seed: int) -> Added:
+        return added_by(method, x, y, need, seed, self.labels, self.generated, self.cfg.mix_real_fraction)
+
+    def candidates(self, methods: list[str], target: str | int, plan: list[ClassPlan]):
+        """candidates_for(train x, train y, seed) of the benefit check: each method applied to the training part."""
+        only = [p.label for p in plan if p.synthetic]
+        scaled = target if target == MAX else max(1, round(int(target) * (1 - CHECK_VAL_FRACTION)))
+
+        def candidates_for(x: np.ndarray, y: np.ndarray, seed: int) -> list[Candidate]:
+            counts = {label: int(np.sum(y == i)) for i, label in enumerate(self.labels)}
+            part = plan_rebalance(counts, scaled, self.cfg.max_synthetic_fraction, only)
+            need = {self.labels.index(p.label): p.synthetic for p in part if p.synthetic}
+            out = [Candidate(NONE, x, y), Candidate(CLASS_WEIGHTS, x, y, class_weights=True)]
+            for method in methods:
+                add = self.added(method, x, y, need, seed)
+                out.append(Candidate(method, np.concatenate([x, add.x]), np.concatenate([y, add.y])))
+            return out
+
+        return candidates_for
+
+
+def choose(
+    sets: Sets, plan: list[ClassPlan], target: str | int, cfg: SynthesisConfig, check: bool, require_benefit: bool, progress=None
+) -> Method:
+    """The method to write: the configured one, or with `auto` the benefit check's winner (generated images only
+    when the generator passes the quality check). Raises QualityFailed, or GanopsError when `require_benefit` and
+    the check finds no benefit of the configured method over oversampling and SMOTE."""
+    method = cfg.method
+    if require_benefit and method not in (GAN, MIX):
+        raise GanopsError(f"--require-benefit asks whether generated images help: it needs --method gan or mix, not {method}")
+    try:
+        quality = require_quality(sets.served, sets.real, plan, cfg) if method in (GAN, MIX, AUTO) else None
+    except QualityFailed as e:
+        if method != AUTO:
+            raise
+        quality, method = e.report, AUTO_WITHOUT_GENERATOR
+    if not (check or require_benefit or method in (AUTO, AUTO_WITHOUT_GENERATOR)):
+        return Method(cfg.method, f"--method {cfg.method}", None, quality)
+    methods = [OVERSAMPLE, SMOTE] + ([GAN, MIX] if method != AUTO_WITHOUT_GENERATOR else [])
+    x, y = sets.real.images.numpy(), sets.real.targets.astype(np.int64)
+    minority = [p.label for p in plan if p.synthetic]
+    table = run_check(
+        sets.candidates(methods, target, plan),
+        x,
+        y,
+        sets.labels,
+        minority,
+        list(range(cfg.check_seeds)),
+        CHECK_VAL_FRACTION,
+        progress=progress,
+    )
+    if method in (AUTO, AUTO_WITHOUT_GENERATOR):
+        chosen, reason = choose_method(table, tuple(methods))
+        if method == AUTO_WITHOUT_GENERATOR:
+            reason += " (the generator failed the quality check: its images were not tried)"
+        return Method(chosen, reason, table, quality if chosen in (GAN, MIX) else None)
+    chosen, reason = choose_method(table, (method, OVERSAMPLE, SMOTE))
+    if require_benefit and chosen != method:
+        raise GanopsError(f"--require-benefit: {method} does not beat oversampling and SMOTE on this data, nothing was written: {reason}")
+    return Method(method, f"--method {method}; the check: {reason}", table, quality)
+
+
+def prepare(
+    project_dir: Path, model: str, data: Path, out: Path, target: str | int, cfg: SynthesisConfig, classes: list[str] | None, force: bool
+) -> tuple[Sets, list[ClassPlan]]:
+    """The verified generator, the real data with its classifier, and the plan; refuses a bad --out or --class
+    before any work."""
+    check_output(out, force, data)  # before any work: a refused --out costs nothing
+    served = open_generator(project_dir, model)
+    plan = plan_rebalance(count_classes(data, require_conditional(served)), target, cfg.max_synthetic_fraction, classes)
+    real = read_real_data(served, data, cfg, state_dir(project_dir) / "cache" / "quality")
+    return Sets(served, real, cfg), plan
+
+
+def write_chosen(sets: Sets, plan: list[ClassPlan], method: Method, data: Path, out: Path, force: bool) -> dict:
+    """Write real + what `method` adds to each class of the plan into `out`, with the manifest (method and why,
+    generator, filtering counts, quality and benefit tables, every synthetic file's sha256). Returns the manifest."""
+    served, real, cfg = sets.served, sets.real, sets.cfg
+    need = {served.labels.index(p.label): p.synthetic for p in plan if p.synthetic}
+    added = sets.added(method.name, real.images.numpy(), real.targets.astype(np.int64), need, cfg.seed)
+    record = {
+        "method": method.name,
+        "reason": method.reason,
+        "generator": source_record(served),
+        "seed": cfg.seed,
+        "max_synthetic_fraction": cfg.max_synthetic_fraction,
+        "min_confidence": cfg.min_confidence,
+        "classes": [asdict(p) for p in plan],
+        "filtering": {served.labels[c]: asdict(f) for c, f in added.filtering.items()},
+        "quality": method.quality.to_dict() if method.quality else None,
+        "benefit": method.benefit.to_dict() if method.benefit else None,
+        "real_data_sha256": real.sha256,
+    }
+    return write_rebalanced(data, out, added, served.labels, synthetic_prefix(served), record, force)
+
+
 def rebalance(
     project_dir: Path,
     model: str,
@@ -92,17 +226,31 @@ def rebalance(
     data_dir: str = "data",
     force: bool = False,
     classes: list[str] | None = None,
+    check: bool = False,
+    require_benefit: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> Rebalanced:
-    """`ganops rebalance`: plan -> quality check -> write the new ImageFolder -> validate -> (import as a DVC version).
-    `classes` limits the generation to those classes (default: every class under the target)."""
-    check_output(out, force, data)  # before any work: a refused --out costs nothing
-    served = open_generator(project_dir, model)
-    plan = plan_rebalance(count_classes(data, require_conditional(served)), target, config.synthesis.max_synthetic_fraction, classes)
-    quality = require_quality(served, data, plan, config.synthesis, state_dir(project_dir) / "cache" / "quality")
-    total = sum(p.synthetic for p in plan)
-    manifest = write_rebalanced(
-        served, data, plan, out, config.synthesis, quality, force, progress_bar(max(total, 1), "generate", "image", stderr=True)
-    )
+    """`ganops rebalance`: plan -> (quality check, benefit check) -> write the new ImageFolder with the chosen method
+    -> validate -> (import as a DVC version). `classes` limits it to those classes (default: every class under the
+    target); `check` runs the benefit check even when the method is fixed; `progress(line)` hears each of its fits."""
+    sets, plan = prepare(project_dir, model, data, out, target, config.synthesis, classes, force)
+    method = choose(sets, plan, target, config.synthesis, check, require_benefit, progress)
+    manifest = write_chosen(sets, plan, method, data, out, force)
     report = validate_rebalanced(out, config, project_dir)
     dataset = import_dataset(project_dir, str(out), data_dir)[1] if do_import else None
-    return Rebalanced(out, plan, quality, manifest, report, dataset)
+    return Rebalanced(out, plan, method, manifest, report, dataset)
+
+
+def format_rebalanced(result: Rebalanced) -> str:
+    """What `ganops rebalance` prints: the quality and benefit tables (when run), the method and why, and each
+    class's real, added and (for generated images) drawn, kept and rejected counts."""
+    method, manifest = result.method, result.manifest
+    parts = [format_quality(method.quality)] if method.quality else []
+    parts += [format_benefit(method.benefit)] if method.benefit else []
+    parts.append(f"method {method.name}: {method.reason}")
+    rows = [f"wrote {result.out} ({result.validation.images} images, validation passed):", format_plan(result.plan)]
+    for label, f in manifest["filtering"].items():
+        rows.append(f"  {label:>8}  generated: {f['drawn']} drawn, {f['kept']} kept, {f['rejected']} rejected by the classifier")
+    short = [p for p in result.plan if p.synthetic and manifest["filtering"].get(p.label, {}).get("kept", p.synthetic) < p.synthetic]
+    rows += [f"  {p.label:>8}  fewer generated images passed the filter than planned" for p in short if method.name == GAN]
+    return "\n".join(parts + rows)

@@ -15,11 +15,12 @@ import pandas as pd
 
 from components.config import ValidationConfig
 from components.core.atomic import file_lock
-from components.core.names import SYNTHETIC_PREFIX
+from components.core.names import OVERSAMPLED_PREFIX, SYNTHETIC_PREFIX
 from components.validation.manifest import CHANNELS, DECODES, ERROR, FORMAT_OK, HEIGHT, INSIDE, LABEL, MEAN, MODE, PATH, SHA256, STD, WIDTH
 from components.validation.results import RuleFailure
 
 LABEL_FRACTION, SYNTHETIC_FRACTION = "label_fraction", "synthetic_fraction"
+UNIQUE_CONTENT = "unique_content"  # sha256, blank for a declared repeat (oversampled-*): the duplicate rule skips it
 SUITE, ASSET, DEFINITION, CHECKPOINT, SITE = "ganops-images", "images", "ganops-images", "ganops-images", "local_site"
 
 # Human names for the rules, keyed by (expectation type, column).
@@ -40,7 +41,7 @@ RULES = {
     ("expect_column_distinct_values_to_contain_set", LABEL): "every allowed label is present",
     ("expect_column_values_to_be_between", LABEL_FRACTION): "class proportions within bounds",
     ("expect_column_values_to_be_between", SYNTHETIC_FRACTION): "synthetic share of each class within the bound",
-    ("expect_column_values_to_be_unique", SHA256): "no duplicate image content",
+    ("expect_column_values_to_be_unique", UNIQUE_CONTENT): "no duplicate image content",
     ("expect_column_mean_to_be_between", MEAN): "mean pixel value within bounds",
     ("expect_column_values_to_be_between", STD): "pixel standard deviation above the minimum (no blank images)",
 }
@@ -73,7 +74,7 @@ def build_suite(cfg: ValidationConfig, name: str = SUITE):
         add(gxe.ExpectColumnValuesToBeBetween(column=LABEL_FRACTION, min_value=cfg.min_class_fraction, max_value=cfg.max_class_fraction))
     if cfg.max_synthetic_fraction < 1:
         add(gxe.ExpectColumnValuesToBeBetween(column=SYNTHETIC_FRACTION, min_value=0.0, max_value=cfg.max_synthetic_fraction))
-    add(gxe.ExpectColumnValuesToBeUnique(column=SHA256))
+    add(gxe.ExpectColumnValuesToBeUnique(column=UNIQUE_CONTENT))
     add(gxe.ExpectColumnMeanToBeBetween(column=MEAN, min_value=cfg.pixel_mean_range[0], max_value=cfg.pixel_mean_range[1]))
     add(gxe.ExpectColumnValuesToBeBetween(column=STD, min_value=cfg.min_pixel_std))
     return suite
@@ -81,8 +82,10 @@ def build_suite(cfg: ValidationConfig, name: str = SUITE):
 
 def with_label_fractions(manifest: pd.DataFrame) -> pd.DataFrame:
     """The manifest plus each row's class fraction and its class's synthetic share (files named synthetic-*), so
-    class proportions are columns GX can check."""
+    class proportions are columns GX can check; and the content hash of every file that is not a declared repeat."""
     frame = manifest.copy()
+    repeat = frame[PATH].map(lambda p: PurePosixPath(p).name.startswith(OVERSAMPLED_PREFIX))
+    frame[UNIQUE_CONTENT] = frame[SHA256].where(~repeat, None)
     frame[LABEL_FRACTION] = frame[LABEL].map(frame[LABEL].value_counts(normalize=True)).astype(float)
     synthetic = frame[PATH].map(lambda p: PurePosixPath(p).name.startswith(SYNTHETIC_PREFIX))
     frame[SYNTHETIC_FRACTION] = frame[LABEL].map(synthetic.groupby(frame[LABEL]).mean()).astype(float).fillna(0.0)

@@ -20,8 +20,8 @@ def validate(
 ) -> None:
     """Validate a dataset folder with the config's Great Expectations suite; exit 1 when it fails."""
     root = prepare_env(project_dir)
-    from components.config import load_config
     from components.core.paths import state_dir
+    from components.presets import load_config
     from components.validation.results import format_failures
     from components.validation.validate import validate_folder
 
@@ -54,7 +54,8 @@ def run(
 ) -> None:
     """Run the retrain flow: dataset version, validate, train, evaluate, register, gate, export."""
     root = prepare_env(project_dir)
-    from components.config import export_root, load_config
+    from components.config import export_root
+    from components.presets import load_config
 
     overrides = (
         list(set_)
@@ -105,9 +106,9 @@ def train(
     Runs under torchrun too: `torchrun --nproc-per-node 2 -m flows.cli train ...` trains with DDP.
     """
     root = prepare_env(project_dir)
-    from components.config import load_config
     from components.core.paths import state_dir
     from components.core.progress import progress_bar
+    from components.presets import load_config
     from components.training.job import image_cache_dir, train_to_files, validate_and_train
 
     cfg = load_config(config, list(set_) + ([f"train.steps={max_steps}"] if max_steps else []))

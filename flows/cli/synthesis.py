@@ -8,6 +8,25 @@ import typer
 
 from flows.cli.options import ProjectOpt, SetOpt, prepare_env
 
+MethodOpt = typer.Option(
+    None,
+    "--method",
+    help="gan (generated images kept by a classifier's confidence), oversample (real ones repeated), smote, mix "
+    "(repeated real + generated), auto (the benefit check's winner). Default: the preset's synthesis.method.",
+)
+CheckOpt = typer.Option(
+    False,
+    "--check",
+    help="Run the benefit check (always with --method auto): classifiers trained on each method's set, scored "
+    "on a validation split of --data, with paired 95% intervals.",
+)
+RequireBenefitOpt = typer.Option(
+    False, "--require-benefit", help="With --method gan or mix: write nothing unless the check finds it beats oversampling and SMOTE."
+)
+MinConfidenceOpt = typer.Option(
+    None, "--min-confidence", help="Keep a generated image when the classifier gives its class this probability (synthesis.min_confidence)."
+)
+
 
 def generate(
     source: str = typer.Argument(..., help="MODEL@ALIAS, MODEL@VERSION, an export folder, or s3://.../MODEL/vN (verified first)."),
@@ -49,16 +68,24 @@ def rebalance(
     config: str | None = typer.Option("cdcgan", "--config", "-c", help="Preset or YAML: its synthesis and validation sections apply."),
     set_: list[str] = SetOpt,
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out folder."),
+    method: str | None = MethodOpt,
+    check: bool = CheckOpt,
+    require_benefit: bool = RequireBenefitOpt,
+    min_confidence: float | None = MinConfidenceOpt,
     project_dir: Path = ProjectOpt,
 ) -> None:
-    """Generate what each minority class lacks with a conditional generator that passes the quality check, write
-    real + synthetic (named synthetic-*) as a new ImageFolder, validate it, and with --import version it with DVC."""
+    """Fill each minority class up to the target (by generated images that pass the quality check and a classifier's
+    confidence, repeated real ones, SMOTE or a mix; --method auto lets the benefit check choose), write real + added
+    as a new ImageFolder with a manifest, validate it, and with --import version it with DVC."""
     root = prepare_env(project_dir)
-    from components.config import load_config
-    from components.synthesis.quality import format_quality
-    from components.synthesis.rebalance import format_plan, parse_target
+    from components.presets import load_config
+    from components.synthesis.rebalance import parse_target
+    from components.synthesis.synthesize import format_rebalanced
 
-    cfg = load_config(config, list(set_) + ([f"synthesis.max_synthetic_fraction={max_fraction}"] if max_fraction is not None else []))
+    overrides = list(set_) + ([f"synthesis.max_synthetic_fraction={max_fraction}"] if max_fraction is not None else [])
+    overrides += [f"synthesis.method={method}"] if method is not None else []
+    overrides += [f"synthesis.min_confidence={min_confidence}"] if min_confidence is not None else []
+    cfg = load_config(config, overrides)
     from components.synthesis.synthesize import rebalance as rebalance_data
 
     result = rebalance_data(
@@ -72,9 +99,11 @@ def rebalance(
         data_dir=cfg.data.dir,
         force=force,
         classes=list(classes) or None,
+        check=check,
+        require_benefit=require_benefit,
+        progress=lambda line: typer.echo(line, err=True),
     )
-    typer.echo(format_quality(result.quality))
-    typer.echo(f"wrote {out} ({result.validation.images} images, validation passed):\n{format_plan(result.plan)}")
+    typer.echo(format_rebalanced(result))
     if result.dataset:
         typer.echo(f"imported as {cfg.data.dir}/ (md5 {result.dataset['md5']}); commit {cfg.data.dir}.dvc to record this version")
 

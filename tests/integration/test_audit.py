@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from components.config import load_config
 from components.core.names import TAG_CODE_GIT_REV, TAG_DATASET_MD5
 from components.core.paths import state_dir
+from components.presets import load_config
 from components.registry import tracking as registry
 from flows.cli import app
 from tests.integration.conftest import digits_project

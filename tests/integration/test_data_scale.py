@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from components.config import load_config
 from components.core.processes import peak_rss_mb, same_process_alive, start_ticks
+from components.presets import load_config
 from components.training.job import train_to_files
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import threading
 import pytest
 from typer.testing import CliRunner
 
-from components.config import load_config
+from components.presets import load_config
 from components.promotion import ledger
 from components.promotion.moves import ANY_CHAMPION, after_reject, move
 from components.registry import tracking as registry

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from components.config import load_config
 from components.core.errors import ValidationFailed
 from components.core.names import TAG_DATA_GIT_REV, TAG_DATASET_MD5
 from components.data.versioning import read_dvc_file
+from components.presets import load_config
 from components.registry import tracking as registry
 from components.serving.export import sha256_of
 from components.serving.formats import MANIFEST

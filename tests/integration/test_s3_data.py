@@ -13,10 +13,10 @@ import boto3
 import pytest
 from typer.testing import CliRunner
 
-from components.config import load_config
 from components.core.errors import DataError
 from components.data.importers import write_digits
 from components.data.versioning import read_dvc_file
+from components.presets import load_config
 from flows.cli import app
 from tests.integration.conftest import new_project, sh
 

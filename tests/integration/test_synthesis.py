@@ -10,10 +10,10 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from components.config import load_config
 from components.core.errors import GanopsError
 from components.core.names import SYNTHETIC_MANIFEST, TAG_DATASET_MD5, TAG_WEIGHTS_SHA256
 from components.data.versioning import read_dvc_file
+from components.presets import load_config
 from components.registry import tracking as registry
 from components.serving.export import export_generator
 from components.training.job import train_to_files
@@ -32,7 +32,13 @@ SMALL = [
     f"registry.model_name={MODEL}",
     "gate.rules.relative_ceiling.factor=100000.0",
 ]
-RELAXED = ["synthesis.min_class_accuracy=0.5", "synthesis.class_fid_factor=1000.0", "synthesis.quality_samples=100"]
+RELAXED = [
+    "synthesis.min_class_accuracy=0.5",
+    "synthesis.class_fid_factor=1000.0",
+    "synthesis.quality_samples=100",
+    "synthesis.min_confidence=0.05",  # the tiny test generator: most of its images pass, a few are filtered
+    "synthesis.check_seeds=1",
+]
 
 
 def cli(project, *args):
@@ -192,7 +198,10 @@ def test_rebalance_import_validates_and_traces_back_to_the_generator(project, tm
     assert not list((out / "1").glob("synthetic-*")) and all(len(list((out / c).glob("*.png"))) == 182 for c in "0245")
     record = json.loads((out / SYNTHETIC_MANIFEST).read_text())
     assert record["quality"]["passed"] and "3" in [c["label"] for c in record["quality"]["classes"]]
-    assert sorted(record["files"]) == synthetic
+    assert sorted(record["files"]) == synthetic and record["method"] == "gan" and record["benefit"] is None
+    kept = record["filtering"]["3"]
+    assert kept["kept"] == 162 and kept["drawn"] == kept["kept"] + kept["rejected"] and len(kept["kept_indices"]) == 162
+    assert "162 kept" in done.output
     md5 = read_dvc_file(project / "data.dvc")["md5"]
     assert md5 != before and (project / "data" / SYNTHETIC_MANIFEST).read_bytes() == (out / SYNTHETIC_MANIFEST).read_bytes()
     found = json.loads(cli(project, "lineage", "--data", md5, "--json").output)
@@ -220,3 +229,38 @@ def test_the_rebalance_flow_runs_the_same_steps(project, tmp_path):
     )
     assert result["generator"]["version"] == "1" and result["synthetic"] == len(list(out.rglob("synthetic-v1-*.png")))
     assert len(list((out / "3").glob("synthetic-v1-*.png"))) == 54  # 18 real: at most 0.75 synthetic (the default)
+    record = json.loads((out / SYNTHETIC_MANIFEST).read_text())  # the benefit check ran (on by default in the flow)
+    assert result["method"] == "gan" and "the check:" in result["reason"] and record["benefit"]["seeds"] == [0]
+    assert {row["method"] for row in record["benefit"]["rows"]} == {"none", "class_weights", "oversample", "smote", "gan", "mix"}
+
+
+def test_rebalance_auto_writes_the_benefit_checks_winner_and_says_why(project, tmp_path):
+    out = tmp_path / "auto"
+    data = str(project.parent / "imbalanced")
+    args = ["--data", data, "--out", str(out), "--class", "3", "--method", "auto"]
+    done = cli(project, "rebalance", "--model", f"{MODEL}@1", *args, "--set", *RELAXED)
+    assert done.exit_code == 0, done.output
+    record = json.loads((out / SYNTHETIC_MANIFEST).read_text())
+    chosen = record["method"]
+    assert chosen in ("oversample", "smote", "gan", "mix") and f"method {chosen}: " in done.output and "balanced" in done.output
+    assert record["benefit"]["minority"] == ["3"] and record["reason"]
+    added = [p.name for p in (out / "3").iterdir() if not p.name[0].isdigit()]
+    prefixes = {"oversample": "oversampled-", "smote": "synthetic-smote-", "gan": "synthetic-v1-"}
+    assert added and all(name.startswith(tuple(prefixes.values())) for name in added)
+    if chosen in prefixes:
+        assert all(name.startswith(prefixes[chosen]) for name in added)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--method", "bogus"], "synthesis.method: Input should be 'gan', 'oversample', 'smote', 'mix' or 'auto'"),
+        (["--min-confidence", "1.5"], "synthesis.min_confidence: Input should be less than 1"),
+        (["--method", "oversample", "--require-benefit"], "--require-benefit asks whether generated images help"),
+    ],
+)
+def test_rebalance_refuses_bad_methods_and_writes_nothing(project, tmp_path, args, words):
+    out = tmp_path / "refused"
+    done = cli(project, "rebalance", "--model", f"{MODEL}@1", "--data", str(project.parent / "imbalanced"), "--out", str(out), *args)
+    assert refused(done, words), (done.output, done.exception)
+    assert not out.exists()

@@ -11,10 +11,10 @@ import subprocess
 import pytest
 from typer.testing import CliRunner
 
-from components.config import load_config
 from components.core.errors import RegistryError
 from components.core.names import TAG_DATA_DIRTY, TAG_DATASET_MD5, TAG_EXPORT_DIR, TAG_WITHDRAWN
 from components.core.paths import state_dir
+from components.presets import load_config
 from components.promotion import ledger
 from components.registry import tracking as registry
 from flows.cli import app

@@ -26,6 +26,7 @@ LAYERS = {
     "components.evaluation.inception": 1,
     "components.evaluation.extractors": 1,
     "components.config": 2,
+    "components.presets": 2.5,  # reads a preset or YAML file into the config
     "components.data": 3,
     "components.validation": 4,
     "components.training": 5,

@@ -1,7 +1,9 @@
 import pytest
 
-from components.config import RetrainConfig, apply_overrides, load_config, preset_names
+from components.config import RetrainConfig
+from components.core.config_text import apply_overrides
 from components.core.errors import ConfigError
+from components.presets import load_config, preset_names
 
 
 def test_presets_load():
@@ -85,7 +87,8 @@ def test_numbers_still_widen_and_lists_still_read_as_tuples():
     cfg = load_config("smoke", ["gate.rules.ceiling.value=20", "validation.pixel_mean_range=[10, 200]"])
     assert cfg.gate.rules["ceiling"]["value"] == 20 and cfg.validation.pixel_mean_range == (10.0, 200.0)
     # The resolved config round-trips through JSON (result files, Prefect parameters, checkpoints).
-    from components.config import config_from_dict, config_to_dict
+    from components.config import config_to_dict
+    from components.presets import config_from_dict
 
     assert config_from_dict(config_to_dict(cfg)) == cfg
 

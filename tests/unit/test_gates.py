@@ -4,8 +4,9 @@ import math
 
 import pytest
 
-from components.config import GateConfig, load_config
+from components.config import GateConfig
 from components.core.errors import ConfigError
+from components.presets import load_config
 from components.promotion.gate import AWAIT_APPROVAL, PROMOTE, REJECT, decide, format_rules
 from components.promotion.rules import Evidence
 

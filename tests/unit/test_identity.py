@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from components.config import load_config
 from components.data.importers import write_digits
+from components.presets import load_config
 from components.training.identity import code_digest, training_key
 from components.training.job import finished_outcome, read_outcome, run_training
 

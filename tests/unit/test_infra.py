@@ -36,9 +36,9 @@ def test_every_deployment_entrypoint_loads_a_flow(monkeypatch):
 
 
 def test_deployment_presets_exist_and_templates_name_the_env_ganops_deploy_sets():
-    from components.config import preset_names
     from components.orchestration.deploy import PROJECT_ENV, SOURCE_ENV, read_plan
     from components.orchestration.events import RESOURCE_ENV
+    from components.presets import preset_names
 
     spec = prefect_spec()
     templates = set(re.findall(r"\{\{ \$(\w+) \}\}", (INFRA / "prefect.yaml").read_text()))
@@ -53,8 +53,8 @@ def test_deployment_presets_exist_and_templates_name_the_env_ganops_deploy_sets(
 
 
 def test_the_training_job_deployment_is_found_by_the_pool_the_config_names():
-    from components.config import load_config
     from components.orchestration.training_jobs import TRAIN_FLOW
+    from components.presets import load_config
 
     train = [d for d in prefect_spec()["deployments"] if d["entrypoint"].endswith(f":{TRAIN_FLOW}")]
     assert [d["work_pool"]["name"] for d in train] == ["ganops-gpu"]

@@ -1,0 +1,52 @@
+"""Reading a config: a preset name (`configs/<name>.yaml`) or a YAML file, `key.path=value` overrides applied,
+validated as the typed RetrainConfig. A bad value raises ConfigError naming the file, the key and the rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from components.config import DEFAULT_PRESET, RetrainConfig
+from components.core.config_text import apply_overrides, format_validation_error, read_yaml
+from components.core.errors import ConfigError
+from components.core.paths import PRESETS_DIR
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def resolve_config_source(name_or_path: str | None) -> Path:
+    """A preset name (`digits`, `smoke`) or a YAML path -> the file to read."""
+    name_or_path = name_or_path or DEFAULT_PRESET
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    preset = PRESETS_DIR / f"{name_or_path}.yaml"
+    if not preset.is_file():
+        raise ConfigError(f"unknown preset {name_or_path!r}; presets: {', '.join(preset_names())}, or pass a YAML path")
+    return preset
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | None = None) -> RetrainConfig:
+    """Read a preset or YAML file, apply overrides and validate. Raises ConfigError."""
+    source = resolve_config_source(name_or_path)
+    try:
+        raw = read_yaml(source.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {source} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {source} must hold a mapping at the top level")
+    return config_from_dict(apply_overrides(raw, overrides or []), source=str(source))
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> RetrainConfig:
+    """Validate a plain dict (YAML or JSON) as the config. Raises ConfigError naming each bad key."""
+    try:
+        return RetrainConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(source, e)) from None
