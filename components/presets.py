@@ -22,6 +22,8 @@ def resolve_config_source(name_or_path: str | None) -> Path:
     """A preset name (`digits`, `smoke`) or a YAML path -> the file to read."""
     name_or_path = name_or_path or DEFAULT_PRESET
     path = Path(name_or_path)
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder: pass a preset name ({', '.join(preset_names())}) or a YAML file")
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
@@ -36,9 +38,11 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
     """Read a preset or YAML file, apply overrides and validate. Raises ConfigError."""
     source = resolve_config_source(name_or_path)
     try:
-        raw = read_yaml(source.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {source} is not valid YAML: {e}") from e
+        raw = read_yaml(source.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {source} is not valid YAML text: {e}") from None
+    if raw is None:
+        raise ConfigError(f"config file {source} is empty: it must hold a mapping of sections (see configs/ for the presets)")
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {source} must hold a mapping at the top level")
     return config_from_dict(apply_overrides(raw, overrides or []), source=str(source))

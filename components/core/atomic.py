@@ -53,6 +53,7 @@ def replace_folder(build: Callable[[Path], T], target: Path) -> T:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-{os.getpid()}-", dir=target.parent))
     try:
         result = build(tmp)
+        usual_modes(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -64,6 +65,29 @@ def replace_folder(build: Callable[[Path], T], target: Path) -> T:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return result
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status); 0o022 where it cannot be read."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def usual_modes(root: Path) -> None:
+    """Give a folder built under a private temporary name the modes a plain mkdir and open would have: folders
+    0777 and files 0666 (0777 if executable) less the umask. mkdtemp makes 0700 and some writers 0600, which would
+    keep every other user (a serving container's own uid) out of an export or a generated folder."""
+    mask = current_umask()
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = 0o777 if path.is_dir() or path.stat().st_mode & 0o111 else 0o666  # an executable stays one
+        path.chmod(mode & ~mask)
 
 
 LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>new|old)-(?P<pid>\d+)-[^.]*$")

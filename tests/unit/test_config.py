@@ -153,3 +153,21 @@ def test_a_string_key_still_names_itself_on_a_bad_value():
 def test_an_override_that_is_not_yaml_names_itself():
     with pytest.raises(ConfigError, match=r"override 'train.steps=\[1': the value is not valid YAML"):
         load_config("smoke", ["train.steps=[1"])
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda p: p.mkdir(), "is a folder: pass a preset name"),
+        (lambda p: p.write_text(""), "is empty: it must hold a mapping"),
+        (lambda p: p.write_bytes(bytes(range(256)) * 4), "is not valid YAML text"),
+        (lambda p: p.write_text("- a\n- b\n"), "must hold a mapping at the top level"),
+    ],
+)
+def test_a_config_that_is_not_a_yaml_mapping_is_one_clear_error(tmp_path, make, words):
+    """A folder, an empty file, a binary file and a list: each refused naming the file and why (no traceback)."""
+    path = tmp_path / "cfg.yaml"
+    make(path)
+    with pytest.raises(ConfigError, match=words) as e:
+        load_config(str(path))
+    assert str(path) in str(e.value)

@@ -4,6 +4,7 @@ import io
 import multiprocessing
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,29 @@ def test_committed_data_dvc_matches_the_digits_md5():
     in tests/integration); here: the file exists and names the data folder."""
     text = (REPO / "data.dvc").read_text()
     assert "path: data" in text and "nfiles: 1797" in text
+
+
+@pytest.mark.parametrize("umask, folder, file, script", [(0o022, 0o755, 0o644, 0o755), (0o077, 0o700, 0o600, 0o700)])
+def test_a_built_folder_gets_the_modes_a_plain_mkdir_and_open_would(tmp_path, umask, folder, file, script):
+    """mkdtemp makes 0700 and some writers 0600 (tempfile, safetensors): an export must still be readable by the
+    serving container's own uid, under the usual umask."""
+
+    def build(tmp):
+        (tmp / "sub").mkdir()
+        fd, name = tempfile.mkstemp(dir=tmp / "sub")  # 0600 whatever the umask
+        os.close(fd)
+        (tmp / "run.sh").write_text("#!/bin/sh\n")
+        (tmp / "run.sh").chmod(0o700)
+
+    old = os.umask(umask)
+    try:
+        replace_folder(build, tmp_path / "out")
+    finally:
+        os.umask(old)
+    out = tmp_path / "out"
+    modes = {p.relative_to(out).as_posix(): p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")]}
+    assert modes.pop(".") == folder and modes.pop("sub") == folder and modes.pop("run.sh") == script
+    assert set(modes.values()) == {file}
 
 
 def test_replace_folder_keeps_the_old_data_when_the_build_fails(tmp_path):

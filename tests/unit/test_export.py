@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -141,3 +142,17 @@ def test_every_runtime_the_gate_checks_has_one_record_that_export_serving_and_th
     assert tuple(RUNTIMES) == SERVING_RUNTIMES
     assert all(name == r.name for name, r in RUNTIMES.items())
     assert len({r.file for r in RUNTIMES.values()}) == len(RUNTIMES) and {TORCHSCRIPT, ONNX} == {r.file for r in RUNTIMES.values()}
+
+
+def test_an_export_is_readable_by_other_users(tmp_path):
+    """The serving image runs as its own uid and mounts the export read-only: folders 0755 and files 0644 under the
+    usual umask (mkdtemp alone makes 0700, safetensors 0600)."""
+    old = os.umask(0o022)
+    try:
+        spec = model_spec(TrainConfig(arch="cdcgan", z_dim=8, base_channels=16), 1, 8, 10)
+        weights = save_generator(tmp_path / "g.safetensors", build_generator(spec).eval(), spec, {})
+        folder = export_generator(weights, tmp_path / "exports", "m", "1", {})
+    finally:
+        os.umask(old)
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o644} and folder.stat().st_mode & 0o777 == 0o755
+    assert (folder.parent.stat().st_mode & 0o777) == 0o755
