@@ -203,7 +203,7 @@ def significant(evidence: Evidence) -> RuleResult:
 
 @RULES.register("infra_valid")
 def infra_valid(evidence: Evidence, tolerance: float = 1e-4) -> RuleResult:
-    """Every serving runtime (TorchScript, ONNX), loaded from the export in a fresh process without ganops,
+    """Every serving runtime (SERVING_RUNTIMES: TorchScript, ONNX), loaded from the export in a fresh process without ganops,
     reproduces PyTorch's golden images within `tolerance` (max abs difference, fp32); timings go in the message."""
     recorded = {r: evidence.candidate.get(metric_name(INFRA_MAX_ABS_DIFF, r)) for r in SERVING_RUNTIMES}
     missing = [r for r, d in recorded.items() if d is None]

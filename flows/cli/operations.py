@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from components.core.names import SERVING_RUNTIMES, TORCHSCRIPT_RUNTIME
 from flows.cli.options import ProjectOpt, prepare_env
 
 
@@ -48,7 +49,9 @@ def serve(
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
-    runtime: str = typer.Option("torchscript", "--runtime", help="torchscript or onnx: the export file to load."),
+    runtime: str = typer.Option(
+        TORCHSCRIPT_RUNTIME, "--runtime", help=f"{' or '.join(SERVING_RUNTIMES)}: the export file to load (serving.formats.RUNTIMES)."
+    ),
     follow: bool = typer.Option(False, "--follow", help="Swap in the export the alias points at when it moves (verified first)."),
     poll_s: float = typer.Option(5.0, "--poll-s", min=0.1, help="How often --follow looks at the alias (seconds)."),
     max_n: int = typer.Option(256, "--max-n", min=1, help="Most images one request may ask for."),
