@@ -30,6 +30,7 @@ Usage: python benchmarks/bench_rebalance.py [--quick] [--keeps 0.1 0.25] [--mino
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from components.config import SynthesisConfig  # noqa: E402
@@ -66,6 +68,9 @@ from components.training.job import train_to_files  # noqa: E402
 PRESET = "cdcgan"
 ADDING = ("oversample", "smote", "gan", "mix")  # the candidates that add images via Sets.added
 AGREEMENT_TARGET = 0.95  # issue 27: generated samples classified as their requested class >= 95% per class
+# On a shared 2-core machine (load ~4), 2026-12-07: 100 cdcgan steps took 2.4 s on 1 torch thread and 7-30 s on 2;
+# one CNN fit 1.5 s on 1 thread and 5-7 s on 2 (the threads of an oversubscribed pool wait on each other).
+THREADS_NOTE = "1 torch thread: on shared cores 2 threads ran the cdcgan and the CNN 3-12x slower"
 QUICK = {"steps": 300, "seeds": [0, 1], "keeps": [0.1], "minorities": [3]}
 
 
@@ -211,7 +216,7 @@ def print_configuration(o: Outcome) -> None:
     )
     print(text)
     for method, (drawn, kept, rejected) in o.filtering.items():
-        print(f"  {method} generated images over {len(o.table.seeds)} seeds: {drawn} drawn, {kept} kept, {rejected} rejected")
+        print(f"  {method} generated images over {len(o.table.seeds)} seed(s): {drawn} drawn, {kept} kept, {rejected} rejected")
     s = o.seconds
     print(
         f"time: train {s['train']:.0f} s, quality check {s['quality']:.0f} s, fits {s['fits']:.0f} s, total {sum(s.values()):.0f} s",
@@ -224,6 +229,10 @@ def beats(o: Outcome, classifier: str) -> list[str]:
     AND in minority recall (issue 27's target) with `classifier`."""
     rows = [r for r in o.table.rows if r.classifier == classifier and r.method in SYNTHETIC]
     return [r.method for r in rows if r.low[DECIDING] > 0 and r.low["minority_recall"] > 0]
+
+
+def signed(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:+.3f}"
 
 
 def overall(outcomes: list[Outcome], method: str) -> float:
@@ -240,7 +249,9 @@ def summary(outcomes: list[Outcome], args) -> None:
     for o in outcomes:
         for classifier in CLASSIFIERS:
             rows = {r.method: r for r in o.table.rows if r.classifier == classifier}
-            cells = [f"{rows[m].diff[DECIDING]:+.3f} [{rows[m].low[DECIDING]:+.3f}, {rows[m].high[DECIDING]:+.3f}]" for m in SYNTHETIC]
+            cells = [
+                f"{signed(rows[m].diff[DECIDING])} [{signed(rows[m].low[DECIDING])}, {signed(rows[m].high[DECIDING])}]" for m in SYNTHETIC
+            ]
             won = ", ".join(beats(o, classifier)) or "no"
             print(f"| {o.minority} | {o.keep:.0%} | {classifier} | {rows['gan'].reference} | {cells[0]} | {cells[1]} | {won} |")
     for o in outcomes:
@@ -276,6 +287,7 @@ def parse_args():
     parser.add_argument("--steps", type=int, default=3000, help="cdcgan training steps per configuration")
     parser.add_argument("--test-per-class", type=int, default=40, help="held-out TEST images per class")
     parser.add_argument("--max-synthetic-fraction", type=float, default=0.9, help="synthesis.max_synthetic_fraction")
+    parser.add_argument("--threads", type=int, default=1, help=f"torch CPU threads (default {THREADS_NOTE})")
     args = parser.parse_args()
     if args.quick:
         for key, value in QUICK.items():
@@ -287,7 +299,11 @@ def parse_args():
 
 def main() -> None:
     args = parse_args()
-    print(f"bench_rebalance: keeps {args.keeps}, minorities {args.minorities}, seeds {args.seeds}, {args.steps} steps", flush=True)
+    torch.set_num_threads(args.threads)
+    print(
+        f"bench_rebalance: keeps {args.keeps}, minorities {args.minorities}, seeds {args.seeds}, {args.steps} steps, {args.threads} torch thread(s)",
+        flush=True,
+    )
     outcomes = []
     for keep in args.keeps:
         for minority in args.minorities:

@@ -147,5 +147,5 @@ def format_plan(plan: list[ClassPlan]) -> str:
     rows = []
     for p in plan:
         note = " (capped by the synthetic-fraction bound)" if p.capped else ""
-        rows.append(f"  {p.label:>8}  {p.real:6d} real + {p.synthetic:6d} synthetic = {p.real + p.synthetic:6d} (target {p.target}){note}")
+        rows.append(f"  {p.label:>8}  {p.real:6d} real + {p.synthetic:6d} added = {p.real + p.synthetic:6d} (target {p.target}){note}")
     return "\n".join(rows)

@@ -106,7 +106,7 @@ class Method:
     name: str
     reason: str
     benefit: BenefitTable | None
-    quality: QualityReport | None  # None when the generator's images are not used
+    quality: QualityReport | None  # when gan, mix or auto ran it (under auto a failed one too: why no generated images)
 
 
 class Sets:
@@ -174,7 +174,7 @@ def choose(
         chosen, reason = choose_method(table, tuple(methods))
         if method == AUTO_WITHOUT_GENERATOR:
             reason += " (the generator failed the quality check: its images were not tried)"
-        return Method(chosen, reason, table, quality if chosen in (GAN, MIX) else None)
+        return Method(chosen, reason, table, quality)  # a failed check too: it says why no generated images
     chosen, reason = choose_method(table, (method, OVERSAMPLE, SMOTE))
     if require_benefit and chosen != method:
         raise GanopsError(f"--require-benefit: {method} does not beat oversampling and SMOTE on this data, nothing was written: {reason}")
