@@ -114,7 +114,7 @@ def stratified_split(
     images on the validation side, kept within [min_per_class, n - min_per_class]. Deterministic for a seed.
 
     Raises GanopsError when val_fraction is not in (0, 1), when y holds an index outside `labels`, or when a class
-    (named by its label) has too few images to keep `min_per_class` on each side."""
+    (named by its label) has too few images to keep `min_per_class` on each side; a class with none is left out."""
     if not 0 < val_fraction < 1:
         raise GanopsError(f"the benefit check's validation fraction {val_fraction} must lie strictly between 0 and 1")
     if min_per_class < 1:
@@ -127,6 +127,8 @@ def stratified_split(
     for index, label in enumerate(labels):
         members = np.flatnonzero(y == index)
         need = 2 * min_per_class
+        if not len(members):
+            continue  # a class the generator knows but the data lacks (left out with --class): nothing to split
         if len(members) < need:
             raise GanopsError(
                 f"class {label!r} has {len(members)} images: the benefit check needs at least {need} to keep "

@@ -24,11 +24,12 @@ from components.core.errors import GanopsError
 from components.core.names import GAN, MIX, OVERSAMPLE
 from components.core.names import SMOTE as SMOTE_METHOD
 from components.core.pixels import to_unit_range
-from components.evaluation.domain import DomainExtractor
 from components.serving.runtime import Served
 from components.synthesis.generate import images_of
 
 SMOTE_NEIGHBOURS = 5  # imbalanced-learn's default; fewer when a class has fewer images
+SMOTE_ROUNDS = 10  # draws to replace interpolations that rounded onto an existing image
+SCORE_BATCH = 1000  # candidates scored by the classifier at once: memory stays bounded
 
 
 @dataclass(frozen=True)
@@ -74,30 +75,54 @@ def oversample(x: np.ndarray, y: np.ndarray, need: dict[int, int], seed: int) ->
 
 
 def smote(x: np.ndarray, y: np.ndarray, need: dict[int, int], seed: int, labels: list[str]) -> Added:
-    """`need[c]` SMOTE interpolations of class c's images (pixels as vectors), rounded to uint8. Raises GanopsError
-    naming a class with a single image (nothing to interpolate with)."""
+    """`need[c]` SMOTE interpolations of class c's images (pixels as vectors), rounded to uint8, none a copy of a
+    real image or of another (rounding can land an interpolation on its neighbour: such draws are replaced by new
+    ones, from seeds derived from `seed`). Raises GanopsError naming a class with a single image."""
     strategy = _strategy(y, need)
     if not strategy:
         return Added.empty(x.shape[1:])
+    lonely = [c for c in strategy if np.sum(y == c) < 2]
+    if lonely:
+        raise GanopsError(f"class {labels[lonely[0]]!r} has {int(np.sum(y == lonely[0]))} image: SMOTE needs at least 2 to interpolate")
+    seen = {row.tobytes() for row in x}
+    kept: dict[int, list[np.ndarray]] = {c: [] for c in strategy}
+    for attempt in range(SMOTE_ROUNDS):
+        short = {c: need[c] - len(kept[c]) for c in strategy if len(kept[c]) < need[c]}
+        if not short:
+            break
+        for row, c in zip(*_smote_draw(x, y, short, seed * SMOTE_ROUNDS + attempt), strict=True):
+            if row.tobytes() not in seen and len(kept[int(c)]) < need[int(c)]:
+                seen.add(row.tobytes())
+                kept[int(c)].append(row)
+    rows = [(row, c) for c in strategy for row in kept[c]]
+    if not rows:
+        return Added.empty(x.shape[1:])
+    return Added(np.stack([r for r, _ in rows]), np.array([c for _, c in rows], np.int64), [SMOTE_METHOD] * len(rows))
+
+
+def _smote_draw(x: np.ndarray, y: np.ndarray, need: dict[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One SMOTE draw of need[c] images of class c, rounded to uint8 (N, C, H, W), with their classes."""
+    strategy = _strategy(y, need)
     fewest = min(int(np.sum(y == c)) for c in strategy)
-    if fewest < 2:
-        lonely = next(c for c in strategy if np.sum(y == c) < 2)
-        raise GanopsError(f"class {labels[lonely]!r} has {int(np.sum(y == lonely))} image: SMOTE needs at least 2 to interpolate")
     sampler = SMOTE(sampling_strategy=strategy, k_neighbors=min(SMOTE_NEIGHBOURS, fewest - 1), random_state=seed)
     flat, out_y = sampler.fit_resample(x.reshape(len(x), -1).astype(np.float64), y)
     new = np.clip(np.rint(flat[len(y) :]), 0, 255).astype(np.uint8).reshape(-1, *x.shape[1:])
-    return Added(new, np.asarray(out_y[len(y) :], dtype=np.int64), [SMOTE_METHOD] * len(new))
+    return new, np.asarray(out_y[len(y) :], dtype=np.int64)
 
 
-def class_confidence(classifier: DomainExtractor, images: np.ndarray, class_index: int) -> np.ndarray:
-    """The classifier's probability of `class_index` for each uint8 (N, C, H, W) image."""
+def class_confidence(classifier: torch.nn.Module, images: np.ndarray, class_index: int) -> np.ndarray:
+    """The classifier's probability of `class_index` for each uint8 (N, C, H, W) image, SCORE_BATCH at a time."""
+    classifier.eval()
+    out = []
     with torch.no_grad():
-        logits = classifier.model.eval()(to_unit_range(torch.from_numpy(images)))
-        return torch.softmax(logits.float(), 1)[:, class_index].numpy()
+        for start in range(0, len(images), SCORE_BATCH):
+            logits = classifier(to_unit_range(torch.from_numpy(images[start : start + SCORE_BATCH])))
+            out.append(torch.softmax(logits.float(), 1)[:, class_index].numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 def filtered_class(
-    served: Served, classifier: DomainExtractor, label: str, n: int, min_confidence: float, factor: int, seed: int
+    served: Served, classifier: torch.nn.Module, label: str, n: int, min_confidence: float, factor: int, seed: int
 ) -> tuple[np.ndarray, Filtered]:
     """Up to `n` generated images of `label` whose classifier confidence is at least `min_confidence`, taken in the
     order of the class's latent stream from `n * factor` candidates (fewer kept when too few pass)."""
@@ -110,7 +135,7 @@ def filtered_class(
     return candidates[kept], Filtered(drawn, len(kept), drawn - len(kept), [int(i) for i in kept])
 
 
-def generated(served: Served, classifier: DomainExtractor, need: dict[int, int], min_confidence: float, factor: int, seed: int) -> Added:
+def generated(served: Served, classifier: torch.nn.Module, need: dict[int, int], min_confidence: float, factor: int, seed: int) -> Added:
     """Filtered generated images for every class in `need` (see filtered_class)."""
     xs, ys, filtering = [], [], {}
     for c, n in need.items():

@@ -81,6 +81,8 @@ def count_classes(data: Path, labels: list[str]) -> dict[str, int]:
             )
         if rel.name.startswith(SYNTHETIC_PREFIX):
             raise GanopsError(f"{data / rel} is synthetic already (named {SYNTHETIC_PREFIX}*); rebalance the real data instead")
+        if rel.name.startswith(OVERSAMPLED_PREFIX):
+            raise GanopsError(f"{data / rel} is a repeat a rebalance wrote (named {OVERSAMPLED_PREFIX}*); rebalance the real data instead")
         counts[rel.parts[0]] += 1
     if not any(counts.values()):
         raise GanopsError(f"--data {data} holds no images")

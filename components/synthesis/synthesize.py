@@ -11,13 +11,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from components.config import RetrainConfig, SynthesisConfig
 from components.core.errors import GanopsError, ValidationFailed
 from components.core.names import AUTO, GAN, MIX, OVERSAMPLE, SMOTE, TORCHSCRIPT_RUNTIME
 from components.core.paths import state_dir
+from components.core.pixels import to_unit_range
 from components.core.progress import progress_bar
 from components.data.versioning import import_dataset
+from components.evaluation.domain import train_extractor
 from components.registry.tracking import client
 from components.serving.runtime import Served
 from components.serving.service import load_source, parse_source
@@ -115,12 +118,25 @@ class Sets:
     def __init__(self, served: Served, real: RealData, cfg: SynthesisConfig):
         self.served, self.real, self.cfg, self.labels = served, real, cfg, served.labels
 
-    def generated(self, need: dict[int, int]) -> Added:
-        cfg = self.cfg
-        return generated(self.served, self.real.classifier, need, cfg.min_confidence, cfg.candidates_factor, cfg.seed)
+    def added(
+        self, method: str, x: np.ndarray, y: np.ndarray, need: dict[int, int], seed: int, classifier: torch.nn.Module | None = None
+    ) -> Added:
+        """What `method` adds to (x, y); generated images are filtered by `classifier` (default: the quality
+        check's, trained on all the real data)."""
+        cfg, judge = self.cfg, classifier if classifier is not None else self.real.classifier.model
 
-    def added(self, method: str, x: np.ndarray, y: np.ndarray, need: dict[int, int], seed: int) -> Added:
-        return added_by(method, x, y, need, seed, self.labels, self.generated, self.cfg.mix_real_fraction)
+        def make(want: dict[int, int]) -> Added:
+            return generated(self.served, judge, want, cfg.min_confidence, cfg.candidates_factor, cfg.seed)
+
+        return added_by(method, x, y, need, seed, self.labels, make, cfg.mix_real_fraction)
+
+    def split_classifier(self, x: np.ndarray, y: np.ndarray, seed: int) -> torch.nn.Module:
+        """The filter's classifier trained as the quality check's is, on a training part only: the benefit check's
+        generated candidates are then judged without seeing its validation images."""
+        model, _ = train_extractor(
+            to_unit_range(torch.from_numpy(x)), torch.from_numpy(y), len(self.labels), self.cfg.classifier_epochs, seed, balanced=True
+        )
+        return model
 
     def candidates(self, methods: list[str], target: str | int, plan: list[ClassPlan]):
         """candidates_for(train x, train y, seed) of the benefit check: each method applied to the training part."""
@@ -132,8 +148,9 @@ class Sets:
             part = plan_rebalance(counts, scaled, self.cfg.max_synthetic_fraction, only)
             need = {self.labels.index(p.label): p.synthetic for p in part if p.synthetic}
             out = [Candidate(NONE, x, y), Candidate(CLASS_WEIGHTS, x, y, class_weights=True)]
+            judge = self.split_classifier(x, y, seed) if {GAN, MIX} & set(methods) else None
             for method in methods:
-                add = self.added(method, x, y, need, seed)
+                add = self.added(method, x, y, need, seed, judge)
                 out.append(Candidate(method, np.concatenate([x, add.x]), np.concatenate([y, add.y])))
             return out
 
@@ -157,7 +174,9 @@ def choose(
         quality, method = e.report, AUTO_WITHOUT_GENERATOR
     if not (check or require_benefit or method in (AUTO, AUTO_WITHOUT_GENERATOR)):
         return Method(cfg.method, f"--method {cfg.method}", None, quality)
-    methods = [OVERSAMPLE, SMOTE] + ([GAN, MIX] if method != AUTO_WITHOUT_GENERATOR else [])
+    if not any(p.synthetic for p in plan):
+        raise GanopsError("nothing to rebalance: every class asked for already reaches the target (or the synthetic-fraction bound)")
+    methods = [OVERSAMPLE, SMOTE] + ([GAN, MIX] if quality is not None and quality.passed else [])
     x, y = sets.real.images.numpy(), sets.real.targets.astype(np.int64)
     minority = [p.label for p in plan if p.synthetic]
     table = run_check(
@@ -208,6 +227,15 @@ def write_chosen(sets: Sets, plan: list[ClassPlan], method: Method, data: Path, 
         "min_confidence": cfg.min_confidence,
         "classes": [asdict(p) for p in plan],
         "filtering": {served.labels[c]: asdict(f) for c, f in added.filtering.items()},
+        "added": {
+            label: {
+                kind: n
+                for kind in sorted(set(added.kind))
+                if (n := sum(1 for k, c in zip(added.kind, added.y, strict=True) if k == kind and c == i))
+            }
+            for i, label in enumerate(served.labels)
+            if np.any(added.y == i)
+        },
         "quality": method.quality.to_dict() if method.quality else None,
         "benefit": method.benefit.to_dict() if method.benefit else None,
         "real_data_sha256": real.sha256,
