@@ -18,9 +18,11 @@ from components.core.names import FID, FID_DOMAIN, FID_DOMAIN_REAL_SPLIT, FID_IN
 from components.core.paths import check_path_name, check_revision, parse_s3_url, state_dir
 from components.evaluation.extractors import EXTRACTORS, FP32, INCEPTION_PRECISIONS
 from components.promotion.rules import resolve_rule
+from components.training.augment import check_policy
 from components.training.losses import LOSSES
 from components.training.networks import ARCHS
 from components.training.optimizers import OPTIMIZERS
+from components.training.regularizers import check_weights
 
 DEFAULT_PRESET = "digits"
 # The metrics a gate may use: one FID per registered feature extractor.
@@ -127,6 +129,20 @@ class TrainConfig(_Strict):
     d_steps: int = Field(1, ge=1, description="Discriminator steps per generator step.")
     feature_matching: bool = Field(False, description="Add the feature-matching loss to G (Salimans et al. 2016).")
     minibatch_discrimination: bool = Field(False, description="Minibatch discrimination layer in D (Salimans et al. 2016).")
+    augment: str = Field(
+        "",
+        description="DiffAugment policy: comma-separated transformations (color, translation, cutout) applied to every "
+        "image D sees, real and generated, in the D and G steps; empty: none.",
+    )
+    regularizers: dict[str, float] = Field(
+        default_factory=dict,
+        description="D regularizers by name with their weights: r1 (gamma of the R1 penalty), lecam (LeCam weight); empty: none.",
+    )
+    spectral_norm: bool = Field(False, description="Spectral normalisation of D's layers (Miyato et al. 2018), replacing its batch norms.")
+    d_conditioning: Literal["concat", "projection"] = Field(
+        "concat",
+        description="How a conditional D reads the label: concat (constant input planes) or projection (Miyato & Koyama 2018).",
+    )
     class_balanced: bool = Field(
         False,
         description="Draw real images so every class is seen equally often (a "
@@ -173,6 +189,22 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when a GPU is visible, else cpu.")
 
     valid_work_pool: ClassVar[Any] = checked("train.work_pool", lambda name, key: check_path_name(name, key) if name else name)
+
+    @model_validator(mode="after")
+    def _projection_needs_labels(self) -> TrainConfig:
+        if self.d_conditioning == "projection" and not ARCHS[self.arch].conditional:
+            raise ValueError(f"d_conditioning 'projection' needs a conditional arch; {self.arch!r} is not")
+        return self
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augmentations(cls, policy: str) -> str:
+        return check_policy(policy)
+
+    @field_validator("regularizers")
+    @classmethod
+    def _known_regularizers(cls, weights: dict[str, float]) -> dict[str, float]:
+        return check_weights(weights)
 
 
 class EvaluateConfig(_Strict):

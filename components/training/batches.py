@@ -63,8 +63,10 @@ class Batches:
         shard: slice,
         fmt,
         balanced: bool = False,
+        augment_columns: int = 0,
     ):
         self.state, self.data, self.targets, self.batch, self.z_dim = state, data, targets, batch, z_dim
+        self.augment_columns = augment_columns  # uniform numbers per image for the augmentation policy (augment.py)
         self.classes, self.shard, self.fmt, self.n = max(classes, 1), shard, fmt, len(targets)
         self.host_order: torch.Tensor | None = None
         self.order_seen: torch.Tensor | None = None
@@ -105,9 +107,16 @@ class Batches:
         idx, host_idx = self._indices()
         z = torch.randn(self.batch, self.z_dim, generator=s.rng, device=device)[self.shard]
         y_fake = torch.randint(self.classes, (self.batch,), generator=s.rng, device=device)[self.shard]
+        # the augmentation's randomness, real images' columns then generated ones'; drawn only when augmenting, so a
+        # run without augmentation draws exactly what it did before the option existed
+        u = (
+            torch.rand(self.batch, 2 * self.augment_columns, generator=s.rng, device=device)[self.shard]
+            if self.augment_columns
+            else torch.empty(len(z), 0, device=device)
+        )
         rows = self.data(host_idx) if host_idx is not None else self.data[idx]
         real = to_unit_range(rows)  # uint8 kept; one batch made float at a time
-        return real.contiguous(memory_format=self.fmt), self.targets[idx], z, y_fake
+        return real.contiguous(memory_format=self.fmt), self.targets[idx], z, y_fake, u
 
 
 def place_data(

@@ -27,6 +27,7 @@ from components.config import TrainConfig
 from components.core.device import dist_info, keep_freed_host_memory, pick_device
 from components.core.errors import GanopsError
 from components.core.names import IMAGES_PER_S
+from components.training.augment import random_columns
 from components.training.batches import Batches, place_data
 from components.training.checkpoints import save_checkpoint
 from components.training.graphs import graphs_enabled, step_runner
@@ -124,7 +125,7 @@ def _set_up(
         spec,
         device,
         rank,
-        Batches(state, data, targets, cfg.batch_size, cfg.z_dim, classes, shard, fmt, cfg.class_balanced),
+        Batches(state, data, targets, cfg.batch_size, cfg.z_dim, classes, shard, fmt, cfg.class_balanced, random_columns(cfg.augment)),
         step_runner(state, cfg, nets, bf16, device, spec.conditional, graphs),
         fixed_z,
         torch.arange(64, device=device) % max(classes, 1),

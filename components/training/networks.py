@@ -7,7 +7,11 @@
 - `cdcgan`: the class-conditional DCGAN: G reads z and a one-hot label, D reads the image and the label as
   constant planes (Mirza & Osindero 2014 applied to DCGAN).
 
-Minibatch discrimination (Salimans et al. 2016) is an optional layer before the discriminator's output.
+The discriminator's options (`DOptions`, from `train`): minibatch discrimination (Salimans et al. 2016), an optional
+layer before the output; spectral normalisation of every convolution and linear layer (Miyato et al. 2018), which
+replaces D's batch norms; and for a conditional model the projection discriminator (Miyato & Koyama 2018): the
+label enters as <embed(y), features> added to the logit instead of as constant input planes. D is never exported,
+so these change training only; its weights live in checkpoints, rebuilt with the same options.
 Every discriminator returns (logits, features); the features feed feature matching.
 """
 
@@ -62,9 +66,18 @@ class GeneratorSpec:
         )
 
 
+@dataclass(frozen=True)
+class DOptions:
+    """How the discriminator is built (train.minibatch_discrimination, spectral_norm, d_conditioning)."""
+
+    minibatch: bool = False
+    spectral_norm: bool = False
+    projection: bool = False  # conditional models: the label by projection, not as input planes
+
+
 class Arch(NamedTuple):
     generator: Callable[[GeneratorSpec], nn.Module]
-    discriminator: Callable[[GeneratorSpec, bool], nn.Module]  # (spec, minibatch_discrimination)
+    discriminator: Callable[[GeneratorSpec, DOptions], nn.Module]
     conditional: bool  # trains on the dataset's labels
     convolutional: bool  # channels_last applies
 
@@ -80,11 +93,13 @@ def _upsamplings(image_size: int) -> int:
 
 
 def dcgan_init(module: nn.Module) -> None:
-    """DCGAN weight init: conv and linear weights N(0, 0.02); batch-norm scale N(1, 0.02), shift 0."""
+    """DCGAN weight init: conv, linear and embedding weights N(0, 0.02); batch-norm scale N(1, 0.02), shift 0."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):  # the projection discriminator's class embedding
+        nn.init.normal_(module.weight, 0.0, 0.02)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
@@ -110,6 +125,31 @@ def _one_hot(y: torch.Tensor | None, num_classes: int, like: torch.Tensor) -> to
     if y is None:
         raise ValueError("a conditional network needs labels y")
     return F.one_hot(y.long(), num_classes).to(like.dtype)
+
+
+class _Head(nn.Module):
+    """D's output from its features: optional minibatch discrimination, a linear logit, and with projection
+    classes the projection term <embed(y), h> (Miyato & Koyama 2018). Its layers are attributes of the
+    discriminator itself (`mbd`, `out`, `embed`), so checkpoints keep their keys."""
+
+    mbd: MinibatchDiscrimination | None
+    out: nn.Linear
+    embed: nn.Embedding | None
+
+    def _make_head(self, features: int, minibatch: bool, projection_classes: int) -> None:
+        self.mbd = MinibatchDiscrimination(features) if minibatch else None
+        width = features + (self.mbd.kernels if self.mbd else 0)
+        self.out = nn.Linear(width, 1)
+        self.embed = nn.Embedding(projection_classes, width) if projection_classes else None
+
+    def _logits(self, features: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        h = self.mbd(features) if self.mbd is not None else features
+        logits = self.out(h).flatten()
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("a conditional network needs labels y")
+            logits = logits + (self.embed(y.long()).to(h.dtype) * h).sum(1)
+        return logits
 
 
 class Generator(nn.Module):
@@ -149,7 +189,7 @@ class Generator(nn.Module):
         return self.net(z.view(z.shape[0], -1, 1, 1))
 
 
-class Discriminator(nn.Module):
+class Discriminator(_Head):
     """DCGAN discriminator: images [+ labels] -> (logits (B,), features (B, F)).
 
     extra_layers: 3x3 convolutions at full resolution first. The conv stack ends at 4x4; its flattened output
@@ -164,13 +204,14 @@ class Discriminator(nn.Module):
         extra_layers: int = 0,
         num_classes: int = 0,
         minibatch_discrimination: bool = False,
+        projection: bool = False,
     ):
         super().__init__()
         n = _upsamplings(image_size)
-        self.num_classes = num_classes
+        self.num_classes = 0 if projection else num_classes  # label planes in the input
         width = max(base_channels // 2 ** (n - 1), 4)
         layers: list[nn.Module] = []
-        in_ch = channels + num_classes
+        in_ch = channels + self.num_classes
         for i in range(extra_layers):
             out = max(width // 2, 4)
             layers += [nn.Conv2d(in_ch, out, 3, 1, 1, bias=False)] + ([nn.BatchNorm2d(out)] if i else []) + [nn.LeakyReLU(0.2, True)]
@@ -183,9 +224,7 @@ class Discriminator(nn.Module):
             layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width * 2), nn.LeakyReLU(0.2, True)]
             width *= 2
         self.body = nn.Sequential(*layers, nn.Flatten())
-        features = width * 16
-        self.mbd = MinibatchDiscrimination(features) if minibatch_discrimination else None
-        self.out = nn.Linear(features + (self.mbd.kernels if self.mbd else 0), 1)
+        self._make_head(width * 16, minibatch_discrimination, num_classes if projection else 0)
         self.apply(dcgan_init)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,8 +232,7 @@ class Discriminator(nn.Module):
             planes = _one_hot(y, self.num_classes, x)[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
             x = torch.cat([x, planes], 1)
         features = self.body(x)
-        head = self.mbd(features) if self.mbd is not None else features
-        return self.out(head).flatten(), features
+        return self._logits(features, y), features
 
 
 class MLPGenerator(nn.Module):
@@ -220,22 +258,29 @@ class MLPGenerator(nn.Module):
         return self.net(z).view(-1, *self.shape)
 
 
-class MLPDiscriminator(nn.Module):
+class MLPDiscriminator(_Head):
     """Goodfellow et al. 2014: pixels -> 8*base -> 4*base (features) -> logit, LeakyReLU(0.2)."""
 
-    def __init__(self, channels: int, image_size: int, base_channels: int, num_classes: int = 0, minibatch_discrimination: bool = False):
+    def __init__(
+        self,
+        channels: int,
+        image_size: int,
+        base_channels: int,
+        num_classes: int = 0,
+        minibatch_discrimination: bool = False,
+        projection: bool = False,
+    ):
         super().__init__()
-        self.num_classes = num_classes
+        self.num_classes = 0 if projection else num_classes  # one-hot label in the input
         hidden = 4 * base_channels
         self.body = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(channels * image_size * image_size + num_classes, 2 * hidden),
+            nn.Linear(channels * image_size * image_size + self.num_classes, 2 * hidden),
             nn.LeakyReLU(0.2, True),
             nn.Linear(2 * hidden, hidden),
             nn.LeakyReLU(0.2, True),
         )
-        self.mbd = MinibatchDiscrimination(hidden) if minibatch_discrimination else None
-        self.out = nn.Linear(hidden + (self.mbd.kernels if self.mbd else 0), 1)
+        self._make_head(hidden, minibatch_discrimination, num_classes if projection else 0)
         self.apply(dcgan_init)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -243,24 +288,25 @@ class MLPDiscriminator(nn.Module):
         if self.num_classes:
             x = torch.cat([x, _one_hot(y, self.num_classes, x)], 1)
         features = self.body(x)
-        head = self.mbd(features) if self.mbd is not None else features
-        return self.out(head).flatten(), features
+        return self._logits(features, y), features
 
 
 def _dcgan_generator(spec: GeneratorSpec) -> nn.Module:
     return Generator(spec.z_dim, spec.channels, spec.image_size, spec.base_channels, spec.extra_layers, spec.num_classes)
 
 
-def _dcgan_discriminator(spec: GeneratorSpec, minibatch_discrimination: bool) -> nn.Module:
-    return Discriminator(spec.channels, spec.image_size, spec.base_channels, spec.extra_layers, spec.num_classes, minibatch_discrimination)
+def _dcgan_discriminator(spec: GeneratorSpec, options: DOptions) -> nn.Module:
+    return Discriminator(
+        spec.channels, spec.image_size, spec.base_channels, spec.extra_layers, spec.num_classes, options.minibatch, options.projection
+    )
 
 
 def _mlp_generator(spec: GeneratorSpec) -> nn.Module:
     return MLPGenerator(spec.z_dim, spec.channels, spec.image_size, spec.base_channels, spec.num_classes)
 
 
-def _mlp_discriminator(spec: GeneratorSpec, minibatch_discrimination: bool) -> nn.Module:
-    return MLPDiscriminator(spec.channels, spec.image_size, spec.base_channels, spec.num_classes, minibatch_discrimination)
+def _mlp_discriminator(spec: GeneratorSpec, options: DOptions) -> nn.Module:
+    return MLPDiscriminator(spec.channels, spec.image_size, spec.base_channels, spec.num_classes, options.minibatch, options.projection)
 
 
 # The first one is the default.
@@ -274,5 +320,19 @@ def build_generator(spec: GeneratorSpec) -> nn.Module:
     return ARCHS[spec.arch].generator(spec)
 
 
-def build_discriminator(spec: GeneratorSpec, minibatch_discrimination: bool = False) -> nn.Module:
-    return ARCHS[spec.arch].discriminator(spec, minibatch_discrimination)
+def spectrally_normalized(module: nn.Module) -> nn.Module:
+    """Every convolution and linear layer under `module` spectrally normalised (one power iteration per forward
+    pass in training mode), and its batch norms removed, as in SN-GAN's discriminator."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, nn.Identity())
+        elif isinstance(child, (nn.Conv2d, nn.Linear)):
+            setattr(module, name, nn.utils.parametrizations.spectral_norm(child))
+        else:
+            spectrally_normalized(child)
+    return module
+
+
+def build_discriminator(spec: GeneratorSpec, options: DOptions = DOptions()) -> nn.Module:
+    d = ARCHS[spec.arch].discriminator(spec, options)
+    return spectrally_normalized(d) if options.spectral_norm else d

@@ -13,7 +13,7 @@ import torch
 from components.config import TrainConfig
 from components.core.names import D_FAKE, D_REAL, GRAD_D, GRAD_G, LOSS_D, LOSS_G
 from components.training.checkpoints import latest_valid
-from components.training.networks import ARCHS, GeneratorSpec, build_discriminator, build_generator
+from components.training.networks import ARCHS, DOptions, GeneratorSpec, build_discriminator, build_generator
 from components.training.optimizers import OPTIMIZERS
 
 # The values one step returns, in this order, and the loop logs.
@@ -51,7 +51,12 @@ class TrainState:
     order: torch.Tensor
     cursor: int
     history: dict[str, list[float]]
+    averages: torch.Tensor  # (2,): the LeCam regularizer's moving averages of D's real and fake logits
     start: int = 1  # the first step to run
+
+
+def d_options(cfg: TrainConfig) -> DOptions:
+    return DOptions(cfg.minibatch_discrimination, cfg.spectral_norm, cfg.d_conditioning == "projection")
 
 
 def build_state(
@@ -61,7 +66,7 @@ def build_state(
     torch.manual_seed(seed)
     # torch's stub of Module.to lacks memory_format, which Module.to accepts
     G = build_generator(spec).to(device, memory_format=fmt)  # type: ignore[call-overload]
-    D = build_discriminator(spec, cfg.minibatch_discrimination).to(device, memory_format=fmt)  # type: ignore[call-overload]
+    D = build_discriminator(spec, d_options(cfg)).to(device, memory_format=fmt)  # type: ignore[call-overload]
     ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema_decay > 0 else None
     make_optimizer = OPTIMIZERS[cfg.optimizer]
     # One generator on the training device: nothing crosses from host to device per step, and every rank draws
@@ -79,6 +84,7 @@ def build_state(
         order,
         0,
         {"step": [], **{k: [] for k in TRACKED}},
+        torch.zeros(2, device=device),
     )
     return state, fixed_z
 
@@ -95,6 +101,8 @@ def restore_state(state: TrainState, checkpoint_dir: Path, device: torch.device)
     state.opt_d.load_state_dict(saved["opt_d"])
     if state.ema is not None and saved.get("ema") is not None:
         state.ema.load_state_dict(saved["ema"])
+    if "averages" in saved:  # checkpoints from before the regularizers have none (and ran without them)
+        state.averages.copy_(saved["averages"])
     state.rng.set_state(saved["rng"])
     torch.set_rng_state(saved["torch_rng"])
     state.order, state.cursor, state.history, state.start = saved["order"].to(device), saved["cursor"], saved["history"], saved["step"] + 1
@@ -112,6 +120,7 @@ def checkpoint_payload(state: TrainState, step: int, config_dict: dict | None, s
         "torch_rng": torch.get_rng_state(),
         "order": state.order.cpu(),
         "cursor": state.cursor,
+        "averages": state.averages.cpu(),
         "history": state.history,
         "config": config_dict or {},
         "spec": spec.to_dict(),

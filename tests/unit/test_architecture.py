@@ -20,6 +20,8 @@ LAYERS = {
     "components.training.networks": 1,
     "components.promotion.rules": 1,
     "components.training.losses": 1,
+    "components.training.augment": 1,
+    "components.training.regularizers": 1,
     "components.training.optimizers": 1,
     "components.evaluation.frechet": 1,
     "components.evaluation.domain": 1,

@@ -3,7 +3,7 @@ import torch
 
 from components.config import TrainConfig
 from components.evaluation.domain import FeatureClassifier
-from components.training.networks import Discriminator, Generator, MinibatchDiscrimination, build_discriminator, build_generator
+from components.training.networks import Discriminator, DOptions, Generator, MinibatchDiscrimination, build_discriminator, build_generator
 from components.training.state import model_spec
 
 
@@ -25,7 +25,7 @@ def test_dcgan_shapes(size, channels, extra):
 @pytest.mark.parametrize("mbd", [False, True])
 def test_every_arch_shapes(arch, size, channels, mbd):
     spec = model_spec(TrainConfig(arch=arch, z_dim=12, base_channels=16), channels, size, 10)
-    g, d = build_generator(spec), build_discriminator(spec, mbd)
+    g, d = build_generator(spec), build_discriminator(spec, DOptions(minibatch=mbd))
     y = torch.tensor([0, 3, 9])
     images = g(torch.randn(3, 12), y)
     assert images.shape == (3, channels, size, size)

@@ -64,6 +64,12 @@ def test_seed_changes_the_result_and_metrics_arrive_by_callback():
         dict(d_steps=2),
         dict(arch="mlp", minibatch_discrimination=True, feature_matching=True),
         dict(arch="mlp", ema_decay=0.9),
+        dict(augment="color,translation,cutout"),
+        dict(regularizers={"r1": 1.0}),
+        dict(regularizers={"lecam": 0.3}, loss="hinge"),
+        dict(spectral_norm=True),
+        dict(arch="cdcgan", d_conditioning="projection", augment="translation", regularizers={"r1": 0.1, "lecam": 0.3}),
+        dict(arch="mlp", d_conditioning="concat", augment="cutout", spectral_norm=True),
     ],
 )
 def test_tricks_run(tricks):
@@ -88,7 +94,18 @@ def test_divergence_stops_with_a_clear_error_and_keeps_good_checkpoints(tmp_path
         assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point()), path
 
 
-@pytest.mark.parametrize("extra", [{}, {"arch": "cdcgan", "class_balanced": True}])
+LIMITED_DATA = {"augment": "color,translation,cutout", "regularizers": {"r1": 1.0, "lecam": 0.3}, "spectral_norm": True}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"arch": "cdcgan", "class_balanced": True},
+        {**LIMITED_DATA, "feature_matching": True, "d_steps": 2},
+        {**LIMITED_DATA, "arch": "cdcgan", "d_conditioning": "projection", "ema_decay": 0.9},
+    ],
+)
 def test_resume_from_checkpoint_is_bitwise_identical(tmp_path, extra):
     images, labels = data()
     full = train_gan(images, labels, TrainConfig(steps=9, checkpoint_every=3, **TINY, **extra), seed=3)
@@ -102,7 +119,7 @@ def test_resume_from_checkpoint_is_bitwise_identical(tmp_path, extra):
     assert resumed.history["step"] == full.history["step"]
 
 
-@pytest.mark.parametrize("extra", [{}, {"arch": "cdcgan", "class_balanced": True}])
+@pytest.mark.parametrize("extra", [{}, {"arch": "cdcgan", "class_balanced": True}, {"augment": "translation,cutout"}])
 def test_batches_staged_from_the_host_give_the_run_of_a_set_indexed_in_place(tmp_path, extra):
     """data_placement host (the path for a set larger than GPU memory: rows gathered into staging buffers) against
     device (indexed where training runs), over several epochs and through a resume: bitwise the same weights."""
