@@ -116,9 +116,9 @@ def synthesis_for(args, seed: int) -> SynthesisConfig:
     return load_config(PRESET, overrides).synthesis
 
 
-def train_generator(train_dir: Path, work: Path, steps: int) -> Served:
+def train_generator(train_dir: Path, work: Path, steps: int, overrides: list[str]) -> Served:
     """The cdcgan trained on the imbalanced train split, exported and loaded as `ganops rebalance` loads it."""
-    cfg = load_config(PRESET, ["seed=0", f"train.steps={steps}", "validation.min_images=10"])
+    cfg = load_config(PRESET, ["seed=0", f"train.steps={steps}", "validation.min_images=10", *overrides])
     trained = train_to_files(train_dir, cfg, work / "train")
     return load_served(export_generator(trained.weights, work / "exports", "bench-cdcgan", "1", {}), "torchscript")
 
@@ -185,7 +185,7 @@ def run_configuration(args, keep: float, minority: int, work: Path) -> Outcome:
     x, y, test_x, test_y = split(args.test_per_class, minority, keep)
     train_dir = write_folder(x, y, work / "train-split")
     seconds, started = {}, time.perf_counter()
-    served = train_generator(train_dir, work, args.steps)
+    served = train_generator(train_dir, work, args.steps, args.set)
     seconds["train"] = time.perf_counter() - started
     print(f"cdcgan trained ({args.steps} steps) and exported in {seconds['train']:.0f} s", flush=True)
     started = time.perf_counter()
@@ -288,6 +288,9 @@ def parse_args():
     parser.add_argument("--test-per-class", type=int, default=40, help="held-out TEST images per class")
     parser.add_argument("--max-synthetic-fraction", type=float, default=0.9, help="synthesis.max_synthetic_fraction")
     parser.add_argument("--threads", type=int, default=1, help=f"torch CPU threads (default {THREADS_NOTE})")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override of the cdcgan preset (repeatable), e.g. train.augment=cutout"
+    )
     args = parser.parse_args()
     if args.quick:
         for key, value in QUICK.items():
@@ -301,7 +304,8 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     print(
-        f"bench_rebalance: keeps {args.keeps}, minorities {args.minorities}, seeds {args.seeds}, {args.steps} steps, {args.threads} torch thread(s)",
+        f"bench_rebalance: keeps {args.keeps}, minorities {args.minorities}, seeds {args.seeds}, {args.steps} steps, "
+        f"{args.threads} torch thread(s), preset {PRESET} with {args.set or 'no overrides'}",
         flush=True,
     )
     outcomes = []

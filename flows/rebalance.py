@@ -28,10 +28,12 @@ TASK: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
 @task(name="plan", **TASK)
 def plan_task(
-    root: Path, model: str, data: Path, out: Path, target: str, config: RetrainConfig, classes: list[str] | None, force: bool
+    root: Path, model: str | None, data: Path, out: Path, target: str, config: RetrainConfig, classes: list[str] | None, force: bool
 ) -> tuple[Sets, list[ClassPlan]]:
     sets, plan = prepare(root, model, data, out, parse_target(target), config.synthesis, classes, force)
-    get_run_logger().info("%s version %s (export verified); plan:\n%s", sets.served.model_name, sets.served.version, format_plan(plan))
+    served = sets.served
+    source = f"{served.model_name} version {served.version} (export verified)" if served else "no generator"
+    get_run_logger().info("%s; plan:\n%s", source, format_plan(plan))
     return sets, plan
 
 
@@ -65,7 +67,7 @@ def import_task(root: Path, out: Path, data_dir: str) -> str:
 
 @flow(name="rebalance", log_prints=True)
 def rebalance(
-    model: str,
+    model: str | None,
     data: str,
     out: str,
     target: str = "max",
@@ -78,9 +80,9 @@ def rebalance(
     check: bool = True,
     require_benefit: bool = False,
 ) -> dict:
-    """Rebalance the ImageFolder `data` with the conditional generator `model` (MODEL@ALIAS) into `out` (only the
-    `classes` named, when given) by the preset's synthesis.method, with the benefit check unless `check` is off;
-    with `import_data`, make it the project's dataset as a new DVC version."""
+    """Rebalance the ImageFolder `data` with the conditional generator `model` (MODEL@ALIAS; None for oversample or
+    SMOTE alone) into `out` (only the `classes` named, when given) by the preset's synthesis.method, with the benefit
+    check unless `check` is off; with `import_data`, make it the project's dataset as a new DVC version."""
     root = Path(project_dir).resolve()
     config = load_config(preset, list(overrides or []))
     data_path, out_path = (root / data).resolve(), (root / out).resolve()

@@ -121,4 +121,4 @@ SYNTHETIC_PREFIX = "synthetic-"
 # interpolations, repeated real and generated together, or whichever the benefit check finds best.
 GAN, OVERSAMPLE, SMOTE, MIX, AUTO = "gan", "oversample", "smote", "mix", "auto"
 REBALANCE_METHODS = (GAN, OVERSAMPLE, SMOTE, MIX, AUTO)
-OVERSAMPLED_PREFIX, SMOTE_PREFIX = "oversampled-", "smote-"  # file names of repeated and interpolated images
+OVERSAMPLED_PREFIX, SMOTE_PREFIX = "oversampled-", f"{SYNTHETIC_PREFIX}{SMOTE}-"  # file names of repeated and interpolated images

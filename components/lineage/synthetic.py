@@ -1,7 +1,9 @@
 """Synthetic images in a dataset version, followed back to the generator that made them.
 
-A rebalanced dataset carries `.synthetic.json` (components.synthesis): the generator's model, version, weights
-sha256 and training data md5, and every synthetic file's sha256. Imported with DVC, that manifest is part of the
+A rebalanced dataset carries `.synthetic.json` (components.synthesis): the method that added its images and why,
+the generator's model, version, weights sha256 and training data md5, and every synthetic file's sha256. Only the
+generated files (not SMOTE's interpolations, named synthetic-smote-*, nor repeated real files) are credited to the
+generator: a set rebalanced by oversampling or SMOTE alone names no generator in its lineage. Imported with DVC, that manifest is part of the
 dataset's md5, so it is read here from the DVC cache by md5 and checked against the dataset's own files and the
 registry: a verification, not only a record.
 """
@@ -12,7 +14,7 @@ import hashlib
 import json
 from pathlib import PurePosixPath
 
-from components.core.names import SYNTHETIC_MANIFEST, SYNTHETIC_PREFIX, TAG_WEIGHTS_SHA256, TAG_WITHDRAWN
+from components.core.names import GAN, SMOTE_PREFIX, SYNTHETIC_MANIFEST, SYNTHETIC_PREFIX, TAG_WEIGHTS_SHA256, TAG_WITHDRAWN
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
 
@@ -39,18 +41,31 @@ def parse_record(blob: bytes | None) -> dict | None:
     return record
 
 
+def is_generated(relpath: str) -> bool:
+    """Whether a file the manifest lists was made by the generator (SMOTE's are named synthetic-smote-*; repeated
+    real files are listed apart, under `repeated`)."""
+    return not PurePosixPath(relpath).name.startswith(SMOTE_PREFIX)
+
+
 def summary(record: dict | None) -> dict | None:
-    """What lineage shows: the generator, the seed and the synthetic count per class."""
+    """What lineage shows: the method and why, the generator (when it made any of the images), the seed, and the
+    added count per class (by kind, when the manifest records it)."""
     if record is None:
         return None
     classes = {str(c.get("label")): c["synthetic"] for c in record.get("classes", []) if c.get("synthetic")} or {
         str(k): v for k, v in (record.get("counts") or {}).items()
     }  # a `ganops generate` folder
+    generated = sum(1 for rel in record.get("files", {}) if is_generated(rel))
     return {
-        "generator": record.get("generator", {}),
+        "method": record.get("method", GAN),  # manifests from before the methods were all generated images
+        "reason": record.get("reason"),
+        "generator": record.get("generator", {}) if generated else None,
         "seed": record.get("seed"),
         "files": len(record.get("files", {})),
+        "generated": generated,
+        "repeated": len(record.get("repeated") or {}),
         "classes": classes,
+        "added": record.get("added"),
         "quality_passed": (record.get("quality") or {}).get("passed"),
     }
 
@@ -72,6 +87,12 @@ def check_synthetic(record: dict | None, members: dict[str, bytes], generator_ta
     unlisted = sorted(synthetic - set(files))
     if unlisted:
         return FAIL, f"{unlisted[0]} is named as synthetic but not listed in {SYNTHETIC_MANIFEST}"
+    generated = sum(1 for rel in files if is_generated(rel))
+    if not generated:
+        return PASS, (
+            f"{len(files)} SMOTE files match {SYNTHETIC_MANIFEST} (method {record.get('method')}); no generated image, so no "
+            f"generator is credited"
+        )
     g = record.get("generator") or {}
     who = f"{g.get('model')} version {g.get('version')}"
     if generator_tags is None:
@@ -82,7 +103,7 @@ def check_synthetic(record: dict | None, members: dict[str, bytes], generator_ta
             f"the generator {who} now has weights sha256 {generator_tags.get(TAG_WEIGHTS_SHA256)}, not the recorded {g.get('weights_sha256')}",
         )
     evidence = (
-        f"{len(files)} synthetic files match {SYNTHETIC_MANIFEST}; made by {who} (weights sha256 verified), "
+        f"{len(files)} synthetic files match {SYNTHETIC_MANIFEST}; the {generated} generated ones made by {who} (weights sha256 verified), "
         f"trained on dataset {g.get('generator_dataset_md5')}"
     )
     if generator_tags.get(TAG_WITHDRAWN):
@@ -91,12 +112,22 @@ def check_synthetic(record: dict | None, members: dict[str, bytes], generator_ta
 
 
 def format_origin(origin: dict | None) -> str | None:
+    """The lines lineage prints for a dataset with added images: what was added, by which method and why, and the
+    generator behind the generated ones."""
     if origin is None:
         return None
-    g = origin["generator"]
-    classes = ", ".join(f"{label}: {n}" for label, n in origin["classes"].items())
-    return (
-        f"  -> synthetic {origin['files']} images ({classes}) from {g.get('model')} version {g.get('version')} "
-        f"(weights sha256 {str(g.get('weights_sha256'))[:12]}..., seed {origin['seed']}), itself trained on dataset "
-        f"{g.get('generator_dataset_md5')}: ganops lineage {g.get('model')}@{g.get('version')}"
+    added = origin.get("added") or {}
+    classes = ", ".join(
+        f"{label}: {n}" + (f" ({', '.join(f'{kind} {k}' for kind, k in added[label].items())})" if label in added else "")
+        for label, n in origin["classes"].items()
     )
+    method = origin.get("method", GAN)
+    lines = [f"  -> added images ({classes}) by {method}" + (f": {origin['reason']}" if origin.get("reason") else "")]
+    g = origin.get("generator")
+    if g:
+        lines.append(
+            f"  -> {origin.get('generated', origin['files'])} generated by {g.get('model')} version {g.get('version')} "
+            f"(weights sha256 {str(g.get('weights_sha256'))[:12]}..., seed {origin['seed']}), itself trained on dataset "
+            f"{g.get('generator_dataset_md5')}: ganops lineage {g.get('model')}@{g.get('version')}"
+        )
+    return "\n".join(lines)

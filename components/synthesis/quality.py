@@ -94,10 +94,14 @@ def folder_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
+def label_folders(root: Path) -> list[str]:
+    """The label folders of an ImageFolder, sorted (its class order when no generator gives one)."""
+    return sorted({rel.parts[0] for rel in list_files(root) if len(rel.parts) > 1})
+
+
 def real_data(root: Path, labels: list[str]) -> tuple[torch.Tensor, np.ndarray]:
     """The real images (uint8, N C H W) and label indices; refuses a label folder the generator does not know."""
-    folders = sorted({rel.parts[0] for rel in list_files(root) if len(rel.parts) > 1})
-    unknown = [f for f in folders if f not in labels]
+    unknown = [f for f in label_folders(root) if f not in labels]
     if unknown:
         raise GanopsError(f"{root}/{unknown[0]}: the generator does not know the class {unknown[0]!r} (it knows {', '.join(labels)})")
     images, targets = load_images(root, labels)
@@ -134,7 +138,7 @@ class RealData:
     images: torch.Tensor  # uint8 (N, C, H, W)
     targets: np.ndarray  # class indices in the generator's label order
     sha256: str  # folder_digest of the data
-    classifier: DomainExtractor
+    classifier: DomainExtractor | None  # None when no generator is involved (oversample, SMOTE): nothing to judge
 
 
 def read_real_data(served: Served, data: Path, cfg: SynthesisConfig, cache_dir: Path) -> RealData:
@@ -154,9 +158,17 @@ def read_real_data(served: Served, data: Path, cfg: SynthesisConfig, cache_dir: 
     return RealData(real, targets, key, extractor)
 
 
+def read_real_images(data: Path, labels: list[str]) -> RealData:
+    """The real images of `data` alone, for the methods that need no generator (and so no quality classifier)."""
+    real, targets = real_data(data, labels)
+    return RealData(real, targets, folder_digest(data), None)
+
+
 def check_quality(served: Served, real_set: RealData, classes: list[str], cfg: SynthesisConfig) -> QualityReport:
     """Measure and judge every class in `classes` of the conditional generator `served` against the real data."""
     real, targets, key, extractor = real_set.images, real_set.targets, real_set.sha256, real_set.classifier
+    if extractor is None:
+        raise GanopsError("the quality check needs the real data's classifier: read the data with read_real_data")
     results = []
     for label in classes:
         mine = real[torch.from_numpy(targets == served.labels.index(label))]

@@ -16,7 +16,7 @@ from pathlib import Path
 from components.config import ValidationConfig
 from components.core.atomic import bytes_digest, json_bytes, replace_folder
 from components.core.errors import GanopsError
-from components.core.names import GAN, OVERSAMPLE, OVERSAMPLED_PREFIX, SMOTE, SYNTHETIC_MANIFEST, SYNTHETIC_PREFIX
+from components.core.names import GAN, OVERSAMPLE, OVERSAMPLED_PREFIX, SMOTE_PREFIX, SYNTHETIC_MANIFEST, SYNTHETIC_PREFIX
 from components.data.images import list_files
 from components.data.importers import copy_image_folder
 from components.data.png import encode_png
@@ -119,7 +119,7 @@ def added_files(added: Added, data: Path, real_files: list[Path], labels: list[s
             source = real_files[next(repeated)]
             out[f"{label}/{OVERSAMPLED_PREFIX}{k:05d}-{source.name}"] = AddedFile(kind, (data / source).read_bytes(), source.as_posix())
             continue
-        name = f"{prefix}{k:05d}.png" if kind == GAN else f"{SYNTHETIC_PREFIX}{SMOTE}-{k:05d}.png"
+        name = f"{prefix}{k:05d}.png" if kind == GAN else f"{SMOTE_PREFIX}{k:05d}.png"
         out[f"{label}/{name}"] = AddedFile(kind, encode_png(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)))
     return out
 

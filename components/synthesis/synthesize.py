@@ -15,7 +15,7 @@ import torch
 
 from components.config import RetrainConfig, SynthesisConfig
 from components.core.errors import GanopsError, ValidationFailed
-from components.core.names import AUTO, GAN, MIX, OVERSAMPLE, SMOTE, TORCHSCRIPT_RUNTIME
+from components.core.names import AUTO, GAN, MIX, OVERSAMPLE, SMOTE, SYNTHETIC_PREFIX, TORCHSCRIPT_RUNTIME
 from components.core.paths import state_dir
 from components.core.pixels import to_unit_range
 from components.core.progress import progress_bar
@@ -27,7 +27,15 @@ from components.serving.service import load_source, parse_source
 from components.synthesis.benefit import BenefitTable, Candidate, choose_method, format_benefit, run_check
 from components.synthesis.generate import Generated, check_output, generate, plan_request, require_conditional, source_record
 from components.synthesis.methods import Added, added_by, generated
-from components.synthesis.quality import QualityReport, RealData, check_quality, format_quality, read_real_data
+from components.synthesis.quality import (
+    QualityReport,
+    RealData,
+    check_quality,
+    format_quality,
+    label_folders,
+    read_real_data,
+    read_real_images,
+)
 from components.synthesis.rebalance import (
     MAX,
     ClassPlan,
@@ -115,18 +123,23 @@ class Method:
 class Sets:
     """The images each method adds to a real set (x, y), for the rebalance and for the benefit check's candidates."""
 
-    def __init__(self, served: Served, real: RealData, cfg: SynthesisConfig):
-        self.served, self.real, self.cfg, self.labels = served, real, cfg, served.labels
+    def __init__(self, served: Served | None, real: RealData, cfg: SynthesisConfig, labels: list[str] | None = None):
+        """`served` None: no generator (oversample and SMOTE only), the classes are `labels` (the data's folders)."""
+        self.served, self.real, self.cfg = served, real, cfg
+        self.labels = served.labels if served is not None else list(labels or [])
 
     def added(
         self, method: str, x: np.ndarray, y: np.ndarray, need: dict[int, int], seed: int, classifier: torch.nn.Module | None = None
     ) -> Added:
         """What `method` adds to (x, y); generated images are filtered by `classifier` (default: the quality
         check's, trained on all the real data)."""
-        cfg, judge = self.cfg, classifier if classifier is not None else self.real.classifier.model
+        cfg, served = self.cfg, self.served
+        judge = classifier if classifier is not None else self.real.classifier.model if self.real.classifier else None
 
         def make(want: dict[int, int]) -> Added:
-            return generated(self.served, judge, want, cfg.min_confidence, cfg.candidates_factor, cfg.seed)
+            if served is None or judge is None:
+                raise GanopsError(f"--method {method} draws generated images: give --model (the conditional generator)")
+            return generated(served, judge, want, cfg.min_confidence, cfg.candidates_factor, cfg.seed)
 
         return added_by(method, x, y, need, seed, self.labels, make, cfg.mix_real_fraction)
 
@@ -167,11 +180,13 @@ def choose(
     if require_benefit and method not in (GAN, MIX):
         raise GanopsError(f"--require-benefit asks whether generated images help: it needs --method gan or mix, not {method}")
     try:
-        quality = require_quality(sets.served, sets.real, plan, cfg) if method in (GAN, MIX, AUTO) else None
+        quality = require_quality(sets.served, sets.real, plan, cfg) if method in (GAN, MIX, AUTO) and sets.served else None
     except QualityFailed as e:
         if method != AUTO:
             raise
         quality, method = e.report, AUTO_WITHOUT_GENERATOR
+    if method == AUTO and sets.served is None:
+        method = AUTO_WITHOUT_GENERATOR
     if not (check or require_benefit or method in (AUTO, AUTO_WITHOUT_GENERATOR)):
         return Method(cfg.method, f"--method {cfg.method}", None, quality)
     if not any(p.synthetic for p in plan):
@@ -192,7 +207,8 @@ def choose(
     if method in (AUTO, AUTO_WITHOUT_GENERATOR):
         chosen, reason = choose_method(table, tuple(methods))
         if method == AUTO_WITHOUT_GENERATOR:
-            reason += " (the generator failed the quality check: its images were not tried)"
+            why = "no --model was given" if sets.served is None else "the generator failed the quality check"
+            reason += f" ({why}: generated images were not tried)"
         return Method(chosen, reason, table, quality)  # a failed check too: it says why no generated images
     chosen, reason = choose_method(table, (method, OVERSAMPLE, SMOTE))
     if require_benefit and chosen != method:
@@ -201,11 +217,27 @@ def choose(
 
 
 def prepare(
-    project_dir: Path, model: str, data: Path, out: Path, target: str | int, cfg: SynthesisConfig, classes: list[str] | None, force: bool
+    project_dir: Path,
+    model: str | None,
+    data: Path,
+    out: Path,
+    target: str | int,
+    cfg: SynthesisConfig,
+    classes: list[str] | None,
+    force: bool,
 ) -> tuple[Sets, list[ClassPlan]]:
     """The verified generator, the real data with its classifier, and the plan; refuses a bad --out or --class
-    before any work."""
+    before any work. Without a model (oversample, SMOTE, or auto choosing between them) the classes are the data's
+    label folders and no classifier is trained."""
     check_output(out, force, data)  # before any work: a refused --out costs nothing
+    if model is None:
+        if cfg.method not in (OVERSAMPLE, SMOTE, AUTO):
+            raise GanopsError(
+                f"--method {cfg.method} draws generated images: give --model MODEL@ALIAS (oversample, smote and auto need none)"
+            )
+        labels = label_folders(data) if data.is_dir() else []
+        plan = plan_rebalance(count_classes(data, labels), target, cfg.max_synthetic_fraction, classes)
+        return Sets(None, read_real_images(data, labels), cfg, labels), plan
     served = open_generator(project_dir, model)
     plan = plan_rebalance(count_classes(data, require_conditional(served)), target, cfg.max_synthetic_fraction, classes)
     real = read_real_data(served, data, cfg, state_dir(project_dir) / "cache" / "quality")
@@ -216,36 +248,36 @@ def write_chosen(sets: Sets, plan: list[ClassPlan], method: Method, data: Path, 
     """Write real + what `method` adds to each class of the plan into `out`, with the manifest (method and why,
     generator, filtering counts, quality and benefit tables, every synthetic file's sha256). Returns the manifest."""
     served, real, cfg = sets.served, sets.real, sets.cfg
-    need = {served.labels.index(p.label): p.synthetic for p in plan if p.synthetic}
+    need = {sets.labels.index(p.label): p.synthetic for p in plan if p.synthetic}
     added = sets.added(method.name, real.images.numpy(), real.targets.astype(np.int64), need, cfg.seed)
     record = {
         "method": method.name,
         "reason": method.reason,
-        "generator": source_record(served),
+        "generator": source_record(served) if served is not None else {},  # {}: no generator was used
         "seed": cfg.seed,
         "max_synthetic_fraction": cfg.max_synthetic_fraction,
         "min_confidence": cfg.min_confidence,
         "classes": [asdict(p) for p in plan],
-        "filtering": {served.labels[c]: asdict(f) for c, f in added.filtering.items()},
+        "filtering": {sets.labels[c]: asdict(f) for c, f in added.filtering.items()},
         "added": {
             label: {
                 kind: n
                 for kind in sorted(set(added.kind))
                 if (n := sum(1 for k, c in zip(added.kind, added.y, strict=True) if k == kind and c == i))
             }
-            for i, label in enumerate(served.labels)
+            for i, label in enumerate(sets.labels)
             if np.any(added.y == i)
         },
         "quality": method.quality.to_dict() if method.quality else None,
         "benefit": method.benefit.to_dict() if method.benefit else None,
         "real_data_sha256": real.sha256,
     }
-    return write_rebalanced(data, out, added, served.labels, synthetic_prefix(served), record, force)
+    return write_rebalanced(data, out, added, sets.labels, synthetic_prefix(served) if served else SYNTHETIC_PREFIX, record, force)
 
 
 def rebalance(
     project_dir: Path,
-    model: str,
+    model: str | None,
     data: Path,
     out: Path,
     target: str | int,

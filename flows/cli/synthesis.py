@@ -52,7 +52,12 @@ def generate(
 
 
 def rebalance(
-    model: str = typer.Option(..., "--model", help="The class-conditional generator: MODEL@ALIAS or MODEL@VERSION (or an export folder)."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="The class-conditional generator: MODEL@ALIAS or MODEL@VERSION (or an export folder). Needed by --method gan and "
+        "mix; without it auto chooses between oversample and smote.",
+    ),
     data: Path = typer.Option(..., "--data", help="The real, imbalanced ImageFolder.", file_okay=False),
     out: Path = typer.Option(..., "--out", help="Where to write the rebalanced ImageFolder.", file_okay=False),
     target: str = typer.Option("max", "--target", help="'max' (the largest class's count) or images per class."),

@@ -65,9 +65,16 @@ def test_sigkill_then_resume_is_bitwise_identical(digits, tmp_path):
         assert torch.equal(resumed[key], reference[key]), key
 
 
-def test_ddp_two_processes_match_one(digits, tmp_path):
-    # mlp has no batch norm, so 2 ranks x 16 samples compute exactly the gradients of 1 x 32 (up to float sums).
-    args = ["--max-steps", "30", "--set", "train.arch=mlp", "--set", "train.batch_size=32"]
+@pytest.mark.parametrize(
+    "options",
+    [[], ["--set", "train.augment=translation,cutout", "--set", "train.regularizers.r1=1.0", "--set", "train.spectral_norm=true"]],
+    ids=["plain", "augment-r1-sn"],
+)
+def test_ddp_two_processes_match_one(digits, tmp_path, options):
+    # mlp has no batch norm, so 2 ranks x 16 samples compute exactly the gradients of 1 x 32 (up to float sums); the
+    # augmentation's numbers are drawn for the global batch and sliced like the latents, R1's mean is averaged by DDP
+    # like the loss's, and spectral norm's power iteration runs on each rank's identical copy of D.
+    args = ["--max-steps", "30", "--set", "train.arch=mlp", "--set", "train.batch_size=32", *options]
     run(train_cmd(digits, tmp_path / "single", *args))
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2")
     done = run(train_cmd(digits, tmp_path / "ddp", *args, launcher=torchrun))
