@@ -1,9 +1,11 @@
-"""The HTTP API of `ganops serve` (FastAPI): generate images from a verified export, describe it, report health
-and Prometheus metrics.
+"""The HTTP API of `ganops serve`: generate images from a verified export, describe it, report health and
+Prometheus metrics. POST /v1/generate is a pure ASGI endpoint (the hot path); FastAPI serves the rest and the
+OpenAPI schema, which describes both; the `Measured` middleware (serving.asgi) counts and times them all.
 
 Every bad request is a 422 whose body names the field and the rule (`{"detail": [{"field", "message"}]}`), never a
-stack trace: a body that is not JSON or is larger than `max_body_bytes`, `n` outside 1..max_n, a seed that is not
-a non-negative integer, an unknown class or format, labels on an unconditional model.
+stack trace: a body that is not JSON, empty, declared as another media type or larger than `max_body_bytes`, `n`
+outside 1..max_n, a seed that is not a non-negative integer, an unknown class or format, labels on an
+unconditional model.
 """
 
 from __future__ import annotations
@@ -11,20 +13,34 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import secrets
 import threading
-import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol, cast
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+import numpy as np
+import orjson
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
-from starlette.concurrency import run_in_threadpool
 
+from components.serving.asgi import (
+    ASGIApp,
+    BadRequest,
+    Measured,
+    Receive,
+    Scope,
+    Send,
+    error_body,
+    json_media_type,
+    read_body,
+    send_bytes,
+    send_json,
+)
 from components.serving.batching import Batcher
 from components.serving.runtime import Served, channels_last_uint8, grid_png, label_indices, latents, npy_bytes, png_bytes
 
@@ -32,7 +48,9 @@ log = logging.getLogger("ganops.serve")
 MAX_SEED = 2**53 - 1  # exact in every JSON parser (doubles)
 FORMATS = ("png", "npy", "base64png")
 MEDIA = {"png": "image/png", "npy": "application/octet-stream", "base64png": "application/json"}
-ENDPOINTS = ("/v1/generate", "/v1/model", "/healthz", "/readyz", "/metrics")
+GENERATE = "/v1/generate"
+ENDPOINTS = (GENERATE, "/v1/model", "/healthz", "/readyz", "/metrics")
+INLINE_ENCODE_VALUES = 1 << 16  # npy answers up to this many floats are encoded on the event loop (tens of µs)
 
 
 @dataclass(frozen=True)
@@ -41,12 +59,6 @@ class ServeSettings:
     max_body_bytes: int = 64 * 1024
     batch_wait_ms: float = 0.0
     max_batch_rows: int = 1024
-
-
-class BadRequest(Exception):
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field, self.message = field, message
 
 
 def _whole_number(value):
@@ -117,6 +129,21 @@ class Metrics:
         self.images = Counter("ganops_serve_images", "Images generated", registry=self.registry)
         self.errors = Counter("ganops_serve_errors", "Requests refused or failed", ["kind"], registry=self.registry)
         self.reloads = Counter("ganops_serve_reloads", "Exports swapped in by --follow", ["result"], registry=self.registry)
+        self.batch_rows = Histogram(
+            "ganops_serve_batch_rows",
+            "Latent rows per forward pass (requests share one when batching is on)",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+        )
+
+    def exposition(self) -> bytes:
+        """Prometheus text: this process's metrics, or, under `--workers` N > 1 (PROMETHEUS_MULTIPROC_DIR set before
+        the workers started), every worker's summed."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
 
 class ServeState:
@@ -125,7 +152,7 @@ class ServeState:
     def __init__(self, served: Served, settings: ServeSettings):
         self.settings, self.metrics = settings, Metrics()
         self._served, self._lock = served, threading.Lock()
-        self.batcher = Batcher(settings.batch_wait_ms, settings.max_batch_rows)
+        self.batcher = Batcher(settings.batch_wait_ms, settings.max_batch_rows, self.metrics.batch_rows.observe)
 
     @property
     def served(self) -> Served:
@@ -144,19 +171,6 @@ class ServeState:
         )
 
 
-async def _bounded_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise BadRequest("body", f"the body is larger than {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest("body", f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _labels_of(body, n: int) -> list[str] | None:
     """One class name per image, or None (every class in turn)."""
     labels, single = getattr(body, "labels", None), getattr(body, "class_", None)
@@ -167,19 +181,21 @@ def _labels_of(body, n: int) -> list[str] | None:
     return None if single is None else [single] * n
 
 
-def _encode(served: Served, images, fmt: str, seed: int, labels: list[str] | None) -> bytes | dict:
+def _encode(served: Served, images: np.ndarray, fmt: str, seed: int, labels: list[str] | None) -> bytes:
     if fmt == "png":
         return grid_png(images)
     pixels = channels_last_uint8(images)
     if fmt == "npy":
         return npy_bytes(pixels)
-    return {
-        "model": served.model_name,
-        "version": served.version,
-        "seed": seed,
-        "labels": labels,
-        "images": [base64.b64encode(png_bytes(p)).decode("ascii") for p in pixels],
-    }
+    return orjson.dumps(
+        {
+            "model": served.model_name,
+            "version": served.version,
+            "seed": seed,
+            "labels": labels,
+            "images": [base64.b64encode(png_bytes(p)).decode("ascii") for p in pixels],
+        }
+    )
 
 
 ERROR_SCHEMA = {
@@ -190,76 +206,103 @@ ERROR_SCHEMA = {
 }
 
 
-def _install_error_handling(app: FastAPI, metrics: Metrics) -> None:
-    """Count and time every request; bad requests become 422 naming the field; anything else a bare 500."""
+def _validation_detail(error: ValidationError) -> dict:
+    return {"detail": [{"field": _field(e["loc"]), "message": e["msg"]} for e in error.errors()]}
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        start = time.perf_counter()
-        endpoint = request.url.path if request.url.path in ENDPOINTS else "other"
+
+class Generate:
+    """POST /v1/generate as a pure ASGI endpoint (no Request object, no dependency solving, no middleware task): the
+    body read once within `max_body_bytes`, validated once by the request model (pydantic-core, from the raw bytes),
+    the latents handed to the batcher, and the answer encoded on the loop when it is a small npy, in a thread
+    otherwise (PNG and base64 PNG encoding is the heavy part)."""
+
+    def __init__(self, state: ServeState):
+        self.state = state
+        self.body_model = request_model(state.settings.max_n, state.served.labels)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await send_json(send, 405, error_body("method", f"{scope['method']} is not allowed here: POST only"), [(b"allow", b"POST")])
+            return
         try:
-            response = await call_next(request)
-        except Exception:  # never a stack trace to the client
-            log.exception("%s %s failed", request.method, request.url.path)
-            metrics.errors.labels("internal").inc()
-            response = JSONResponse({"detail": [{"field": "", "message": "internal error (see the server log)"}]}, 500)
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-        return response
-
-    @app.exception_handler(BadRequest)
-    async def bad_request(request: Request, exc: BadRequest):
-        metrics.errors.labels("request").inc()
-        return JSONResponse({"detail": [{"field": exc.field, "message": exc.message}]}, 422)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError):
-        metrics.errors.labels("request").inc()
-        return JSONResponse({"detail": [{"field": _field(e["loc"]), "message": e["msg"]} for e in exc.errors()]}, 422)
-
-
-def _add_generate(app: FastAPI, state: ServeState) -> None:
-    body_model = request_model(state.settings.max_n, state.served.labels)
-    schema = body_model.model_json_schema(by_alias=True)
-
-    @app.post(
-        "/v1/generate",
-        openapi_extra={"requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}},
-        responses={
-            200: {"content": {m: {} for m in MEDIA.values()}},
-            422: {"description": "a field breaks a rule", "content": {"application/json": {"schema": ERROR_SCHEMA}}},
-        },
-    )
-    async def generate(request: Request):
-        raw = await _bounded_body(request, state.settings.max_body_bytes)
-        try:
-            body = cast(GenerateBody, body_model.model_validate_json(raw or b"{}"))  # request_model's fields
+            body = await self._body(scope, receive)
+            served = self.state.served
+            names = _labels_of(body, body.n)
+            try:
+                labels = label_indices(served, names, body.n)
+            except ValueError as e:  # a swap (--follow) to a model with other classes
+                raise BadRequest("labels", str(e)) from None
+        except BadRequest as e:
+            self.state.metrics.errors.labels("request").inc()
+            await send_json(send, 422, error_body(e.field, e.message))
+            return
         except ValidationError as e:
-            raise RequestValidationError(e.errors()) from None
-        served = state.served
-        names = _labels_of(body, body.n)
-        try:
-            labels = label_indices(served, names, body.n)
-        except ValueError as e:  # a swap (--follow) to a model with other classes
-            raise BadRequest("labels", str(e)) from None
+            self.state.metrics.errors.labels("request").inc()
+            await send_json(send, 422, _validation_detail(e))
+            return
         seed = secrets.randbits(53) if body.seed is None else body.seed
-        images = await asyncio.wrap_future(state.batcher.submit(served, latents(seed, body.n, served.z_dim), labels))
-        state.metrics.images.inc(body.n)
-        headers = {
-            "X-Ganops-Model": served.model_name,
-            "X-Ganops-Version": served.version,
-            "X-Ganops-Seed": str(seed),
-            "X-Ganops-Runtime": served.runtime,
-            "X-Ganops-Manifest-Sha256": served.manifest_sha256,
+        images = await self.state.batcher.run(served, latents(seed, body.n, served.z_dim), labels)
+        self.state.metrics.images.inc(body.n)
+        if body.format == "npy" and images.size <= INLINE_ENCODE_VALUES:
+            content = _encode(served, images, body.format, seed, names)
+        else:  # keep the loop free for the other requests
+            content = await asyncio.get_running_loop().run_in_executor(None, _encode, served, images, body.format, seed, names)
+        headers = [
+            (b"x-ganops-model", served.model_name.encode()),
+            (b"x-ganops-version", served.version.encode()),
+            (b"x-ganops-seed", str(seed).encode()),
+            (b"x-ganops-runtime", served.runtime.encode()),
+            (b"x-ganops-manifest-sha256", served.manifest_sha256.encode()),
+        ]
+        await send_bytes(send, 200, content, MEDIA[body.format].encode(), headers)
+
+    async def _body(self, scope: Scope, receive: Receive) -> GenerateBody:
+        raw = await read_body(scope, receive, self.state.settings.max_body_bytes)
+        json_media_type(scope)
+        if not raw.strip():
+            raise BadRequest("body", "the body is empty: send a JSON object ({} for every default)")
+        return cast(GenerateBody, self.body_model.model_validate_json(raw))  # request_model's fields
+
+    def openapi(self) -> dict:
+        """The operation as OpenAPI describes it (the route is served here, not by FastAPI)."""
+        return {
+            "post": {
+                "summary": "Generate images",
+                "operationId": "generate_v1_generate_post",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": self.body_model.model_json_schema(by_alias=True)}},
+                },
+                "responses": {
+                    "200": {"description": "the images", "content": {m: {} for m in MEDIA.values()}},
+                    "422": {"description": "a field breaks a rule", "content": {"application/json": {"schema": ERROR_SCHEMA}}},
+                },
+            }
         }
-        content = await run_in_threadpool(_encode, served, images, body.format, seed, names)  # keep the loop free
-        if isinstance(content, dict):
-            return JSONResponse(content, headers=headers)
-        return Response(content, media_type=MEDIA[body.format], headers=headers)
 
 
-def create_app(state: ServeState, on_start=None, on_stop=None) -> FastAPI:
-    """The API over `state`. `on_start`/`on_stop` run with the server (the --follow watcher)."""
+def _with_generate(api: FastAPI, generate: Generate) -> ASGIApp:
+    """FastAPI serves everything but POST /v1/generate; its OpenAPI schema includes that operation too."""
+
+    def openapi() -> dict:
+        if api.openapi_schema is None:
+            schema = FastAPI.openapi(api)
+            schema["paths"] = {GENERATE: generate.openapi(), **schema["paths"]}
+        return cast(dict, api.openapi_schema)
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == GENERATE:
+            await generate(scope, receive, send)
+        else:
+            await api(scope, receive, send)
+
+    return route
+
+
+def create_app(state: ServeState, on_start=None, on_stop=None) -> ASGIApp:
+    """The API over `state`, as an ASGI app. `on_start`/`on_stop` run with the server (the --follow watcher)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -272,8 +315,6 @@ def create_app(state: ServeState, on_start=None, on_stop=None) -> FastAPI:
         state.batcher.stop()
 
     app = FastAPI(title="ganops serve", lifespan=lifespan, version="1")
-    _install_error_handling(app, state.metrics)
-    _add_generate(app, state)
 
     @app.get("/v1/model")
     def model() -> dict:
@@ -292,6 +333,6 @@ def create_app(state: ServeState, on_start=None, on_stop=None) -> FastAPI:
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus() -> Response:
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    return Measured(_with_generate(app, Generate(state)), state.metrics, ENDPOINTS)

@@ -8,9 +8,14 @@ SOURCE is an export folder, an export in S3 (`s3://bucket/prefix/<model>/v<versi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 import math
+import os
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -18,7 +23,9 @@ from pathlib import Path
 
 from components.core.errors import GanopsError
 from components.core.names import TAG_EXPORT_DIR, TAG_EXPORT_MANIFEST, TAG_WITHDRAWN
+from components.core.paths import state_dir
 from components.registry.models import parse_model_ref, resolve_version
+from components.registry.tracking import client
 from components.serving.app import ServeSettings, ServeState, create_app
 from components.serving.publish import fetch_export, parse_s3
 from components.serving.runtime import Served, load_served
@@ -82,9 +89,48 @@ def load_version(folder: Path, version: str, manifest_sha256: str | None, source
     return served
 
 
+def registry_factory(project_dir: Path):
+    """A function giving an MlflowClient on the configured registry (MLFLOW_TRACKING_URI, else the project's own
+    store), or None when neither is there (no store is created just to look)."""
+    if os.environ.get("MLFLOW_TRACKING_URI") or (state_dir(project_dir) / "mlflow.db").is_file():
+        return lambda: client(project_dir)
+    return None
+
+
+def check_folder_against_registry(mlc_factory, served: Served) -> None:
+    """An export folder that names a registered version must have the manifest recorded on that version (a
+    re-hashed manifest is caught here, as with MODEL@VERSION). Raises GanopsError on a difference; logs what could
+    not be checked (no registry, a version it does not know, a version without a recorded export)."""
+    what = f"{served.folder} ({served.model_name} version {served.version})"
+    if mlc_factory is None:
+        log.warning(
+            "no registry configured (MLFLOW_TRACKING_URI unset, no project store): %s is checked against its own manifest only", what
+        )
+        return
+    try:
+        mv = resolve_version(mlc_factory(), served.model_name, served.version)
+    except GanopsError as e:
+        log.warning("%s; %s is checked against its own manifest only", e, what)
+        return
+    recorded = (mv.tags or {}).get(TAG_EXPORT_MANIFEST)
+    if recorded is None:
+        log.warning(
+            "%s version %s records no export manifest; %s is checked against its own manifest only", served.model_name, served.version, what
+        )
+    elif recorded != served.manifest_sha256:
+        raise GanopsError(
+            f"export {what}: manifest.json has sha256 {served.manifest_sha256[:16]}..., not the {recorded[:16]}... "
+            f"recorded on {served.model_name} version {served.version} in the registry; refusing to serve it"
+        )
+    else:
+        log.info("%s: manifest matches the one recorded on the registered version", what)
+
+
 def load_source(mlc_factory, source: Source, runtime: str, cache_dir: Path) -> Served:
     if source.folder is not None:
-        return load_served(source.folder, runtime)
+        served = load_served(source.folder, runtime)
+        check_folder_against_registry(mlc_factory, served)
+        return served
     if source.url is not None:  # downloaded to a folder of its own, then verified like any other
         return load_served(fetch_export(source.url, cache_dir / hashlib.sha256(source.url.encode()).hexdigest()[:16]), runtime)
     return load_version(*export_folder(mlc_factory(), source), source, runtime)
@@ -170,3 +216,68 @@ def build_app(source_text: str, mlc_factory, runtime: str, follow: bool, setting
     )
     follower = Follower(state, mlc_factory, source, poll_s) if follow else None
     return create_app(state, on_start=follower.start if follower else None, on_stop=follower.stop if follower else None)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `ganops serve` was asked for; a worker process rebuilds its app from these (GANOPS_SERVE_OPTIONS)."""
+
+    source: str
+    project_dir: str
+    runtime: str
+    follow: bool
+    poll_s: float
+    settings: ServeSettings
+    workers: int
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+OPTIONS_ENV = "GANOPS_SERVE_OPTIONS"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on: each has its event loop and its forward-pass thread."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def app_for(options: ServeOptions):
+    """The verified app for these options in this process (each worker loads and verifies the export itself),
+    with PyTorch's threads shared out among the workers."""
+    import torch
+
+    torch.set_num_threads(max(1, default_workers() // options.workers))
+    root = Path(options.project_dir)
+    return build_app(
+        options.source, registry_factory(root), options.runtime, options.follow, options.settings, state_dir(root) / "serve", options.poll_s
+    )
+
+
+def worker_app():
+    """uvicorn's app factory in each `--workers` process: the options come through the environment."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    raw = json.loads(os.environ[OPTIONS_ENV])
+    return app_for(ServeOptions(**{**raw, "settings": ServeSettings(**raw["settings"])}))
+
+
+def serve(options: ServeOptions) -> None:
+    """Verify SOURCE here (a bad export ends with one line before anything listens), then serve it: in this process
+    for one worker, else in `workers` processes that each verify it again and share the port, their /metrics
+    summed over all of them (prometheus_client's multiprocess mode, in a temporary folder removed at exit)."""
+    import uvicorn
+
+    app = app_for(options)
+    where: dict = {"host": options.host, "port": options.port}
+    fast: dict = {"loop": "uvloop", "http": "httptools", "log_level": "info", "access_log": False}  # /metrics counts requests
+    if options.workers == 1:
+        uvicorn.run(app, **where, **fast)
+        return
+    del app
+    metrics_dir = tempfile.mkdtemp(prefix="ganops-serve-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ[OPTIONS_ENV] = json.dumps(dataclasses.asdict(options))
+    try:
+        uvicorn.run("components.serving.service:worker_app", factory=True, workers=options.workers, **where, **fast)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -60,7 +60,14 @@ def serve(
         0.0,
         "--batch-wait-ms",
         min=0.0,
-        help="How long a request waits for others to share its forward pass (0: only those already waiting; under load that is plenty).",
+        help="How long a lone request waits for others to share its forward pass (0: it goes on the loop's next turn, with "
+        "every request already read; those arriving during a forward pass go in the next one).",
+    ),
+    workers: int = typer.Option(
+        0,
+        "--workers",
+        min=0,
+        help="Server processes sharing the port, each loading and verifying the export itself; /metrics sums them all (0: one per CPU).",
     ),
     project_dir: Path = ProjectOpt,
 ) -> None:
@@ -68,17 +75,13 @@ def serve(
     root = prepare_env(project_dir)
     import logging
 
-    import uvicorn
-
-    from components.core.paths import state_dir
-    from components.registry.tracking import client
     from components.serving.app import ServeSettings
-    from components.serving.service import build_app
+    from components.serving.service import LOG_FORMAT, ServeOptions, default_workers
+    from components.serving.service import serve as serve_source
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     settings = ServeSettings(max_n=max_n, max_body_bytes=max_body_bytes, batch_wait_ms=batch_wait_ms)
-    api = build_app(source, lambda: client(root), runtime, follow, settings, state_dir(root) / "serve", poll_s)
-    uvicorn.run(api, host=host, port=port, log_level="info")
+    serve_source(ServeOptions(source, str(root), runtime, follow, poll_s, settings, workers or default_workers(), host, port))
 
 
 COMMANDS = (doctor, deploy, serve)

@@ -73,7 +73,9 @@ def test_serve_refuses_a_changed_export_and_follows_the_alias_without_dropping_r
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     with process(
-        [GANOPS, "serve", "m@champion", "--follow", "--poll-s", "0.3", "--port", str(port), "-C", str(project)], log, env=env
+        [GANOPS, "serve", "m@champion", "--follow", "--poll-s", "0.3", "--port", str(port), "--workers", "1", "-C", str(project)],
+        log,
+        env=env,
     ) as proc:
         wait_for(f"{base}/readyz", proc, log)
         answers, stop = [], threading.Event()

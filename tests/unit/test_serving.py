@@ -3,9 +3,9 @@ the same seed the same bytes on both runtimes, labels by name, batching that cha
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -144,49 +144,97 @@ def test_a_changed_file_stops_the_export_from_loading_naming_it(tmp_path, name):
             load_served(folder, "torchscript")
 
 
-def test_concurrent_requests_share_forward_passes_without_changing_any_answer(exports):
+async def _ask_together(batcher: Batcher, served, seeds, n=1) -> list:
+    return list(await asyncio.gather(*(batcher.run(served, latents(seed, n, served.z_dim), None) for seed in seeds)))
+
+
+def _answers(served, seeds, n=1, together=True, **settings) -> tuple[list, int]:
+    """Each seed's images, asked concurrently (together) or one request at a time, and how many forward passes ran."""
+
+    async def main():
+        batcher = Batcher(**settings).start()
+        try:
+            if together:
+                return await _ask_together(batcher, served, seeds, n), batcher.batches
+            return [(await _ask_together(batcher, served, [seed], n))[0] for seed in seeds], batcher.batches
+        finally:
+            batcher.stop()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("runtime", ["torchscript", "onnx"])
+@pytest.mark.parametrize("n", [1, 3])
+def test_concurrent_small_requests_share_forward_passes_and_each_gets_bitwise_its_unbatched_images(exports, runtime, n):
+    served = load_served(exports["dcgan"], runtime)
+    assert served.batch_invariant or served.min_rows > 0, "batching is off for this export"
+    seeds = list(range(16))
+    together, passes = _answers(served, seeds, n)
+    alone, alone_passes = _answers(served, seeds, n, together=False)
+    assert passes < len(seeds) and alone_passes == len(seeds)  # one-image requests really coalesced
+    for batched, single in zip(together, alone, strict=True):
+        assert batched.shape[0] == n
+        np.testing.assert_array_equal(batched, single)  # bitwise the answer it gets alone
+    if served.batch_invariant:
+        np.testing.assert_array_equal(together[0], served.forward(latents(0, n, served.z_dim), None))
+
+
+def test_a_batch_waits_for_batch_wait_ms_and_stays_within_max_rows(exports):
     served = load_served(exports["dcgan"], "onnx")
-    alone = {seed: served.forward(latents(seed, 3, served.z_dim), None) for seed in range(24)}
-    batcher = Batcher(wait_ms=50).start()
-    try:
-        results = {}
-
-        def ask(seed):
-            results[seed] = batcher.submit(served, latents(seed, 3, served.z_dim), None).result(timeout=30)
-
-        threads = [threading.Thread(target=ask, args=(s,)) for s in range(24)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        batcher.stop()
-    assert served.batch_invariant and batcher.batches < 24  # shared
-    for seed, images in alone.items():
-        np.testing.assert_array_equal(results[seed], images)
+    seeds = list(range(12))
+    together, passes = _answers(served, seeds, 4, wait_ms=20, max_rows=16)
+    assert passes == 3  # 12 requests of 4 rows, 16 rows a pass
+    alone, _ = _answers(served, seeds, 4, together=False)
+    for batched, single in zip(together, alone, strict=True):
+        np.testing.assert_array_equal(batched, single)
 
 
 def test_an_export_whose_images_depend_on_the_batch_runs_each_request_alone(exports):
     """Batching is only for exports whose golden latents give bitwise the same images alone as in a batch."""
     import dataclasses
 
-    served = dataclasses.replace(load_served(exports["dcgan"], "onnx"), batch_invariant=False)
-    batcher = Batcher(wait_ms=50).start()
-    try:
-        futures = [batcher.submit(served, latents(seed, 2, served.z_dim), None) for seed in range(6)]
-        assert all(f.result(timeout=30).shape[0] == 2 for f in futures)
-    finally:
-        batcher.stop()
-    assert batcher.batches == 6
+    served = dataclasses.replace(load_served(exports["dcgan"], "onnx"), batch_invariant=False, min_rows=0)
+    answers, passes = _answers(served, range(6), 2)
+    assert passes == 6 and all(a.shape[0] == 2 for a in answers)
 
 
 def test_a_cancelled_request_does_not_stop_the_batcher(exports):
     served = load_served(exports["dcgan"], "onnx")
-    batcher = Batcher(wait_ms=20).start()
-    try:
-        cancelled = batcher.submit(served, latents(1, 2, served.z_dim), None)
-        assert cancelled.cancel()  # its client went away before the batch ran
-        assert batcher.submit(served, latents(2, 2, served.z_dim), None).result(timeout=30).shape[0] == 2
-        assert batcher.alive()
-    finally:
-        batcher.stop()
+
+    async def main():
+        batcher = Batcher(wait_ms=20).start()
+        try:
+            cancelled = asyncio.ensure_future(batcher.run(served, latents(1, 2, served.z_dim), None))
+            await asyncio.sleep(0)
+            cancelled.cancel()  # its client went away before the batch ran
+            answer = await batcher.run(served, latents(2, 2, served.z_dim), None)
+            return answer.shape[0], batcher.alive(), cancelled.cancelled()
+        finally:
+            batcher.stop()
+
+    assert asyncio.run(main()) == (2, True, True)
+
+
+@pytest.mark.parametrize(
+    "content, headers, field",
+    [
+        (b"", {"content-type": "application/json"}, "body"),
+        (b"  ", {}, "body"),
+        (b'{"n": 1}', {"content-type": "text/plain"}, "content-type"),
+        (b"n=1", {"content-type": "application/x-www-form-urlencoded"}, "content-type"),
+    ],
+)
+def test_an_empty_body_or_one_not_declared_json_is_a_422(exports, content, headers, field):
+    with client_for(exports["dcgan"]) as client:
+        r = client.post("/v1/generate", content=content, headers=headers)
+        assert r.status_code == 422 and r.json()["detail"][0]["field"] == field, r.text
+        assert (
+            client.post("/v1/generate", content=b'{"n": 1}', headers={"content-type": "application/json; charset=utf-8"}).status_code == 200
+        )
+
+
+def test_other_methods_on_generate_are_405_and_counted(exports):
+    with client_for(exports["dcgan"]) as client:
+        r = client.get("/v1/generate")
+        assert r.status_code == 405 and r.headers["allow"] == "POST"
+        assert 'ganops_serve_requests_total{endpoint="/v1/generate",status="405"} 1.0' in client.get("/metrics").text
