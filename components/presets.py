@@ -8,10 +8,10 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from components.config import DEFAULT_PRESET, RetrainConfig
+from components.config import DEFAULT_PRESET, RetrainConfig, export_root
 from components.core.config_text import apply_overrides, format_validation_error, read_yaml
 from components.core.errors import ConfigError
-from components.core.paths import PRESETS_DIR
+from components.core.paths import PRESETS_DIR, check_writable
 
 
 def preset_names() -> list[str]:
@@ -54,3 +54,10 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> RetrainConfig:
         return RetrainConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(format_validation_error(source, e)) from None
+
+
+def check_output_paths(config: RetrainConfig, project_dir: Path) -> RetrainConfig:
+    """`config` when the folders a run writes outside the state folder can be written (the export root: export.dir,
+    relative to the project); raises ConfigError naming the key at once, not after training."""
+    check_writable(export_root(config, project_dir), "export.dir" if config.export.dir else "the export folder (<state dir>/exports)")
+    return config

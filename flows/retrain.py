@@ -23,7 +23,7 @@ from components.evaluation.evaluate import Scores
 from components.lineage.openlineage import COMPLETE, FAIL, START
 from components.lineage.tags import artifact_digest, lineage_tags
 from components.orchestration.concurrency import one_retrain_per_model
-from components.presets import load_config
+from components.presets import check_output_paths, load_config
 from components.promotion.gate import decide
 from components.promotion.moves import StaleDecision
 from components.promotion.rules import Evidence
@@ -142,7 +142,7 @@ def retrain(
     config: an already resolved config instead of both.
     """
     root = Path(project_dir).resolve()
-    config = config or load_config(preset, overrides or [])
+    config = check_output_paths(config or load_config(preset, overrides or []), root)
     reap_task(root)
     dataset = dataset_version_task(root, config)
     run = start_run_task(root, config, dataset)

@@ -27,8 +27,10 @@ from components.core.names import (
     TAG_CONFIG_SHA256,
     TAG_FLOW,
     TAG_FLOW_RUN_ID,
+    TAG_GATE_SHA256,
     TAG_PAIRED_WITH,
     TAG_REUSED_VERSION,
+    TAG_SUMMARY_SHA256,
     TAG_VALIDATION_SHA256,
     VALIDATION_IMAGES,
     VALIDATION_SUCCESS,
@@ -39,6 +41,7 @@ from components.core.progress import progress_bar
 from components.data.versioning import DatasetVersion, dvc_remote_url, resolve_dataset
 from components.evaluation.evaluate import Scores, evaluate_generator
 from components.lineage.openlineage import retrain_event
+from components.lineage.records import record_run_artifact
 from components.lineage.summary import approval_markdown, rules_table, run_link, summary_markdown, validation_table
 from components.lineage.tags import dataset_input, mlflow_identity_tags
 from components.orchestration.reaper import reap
@@ -239,7 +242,7 @@ def gate_task(
     """Commit the decision: its evidence on the run, the ledger entry, then the aliases. None when the champion
     moved since it was scored (another retrain's gate came first): judge again."""
     model = config.registry.model_name
-    run.json(decision.as_dict(), ARTIFACT_GATE)
+    record_run_artifact(run.mlc, model, version, run.run_id, TAG_GATE_SHA256, run.json(decision.as_dict(), ARTIFACT_GATE))
     try:
         entry = commit_decision(
             run.mlc, model, version, decision, champion.version if champion else None, run.run_id, str(flow_run.id or "")
@@ -300,7 +303,9 @@ def openlineage_task(
 
 @task(name="finish-run", **SERVICE_TASK)
 def finish_run_task(run: RunTracker, status: str, summary: dict) -> None:
-    run.json(summary, ARTIFACT_SUMMARY)
+    sha256 = run.json(summary, ARTIFACT_SUMMARY)
+    if summary.get("model_name") and summary.get("version"):
+        record_run_artifact(run.mlc, summary["model_name"], str(summary["version"]), run.run_id, TAG_SUMMARY_SHA256, sha256)
     run.end(status)
     link = run_link(run.uri, run.experiment_id, run.run_id)
     if status == "FINISHED":

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from components.core.errors import GanopsError
 from components.core.processes import alive
 
 T = TypeVar("T")
@@ -46,11 +47,14 @@ def replace_folder(build: Callable[[Path], T], target: Path) -> T:
     The existing folder is untouched when the build fails, and a reader never sees a half-built one. The temporary
     names carry the builder's pid: what a killed builder left (a half-built `.NAME.new-PID-*`, or the old folder
     moved aside as `.NAME.old-PID-*` when the kill fell between the two renames) is removed by the next build.
-    Returns what `build` returned.
+    Returns what `build` returned. Raises GanopsError naming `target` when its parent cannot be written.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sweep_leftovers(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-{os.getpid()}-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sweep_leftovers(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-{os.getpid()}-", dir=target.parent))
+    except OSError as e:  # /proc, a read-only mount, a file where a folder should be: nothing was written
+        raise GanopsError(f"{target} cannot be written: {e.strerror or e} ({e.filename or target.parent})") from None
     try:
         result = build(tmp)
         usual_modes(tmp)

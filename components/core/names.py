@@ -96,6 +96,10 @@ TAG_MODEL_FILES = "ganops.model_files"  # {path: sha256} of the registered model
 # Who runs a run: a later run (or `ganops doctor`) marks it FAILED when that process is gone.
 TAG_HOST, TAG_PID, TAG_PID_START, TAG_FLOW_RUN_ID = "ganops.host", "ganops.pid", "ganops.pid_start", "ganops.prefect_flow_run_id"
 TAG_REAPED = "ganops.reaped"
+# On a version: why it stands although its run was marked FAILED (ganops doctor, after the process died).
+TAG_RUN_FAILED_NOTE = "ganops.run_failed_note"
+TAG_GATE_SHA256 = "ganops.gate_decision_sha256"  # the bytes of ARTIFACT_GATE, on the version its run registered
+TAG_SUMMARY_SHA256 = "ganops.summary_sha256"  # the bytes of ARTIFACT_SUMMARY, likewise
 TAG_TRAIN_KEY = "ganops.train_key"  # training.identity: same data, settings and code
 TAG_WEIGHTS_SHA256 = "ganops.weights_sha256"  # the registered weights' bytes (a key may not pin them: GPU, DDP)
 TAG_REUSED_VERSION = "ganops.reused_version"  # a run whose training result was already registered

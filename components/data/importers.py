@@ -15,6 +15,7 @@ import numpy as np
 from components.core.errors import DataError
 from components.core.names import SYNTHETIC_MANIFEST
 from components.data.images import list_files
+from components.data.intake import refusal, scan_source
 from components.data.png import encode_png
 
 DIGITS = "digits"
@@ -45,12 +46,16 @@ def copy_image_folder(source: Path, dest: Path) -> int:
     """Copy an ImageFolder tree (source/<label>/<file>) byte for byte, and its synthetic-data manifest when it has
     one. Returns the number of data files copied.
 
-    Raises DataError when the source is missing, is not a folder, or holds no files.
+    Raises DataError when the source is missing, is not a folder, or holds no files, and one naming every entry the
+    copy could not take as it is (`intake.scan_source`: links to folders or out of the source, hidden images).
     """
     if not source.exists():
         raise DataError(f"dataset folder {source} does not exist")
     if not source.is_dir():
         raise DataError(f"dataset source {source} is not a folder (expected <dir>/<label>/<image>)")
+    bad = scan_source(source)
+    if bad:
+        raise refusal(str(source), bad)
     count = 0
     root = source.resolve()
     for rel in list_files(source):  # hidden files (.DS_Store, .git) are not data

@@ -20,6 +20,8 @@ from components.core.atomic import file_digest, replace_folder
 from components.core.errors import DataError
 from components.core.paths import SOURCE_ROOT, check_revision
 from components.data.importers import build_from_source, write_digits
+from components.data.intake import check_folder, refusal
+from components.data.manifest import DEFAULT_MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -258,26 +260,56 @@ def check_md5(md5: str) -> str:
     return md5
 
 
-def verify_dataset(project_dir: Path, dvc_file: str, md5: str, rev: str | None) -> DatasetCheck:
-    """Recompute dataset `md5` from the DVC cache, fetching from the remote (data.dvc at `rev`) what the cache lacks:
-    the listing's own md5 must be `md5` and each file's md5 its listed one. Raises DataError when md5 is not one."""
+def _default_remote(repo) -> str | None:
+    """The default DVC remote as 'NAME (URL)', or None when the project has none."""
+    name = repo.config["core"].get("remote")
+    return f"'{name}' ({repo.config['remote'].get(name, {}).get('url', '?')})" if name else None
+
+
+def fetch_objects(repo, md5s: list[str]) -> None:
+    """Fetch objects by md5 (a folder listing as 'MD5.dir') from the default DVC remote into the cache, as `dvc
+    fetch` would; what the remote lacks stays missing, for the caller to name."""
+    import logging
+
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    # DVC logs each object the remote lacks (through a handler that raises when its stream is not a terminal's);
+    # the caller names them instead, so these loggers are quiet during the fetch.
+    loggers = [logging.getLogger(name) for name in ("dvc.data_cloud", "dvc_data", "dvc_objects")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        repo.cloud.pull([HashInfo("md5", md5) for md5 in md5s])
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def verify_dataset(project_dir: Path, md5: str) -> DatasetCheck:
+    """Recompute dataset `md5` from the DVC cache, fetching by md5 from the default remote what the cache lacks
+    (the listing, then each missing object): the listing's own md5 must be `md5` and each file's md5 its listed one.
+    A problem names each file missing from both, and the remote. Raises DataError when md5 is not one."""
     check_md5(md5)
     with _repo(project_dir) as repo:
-        cache = Path(repo.cache.local.path)
-        entries, fetched = _listing(cache, md5), False
-        missing = entries is None or any(not (cache / e["md5"][:2] / e["md5"][2:]).is_file() for e in entries)
-        if missing and rev:
-            check_revision(rev, "data revision")
-            repo.fetch(targets=[dvc_file], revs=[rev], workspace=False)
-            entries, fetched = _listing(cache, md5), True
+        cache, remote, fetched = Path(repo.cache.local.path), _default_remote(repo), False
+        if _listing(cache, md5) is None and remote:
+            fetch_objects(repo, [f"{md5}.dir"])
+            fetched = True
+        entries = _listing(cache, md5)
+        lacking = [e["md5"] for e in entries or [] if not (cache / e["md5"][:2] / e["md5"][2:]).is_file()]
+        if lacking and remote:
+            fetch_objects(repo, lacking)
+            fetched = True
+    nowhere = f"the DVC cache and from the DVC remote {remote}" if remote else "the DVC cache, and the project has no DVC remote"
     if entries is None:
-        return DatasetCheck(md5, 0, fetched, [f"the listing of dataset {md5} is in neither the DVC cache nor its remote"])
+        return DatasetCheck(md5, 0, fetched, [f"the listing of dataset {md5} ({md5}.dir) is missing from {nowhere}"])
     listing = cache / md5[:2] / f"{md5[2:]}.dir"
     problems = [] if file_digest(listing, "md5") == md5 else [f"the listing {listing} does not hash to {md5}"]
     for e in entries:
         obj = cache / e["md5"][:2] / e["md5"][2:]
         if not obj.is_file():
-            problems.append(f"{e['relpath']} (md5 {e['md5']}) is missing from the DVC cache and remote")
+            problems.append(f"{e['relpath']} (md5 {e['md5']}) is missing from {nowhere}")
         elif file_digest(obj, "md5") != e["md5"]:
             problems.append(f"{e['relpath']}: its bytes in the DVC cache ({obj}) no longer hash to {e['md5']}")
     return DatasetCheck(md5, len(entries), fetched, problems)
@@ -343,8 +375,18 @@ def ensure_dataset(project_dir: Path, data_dir: str) -> str:
     return f"recreated the digits dataset in {data_dir}/ (md5 {entry['md5']}) and pushed it to the DVC remote"
 
 
-def import_dataset(project_dir: Path, source: str, data_dir: str) -> tuple[int, dict]:
-    """`ganops data import`: write SOURCE as the project's data folder (swapped in only when complete), track it with
-    DVC and push it to the remote. Returns (files written, the new data.dvc entry)."""
-    count = replace_folder(build_from_source(source), project_dir / data_dir)
+def import_dataset(project_dir: Path, source: str, data_dir: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, dict]:
+    """`ganops data import`: write SOURCE as the project's data folder (swapped in only when complete and every file
+    passes validation's per-file checks, `intake.check_folder`), track it with DVC and push it to the remote.
+    Returns (files written, the new data.dvc entry). Raises DataError naming every bad file, with nothing written."""
+    build = build_from_source(source)
+
+    def checked(tmp: Path) -> int:
+        count = build(tmp)
+        bad = check_folder(tmp, max_pixels)
+        if bad:
+            raise refusal(source, bad)
+        return count
+
+    count = replace_folder(checked, project_dir / data_dir)
     return count, dvc_add_and_push(project_dir, data_dir)

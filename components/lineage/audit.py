@@ -34,6 +34,7 @@ from components.core.names import (
 )
 from components.core.paths import SOURCE_ROOT
 from components.data.versioning import DatasetCheck, commit_exists, dataset_files, dataset_member, dvc_file_at, verify_dataset
+from components.lineage.records import run_records
 from components.lineage.reproduce import compare_weights, retrain_recorded
 from components.lineage.synthetic import check_synthetic, is_synthetic_member, parse_record
 from components.promotion.actions import history
@@ -43,7 +44,9 @@ from components.serving.formats import WEIGHTS
 from components.serving.mlflow_model import model_file_digests
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
-LINKS = ("export", "weights", "model code", "config", "data", "validation", "code commit", "promotion", "synthetic", "reproduce")
+LINKS = (
+    "export", "weights", "model code", "config", "data", "validation", "code commit", "promotion", "synthetic", "run records", "reproduce"
+)  # fmt: skip
 # What each link verifies, one line per name in LINKS (docs/reference/audit-links.md is generated from it).
 LINK_DESCRIPTIONS = {
     "export": "The export folder's files against their manifest, and the manifest against the sha256 the version records.",
@@ -53,8 +56,9 @@ LINK_DESCRIPTIONS = {
     "data": "The dataset recomputed from the DVC cache (or remote) against the recorded md5, and data.dvc at the recorded revision.",
     "validation": "The validation report: its bytes against the recorded sha256, its verdict (passed) and the dataset it names.",
     "code commit": "The recorded code commit exists in the repository; WARN when the tree had uncommitted changes.",
-    "promotion": "The promotion ledger's hash chain is intact and the registry's aliases are where it says.",
+    "promotion": "The promotion ledger exists, its hash chain is intact, it holds an entry for every version with a gate verdict, and the registry's aliases are where it says.",
     "synthetic": "The dataset's synthetic images (if any) against their manifest, and their generator's weights in the registry.",
+    "run records": "The run's gate/decision.json and summary.json against the sha256 the version records; WARN, with the note saying why the version stands, when its run was marked FAILED.",
     "reproduce": "With --reproduce: the training repeated from the recorded config, data and code, its weights compared bitwise.",
 }
 NOT_RECORDED = "not recorded for this version (registered before ganops recorded it)"
@@ -243,10 +247,7 @@ def _guarded(name: str, check: Callable[[], Link]) -> Link:
 
 
 def _artifact(mlc, run_id: str, path: str, dest: Path) -> Path | None:
-    try:
-        return Path(mlc.download_artifacts(run_id, path, str(dest)))
-    except Exception:  # MLflow raises its own types for a missing artifact
-        return None
+    return _read(lambda: Path(mlc.download_artifacts(run_id, path, str(dest))))  # None: missing
 
 
 def _export_link(tags: dict) -> tuple[Link, dict | None]:
@@ -259,7 +260,7 @@ def _data_link(project_dir: Path, tags: dict, config: dict) -> Link:
     dvc_file = (config.get("data") or {}).get("dvc_file", "data.dvc")
     rev, dirty = tags.get(TAG_DATA_GIT_REV), tags.get(TAG_DATA_DIRTY) == "True"
     rev = None if rev in (None, "unknown") else rev
-    check = verify_dataset(project_dir, dvc_file, tags.get(TAG_DATASET_MD5, ""), None if dirty else rev)
+    check = verify_dataset(project_dir, tags.get(TAG_DATASET_MD5, ""))
     at_rev = dvc_file_at(project_dir, dvc_file, rev)["md5"] if rev else None
     return check_data(check, rev, at_rev, dirty)
 
@@ -295,8 +296,7 @@ def _synthetic_link(mlc, project_dir: Path, tags: dict) -> Link:
 
 
 def _read(read: Callable[[], object], default=None):
-    """A read whose failure the links that use it report (each FAILs with its own missing evidence)."""
-    try:
+    try:  # a failed read: the links that use it report it (each FAILs with its own missing evidence)
         return read()
     except Exception:  # MLflow, the artifact store and JSON raise their own types
         return default
@@ -371,6 +371,7 @@ def audit_version(mlc, project_dir: Path, model: str, reproduce: bool = False) -
         )
         links.append(_guarded("promotion", lambda: _promotion_link(mlc, name, version)))
         links.append(_guarded("synthetic", lambda: _synthetic_link(mlc, project_dir, tags)))
+        links.append(_guarded("run records", lambda: _link("run records", *run_records(mlc, mv, Path(tmp)))))
         if reproduce:
             links.append(
                 _guarded(

@@ -12,6 +12,7 @@ from pathlib import Path
 from uuid import UUID
 
 from components.core.names import TAG_FLOW_RUN_ID, TAG_PID, TAG_REAPED
+from components.lineage.records import note_reaped_versions
 from components.registry.tracking import client, end_run, orphaned, running_runs
 
 
@@ -34,6 +35,7 @@ def reap(project_dir: Path, mark_flow_runs: bool = True) -> list[Reaped]:
         reason = f"process {tags[TAG_PID]} on {host} is gone (killed?)"
         mlc.set_tag(run.info.run_id, TAG_REAPED, reason)
         end_run(mlc, run.info.run_id, "FAILED")
+        note_reaped_versions(mlc, run.info.run_id, reason)  # why a version it registered stands, or does not
         flow_run_id = tags.get(TAG_FLOW_RUN_ID) or None
         marked = mark_flow_runs and flow_run_id is not None and _mark_crashed(flow_run_id, reason)
         reaped.append(Reaped(run.info.run_id, tags[TAG_PID], flow_run_id, marked))

@@ -223,7 +223,8 @@ def rollback(mlc, project_dir: Path, model_name: str, reason: str, to: str | Non
 
 
 def history(mlc, model_name: str) -> tuple[ledger.Chain, list[str]]:
-    """The ledger and what is wrong with it: damaged entries, then aliases moved outside ganops."""
+    """The ledger and what is wrong with it: damaged entries, entries the registry says are missing (the ledger
+    deleted, or its newest entries), then aliases moved outside ganops."""
     require_model(mlc, model_name)
-    chain = ledger.load_chain(mlc, model_name)
+    chain = ledger.checked_chain(mlc, model_name)
     return chain, chain.problems + ledger.alias_drift(chain, tracked_aliases(mlc, model_name), TRACKED)

@@ -22,8 +22,9 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from components.core.errors import RegistryError
+from components.core.names import CANDIDATE, CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, TAG_GATE
 from components.core.paths import check_path_name
-from components.registry.models import search_versions
+from components.registry.models import all_versions, current_aliases, search_versions
 
 LEDGER_PREFIX = "ganops-ledger."
 ACTOR_ENV = "GANOPS_ACTOR"
@@ -34,6 +35,7 @@ PROMOTE, ROLLBACK, APPROVE, REJECT = "promote", "rollback", "approve", "reject" 
 WITHDRAW = "withdraw"  # a version trained on withdrawn data: its aliases removed, the champion moved back
 GATE_ACTIONS = (GATE_PROMOTE, GATE_REJECT, AWAITING_APPROVAL)
 APPEND_ATTEMPTS = 20
+TRACKED = (CHAMPION, PREVIOUS_CHAMPION, CHALLENGER, CANDIDATE)  # the aliases every entry records
 
 
 def ledger_name(model_name: str) -> str:
@@ -157,6 +159,27 @@ def alias_drift(chain: Chain, current: dict[str, str], tracked: tuple[str, ...])
     ]
 
 
+def missing_entries(chain: Chain, model_name: str, exists: bool, aliases: dict[str, str], verdicts: dict[str, str]) -> list[str]:
+    """What the registry says happened that the ledger does not hold: tracked `aliases` (alias -> version) while it
+    has no entry, or versions whose gate verdict tag (`verdicts`: version -> ganops.gate, written only after their
+    entry) the ledger has no entry for. Such a ledger was deleted, or its newest entries were."""
+    name = ledger_name(model_name)
+    if not chain.entries:
+        held = ", ".join(f"{alias} -> version {v}" for alias, v in sorted(aliases.items()))
+        judged = ", ".join(sorted(verdicts, key=int))
+        if not held and not judged:
+            return []
+        state = "does not exist" if not exists else "has no entries"
+        what = f"the aliases {held}" if held else f"versions {judged} carry gate verdicts ({TAG_GATE})"
+        return [f"the promotion ledger {name} {state}, but {what}: it was deleted outside ganops"]
+    recorded = {e.version for e in chain.entries}
+    return [
+        f"version {v} carries the gate verdict {TAG_GATE}={verdicts[v]}, but the promotion ledger {name} "
+        f"({len(chain.entries)} entries) has no entry for it: entries were deleted outside ganops"
+        for v in sorted(set(verdicts) - recorded, key=int)
+    ]
+
+
 # The side effects: the ledger in the MLflow registry.
 
 
@@ -169,9 +192,30 @@ def load_chain(mlc, model_name: str) -> Chain:
     return read_chain(stored_entries(mlc, model_name))
 
 
-def intact_chain(mlc, model_name: str) -> Chain:
-    """The chain; raises RegistryError naming the first problem when it is damaged (then nothing may move)."""
+def ledger_exists(mlc, model_name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlc.get_registered_model(ledger_name(model_name))
+    except MlflowException:
+        return False
+    return True
+
+
+def checked_chain(mlc, model_name: str) -> Chain:
+    """The chain, its problems including what the model's aliases and gate tags say it lacks (`missing_entries`)."""
+    # Aliases and tags are read first: both are written after their entry, so the chain read next holds it.
+    aliases = {k: v for k, v in current_aliases(mlc, model_name).items() if k in TRACKED}
+    verdicts = {str(v.version): v.tags[TAG_GATE] for v in all_versions(mlc, model_name) if (v.tags or {}).get(TAG_GATE)}
     chain = load_chain(mlc, model_name)
+    exists = bool(chain.entries) or ledger_exists(mlc, model_name)
+    return Chain(chain.entries, chain.problems + missing_entries(chain, model_name, exists, aliases, verdicts))
+
+
+def intact_chain(mlc, model_name: str) -> Chain:
+    """The chain; raises RegistryError naming the first problem when it is damaged or shorter than the registry
+    says (then nothing may move)."""
+    chain = checked_chain(mlc, model_name)
     if chain.problems:
         raise RegistryError(f"the promotion ledger of {model_name} is damaged, nothing was changed: {chain.problems[0]}")
     return chain
@@ -183,6 +227,7 @@ def append(mlc, model_name: str, make_entry) -> Entry:
     from mlflow.exceptions import MlflowException
 
     name = ledger_name(model_name)
+    intact_chain(mlc, model_name)  # before creating one: a deleted ledger is refused, not started afresh
     try:
         mlc.create_registered_model(name, description=f"ganops promotion ledger of {model_name} (ganops history {model_name})")
     except MlflowException:

@@ -32,7 +32,7 @@ from components.promotion.gate import AWAIT_APPROVAL, PROMOTE, REJECT, Decision
 from components.promotion.rules import RuleResult
 from components.registry.models import current_aliases, prior_version, set_aliases
 
-TRACKED = (CHAMPION, PREVIOUS_CHAMPION, CHALLENGER, CANDIDATE)
+TRACKED = ledger.TRACKED
 ANY_CHAMPION = object()  # a move that does not depend on who is champion now
 
 

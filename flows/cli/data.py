@@ -21,12 +21,18 @@ def data_import(
     ),
     project_dir: Path = ProjectOpt,
     data_dir: str = typer.Option("data", help="Dataset folder inside the project, tracked by <data-dir>.dvc."),
+    max_pixels: int = typer.Option(
+        4096 * 4096, "--max-pixels", min=1, help="Images with more pixels are refused from their header (validation.max_pixels)."
+    ),
 ) -> None:
-    """Write SOURCE as the project's dataset, track it with DVC and push it to the DVC remote."""
+    """Write SOURCE as the project's dataset, track it with DVC and push it to the DVC remote. Every file is checked
+    first as validation checks it (decodes, within the pixel limit, content matches its suffix, in a label folder,
+    one image size; no links to folders, no hidden images): any bad file is named on its own line, exit 2, and
+    nothing is written or pushed."""
     root = prepare_env(project_dir)
     from components.data.versioning import import_dataset
 
-    count, entry = import_dataset(root, source, data_dir)
+    count, entry = import_dataset(root, source, data_dir, max_pixels)
     typer.echo(f"imported {count} files into {data_dir}/ (md5 {entry['md5']}); commit {data_dir}.dvc to record this version")
     from components.orchestration.events import DATASET_UPDATED, emit_dataset_updated
 

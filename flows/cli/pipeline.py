@@ -55,7 +55,7 @@ def run(
     """Run the retrain flow: dataset version, validate, train, evaluate, register, gate, export."""
     root = prepare_env(project_dir)
     from components.config import export_root
-    from components.presets import load_config
+    from components.presets import check_output_paths, load_config
 
     overrides = (
         list(set_)
@@ -63,7 +63,7 @@ def run(
         + ([f"seed={seed}"] if seed is not None else [])
         + ([f"data.revision={json.dumps(data_rev)}"] if data_rev else [])
     )  # quoted: a hex revision is not a number
-    cfg = load_config(config, overrides)
+    cfg = check_output_paths(load_config(config, overrides), root)
     from components.core.paths import state_dir
     from components.lineage.summary import format_run_summary
     from components.orchestration.local_server import prefect_api
@@ -106,13 +106,13 @@ def train(
     Runs under torchrun too: `torchrun --nproc-per-node 2 -m flows.cli train ...` trains with DDP.
     """
     root = prepare_env(project_dir)
-    from components.core.paths import state_dir
+    from components.core.paths import check_writable, state_dir
     from components.core.progress import progress_bar
     from components.presets import load_config
     from components.training.job import image_cache_dir, train_to_files, validate_and_train
 
     cfg = load_config(config, list(set_) + ([f"train.steps={max_steps}"] if max_steps else []))
-    out_dir = (out or state_dir(root) / "train" / cfg.name).resolve()
+    out_dir = check_writable((out or state_dir(root) / "train" / cfg.name).resolve(), "--out")
     folder = (data or root / cfg.data.dir).resolve()
     if not folder.is_dir():
         raise GanopsError(f"dataset folder {folder} does not exist")

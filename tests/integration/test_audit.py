@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from components.core.names import TAG_CODE_GIT_REV, TAG_DATASET_MD5
+from components.core.names import TAG_CODE_GIT_REV, TAG_DATA_DIRTY, TAG_DATASET_MD5
 from components.core.paths import state_dir
 from components.presets import load_config
 from components.registry import tracking as registry
@@ -88,8 +88,8 @@ def test_a_fresh_champion_passes_every_link(project):
     report = audit(project)
     assert report["ok"] and report["version"] == "1", json.dumps(report, indent=1)
     status = {link["name"]: link["status"] for link in report["links"]}
-    assert [link["number"] for link in report["links"]] == list(range(1, 10))
-    for name in ("export", "weights", "model code", "config", "data", "validation", "promotion"):
+    assert [link["number"] for link in report["links"]] == list(range(1, 11))
+    for name in ("export", "weights", "model code", "config", "data", "validation", "promotion", "run records"):
         assert status[name] == "PASS", report
     assert status["code commit"] in ("PASS", "WARN")  # WARN in a working copy with uncommitted edits
     text = runner.invoke(app, ["audit", MODEL, "-C", str(project)]).output
@@ -105,6 +105,8 @@ def test_a_fresh_champion_passes_every_link(project):
         ("config", lambda project: run_artifact(project, "resolved.json")),
         ("data", dvc_cache_file),
         ("validation", lambda project: run_artifact(project, "report.json")),
+        ("run records", lambda project: run_artifact(project, "decision.json")),
+        ("run records", lambda project: run_artifact(project, "summary.json")),
     ],
 )
 def test_one_byte_changed_fails_the_audit_at_its_link(project, link, locate):
@@ -115,6 +117,43 @@ def test_one_byte_changed_fails_the_audit_at_its_link(project, link, locate):
         assert not report["ok"] and report["first_failure"] == link, report
     finally:
         flip(path)
+    assert audit(project)["ok"]
+
+
+def test_objects_the_cache_lacks_are_fetched_from_the_remote_or_named_with_it(project):
+    import shutil
+
+    mlc = registry.client(project)
+    cached = dvc_cache_file(project)
+    md5 = registry.client(project).get_model_version(MODEL, "1").tags[TAG_DATASET_MD5]
+    listing = project / ".dvc/cache/files/md5" / md5[:2] / f"{md5[2:]}.dir"
+    remote = project.parent / "remote" / "files/md5" / cached.parent.name / cached.name
+    aside = project.parent / "aside"
+    aside.mkdir(exist_ok=True)
+    # As after `dvc gc`: the object and the listing gone from the cache, the remote has both. The version is
+    # also recorded as trained on an uncommitted data.dvc, so no git revision names the dataset: fetched by md5.
+    shutil.move(cached, aside / "object")
+    shutil.move(listing, aside / "listing")
+    mlc.set_model_version_tag(MODEL, "1", TAG_DATA_DIRTY, "True")
+    try:
+        link = audit(project)["links"][4]
+        assert link["status"] == "WARN" and "1797 files from the DVC remote" in link["evidence"], link
+        assert cached.is_file() and listing.is_file()
+        mlc.set_model_version_tag(MODEL, "1", TAG_DATA_DIRTY, "False")
+        # Gone from the cache and the remote: the audit names the file, its md5 and the remote.
+        cached.unlink()
+        shutil.move(remote, aside / "remote-object")
+        report = audit(project)
+        evidence = report["links"][4]["evidence"]
+        assert report["first_failure"] == "data", report
+        assert f"(md5 {cached.parent.name}{cached.name}) is missing from the DVC cache and from the DVC remote 'local'" in evidence
+        assert str(project.parent / "remote") in evidence, evidence
+    finally:
+        mlc.set_model_version_tag(MODEL, "1", TAG_DATA_DIRTY, "False")
+        if not remote.exists():
+            shutil.move(aside / "remote-object", remote)
+        if not cached.exists():
+            shutil.copyfile(remote, cached)
     assert audit(project)["ok"]
 
 
@@ -178,7 +217,7 @@ def test_reproduce_retrains_from_the_record_and_matches_bitwise(project):
     result = runner.invoke(app, ["audit", MODEL, "-C", str(project), "--json", "--reproduce"])
     report = json.loads(result.output[result.output.index("{") :])
     link = report["links"][-1]
-    assert (link["number"], link["name"]) == (10, "reproduce") and report["links"][8]["name"] == "synthetic"
+    assert (link["number"], link["name"]) == (11, "reproduce") and report["links"][8]["name"] == "synthetic"
     assert link["status"] == "PASS" and "bitwise equal" in link["evidence"], link
 
 

@@ -112,3 +112,50 @@ def test_concurrent_validations_share_the_gx_store(tmp_path, digits):
     for path in (tmp_path / "state" / "gx").rglob("*.json"):
         json.loads(path.read_text())  # raises on a torn or doubled file
     assert ganops("validate", "-c", "smoke", "--data", str(digits), env={"GANOPS_HOME": str(tmp_path / "state")}).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["run", "-c", "smoke", "--set", "export.dir=/proc/ganops-x"], "export.dir /proc/ganops-x cannot be written"),
+        (["run", "-c", "smoke", "--set", "name=" + "a" * 100_000], "name: name is 100000 characters long"),
+        (["train", "-c", "smoke", "--out", "/proc/ganops-x", "--no-validate"], "--out /proc/ganops-x cannot be written"),
+        (["run", "-c", "{tmp}"], "is a folder: pass a preset name"),
+        (["validate", "-c", "{tmp}/binary.yaml"], "is not valid YAML text"),
+        (["run", "-c", "{tmp}/binary"], "is not valid YAML text"),
+        (["run", "-c", "{tmp}/empty.yaml"], "is empty: it must hold a mapping"),
+    ],
+)
+def test_bad_configs_and_output_folders_fail_at_once_in_one_line(tmp_path, digits, args, words):
+    """Before any data is read, a run is started or a model trained: no MLflow run, no export, no training folder."""
+    import time
+
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)) * 64)
+    (tmp_path / "binary").write_bytes(bytes(range(256)) * 64)
+    (tmp_path / "empty.yaml").write_text("")
+    state = tmp_path / "state"
+    started = time.monotonic()
+    args = [a.format(tmp=tmp_path) for a in args]
+    line = one_line_error(
+        ganops(
+            *args,
+            "--data" if args[0] == "train" else "-C",
+            str(digits if args[0] == "train" else tmp_path),
+            env={"GANOPS_HOME": str(state)},
+        )
+    )
+    assert words.format(tmp=tmp_path) in line, line
+    assert time.monotonic() - started < 60  # not after validation, training and evaluation
+    assert not (state / "mlflow.db").exists() and not (state / "exports").exists() and not (state / "train").exists()
+
+
+def test_generate_into_a_folder_that_cannot_be_written_is_one_line(tmp_path):
+    from tests.unit.test_serving import make_export
+
+    export = make_export(tmp_path)
+    done = ganops(
+        "generate", str(export), "-n", "1", "--out", "/proc/ganops-x", "-C", str(tmp_path), env={"GANOPS_HOME": str(tmp_path / "state")}
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: /proc/ganops-x cannot be written"), done.stderr

@@ -204,3 +204,13 @@ def test_a_kill_at_each_promotion_step_converges(tmp_path):
     assert gate_tags == {"1": "promoted", "2": "promoted", "3": "promoted", "4": None, "5": "promoted"}, gate_tags
     # (version 4's tags, left out by the kill after its ledger entry, come back when that result is run again)
     assert {mlc.get_run(r).info.status for r in killed_runs} == {"FAILED"}  # reaped by the reruns
+    # Each version a reaped run registered says why it stands (or that the next run decides it); the champion's
+    # audit explains its FAILED run with that note instead of leaving it unexplained.
+    notes = {str(v.version): mlc.get_model_version("ganops-smoke", str(v.version)).tags.get("ganops.run_failed_note", "") for v in versions}
+    assert "before a gate decision on version 2 was committed" in notes["2"], notes
+    assert all("the version stands on that entry" in notes[v] for v in ("4", "5")), notes
+    audited = ganops(project, "audit", "ganops-smoke", "--json")
+    report = json.loads(audited.stdout[audited.stdout.index("{") :])
+    link = next(link for link in report["links"] if link["name"] == "run records")
+    assert report["version"] == "5" and link["status"] == "WARN", link
+    assert "was marked FAILED after its process died" in link["evidence"] and "the version stands on that entry" in link["evidence"], link

@@ -3,6 +3,7 @@
 MLflow and an entry edited by hand, reconcile, approval from a second process, concurrent appends, and bad input as
 one line with exit 2."""
 
+import json
 import os
 import re
 import shutil
@@ -208,3 +209,44 @@ def test_bad_input_is_one_line_naming_it(project):
     assert "--reason is empty" in one_line_error(ganops(project, "promote", MODEL, "2", "--reason", " "))
     assert "no version or alias '9'" in one_line_error(ganops(project, "promote", MODEL, "9", "--reason", "x"))
     assert "'nope' is not in the registry" in one_line_error(ganops(project, "history", "nope"))
+
+
+def judged_registry(tmp_path):
+    """A project whose SQLite registry holds model m, versions 1 and 2, both promoted through the ledger (2 is the
+    champion, 1 previous_champion) and tagged with their verdicts, as the gate leaves them; no training."""
+    from components.core.names import GATE_PROMOTED, TAG_GATE
+    from components.promotion.moves import after_promote
+
+    project = tmp_path / "project"
+    project.mkdir()
+    mlc = registry.client(project)
+    mlc.create_registered_model("m")
+    for v in ("1", "2"):
+        mlc.create_model_version("m", (tmp_path / f"g{v}.safetensors").as_uri())
+        move(mlc, "m", ledger.GATE_PROMOTE, v, "gate: all rules passed", after_promote)
+        mlc.set_model_version_tag("m", v, TAG_GATE, GATE_PROMOTED)
+    return project, mlc
+
+
+def test_a_deleted_ledger_or_its_deleted_newest_entry_fails_verify_audit_and_reconcile(tmp_path):
+    project, mlc = judged_registry(tmp_path)
+    assert "verified: 2 entries" in ganops(project, "history", "m", "--verify").stdout
+    name = ledger.ledger_name("m")
+    # The newest entry deleted and the aliases put back as the entry before says: the chain and the aliases agree,
+    # but version 2's verdict tag says it was judged.
+    mlc.delete_model_version(name, "2")
+    mlc.delete_registered_model_alias("m", "previous_champion")
+    mlc.set_registered_model_alias("m", "champion", "1")
+    line = one_line_error(ganops(project, "history", "m", "--verify"))
+    assert "version 2 carries the gate verdict" in line and name in line
+    # The whole ledger deleted.
+    mlc.delete_registered_model(name)
+    for args in (("history", "m", "--verify"), ("reconcile", "m"), ("rollback", "m", "--to", "2", "--reason", "x")):
+        line = one_line_error(ganops(project, *args))
+        assert f"the promotion ledger {name} does not exist, but the aliases champion -> version 1" in line, (args, line)
+    audited = ganops(project, "audit", "m@1", "--json")
+    report = json.loads(audited.stdout[audited.stdout.index("{") :])
+    link = next(link for link in report["links"] if link["name"] == "promotion")
+    assert audited.returncode == 1 and link["status"] == "FAIL" and "does not exist" in link["evidence"], report
+    assert not ledger.ledger_exists(mlc, "m")  # the refused commands did not start a new ledger
+    assert {k: str(v) for k, v in mlc.get_registered_model("m").aliases.items()} == {"champion": "1"}

@@ -72,6 +72,8 @@ def test_yaml_file(tmp_path):
         ("registry.model_name=a/b", "registry.model_name", "one folder name"),
         ("registry.model_name=.hidden", "registry.model_name", "one folder name"),
         ("name=../x", "name", "one folder name"),
+        ("name=" + "a" * 101, "name", "101 characters long"),  # names become run names, folders and model names
+        ("registry.model_name=" + "m" * 100_000, "registry.model_name", "at most 100"),
         ("train.loss=wasserstein", "train.loss", "nonsaturating"),
         ("gate.metric=fid_other", "gate.metric", "fid_domain"),
         ('data.revision="--output=FILE"', "data.revision", "not a git revision"),
@@ -171,3 +173,22 @@ def test_a_config_that_is_not_a_yaml_mapping_is_one_clear_error(tmp_path, make, 
     with pytest.raises(ConfigError, match=words) as e:
         load_config(str(path))
     assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "export_dir, words",
+    [
+        ("/proc/ganops-x", "export.dir /proc/ganops-x cannot be written: making a folder in /proc fails"),
+        ("{tmp}/file/below", "export.dir {tmp}/file/below: {tmp}/file is not a folder"),
+    ],
+)
+def test_an_export_folder_that_cannot_be_written_is_refused_when_the_config_loads(tmp_path, export_dir, words):
+    from components.presets import check_output_paths
+
+    (tmp_path / "file").write_text("a file, not a folder")
+    cfg = load_config("smoke", [f"export.dir={export_dir.format(tmp=tmp_path)}"])
+    with pytest.raises(ConfigError) as err:
+        check_output_paths(cfg, tmp_path)
+    assert words.format(tmp=tmp_path) in str(err.value)
+    ok = load_config("smoke", [f"export.dir={tmp_path}/new/exports"])
+    assert check_output_paths(ok, tmp_path) is ok and not (tmp_path / "new").exists()  # checked, nothing created

@@ -64,7 +64,7 @@ def test_folder_import_refuses_a_link_out_of_the_source(tmp_path):
     (tmp_path / "src" / "0").mkdir(parents=True)
     (tmp_path / "src" / "0" / "a.png").write_bytes(b"png")
     (tmp_path / "src" / "0" / "b.png").symlink_to(secret)
-    with pytest.raises(DataError, match=r"b\.png is a link to .*secret\.txt, outside the source folder"):
+    with pytest.raises(DataError, match=r"b\.png: is a link to .*secret\.txt, outside the source folder"):
         copy_image_folder(tmp_path / "src", tmp_path / "out")
     # A link that stays inside the source is fine.
     (tmp_path / "src" / "0" / "b.png").unlink()
@@ -80,3 +80,51 @@ def test_revisions_that_are_options_never_reach_git(tmp_path, rev):
     with pytest.raises(GanopsError, match="is not a git revision"):
         dvc_file_at(tmp_path, "data.dvc", rev)
     assert not (tmp_path / "FILE").exists()
+
+
+def manifest_row(path, **fields):
+    from components.data.manifest import COLUMNS
+
+    row = dict.fromkeys(COLUMNS)
+    row.update(path=path, decodes=True, error="", format="PNG", format_matches_suffix=True, width=8, height=8, channels=1)
+    row.update(label=path.split("/")[0] if "/" in path else None, **fields)
+    return row
+
+
+def test_the_import_refuses_what_validation_refuses_file_by_file():
+    import pandas as pd
+
+    from components.data.intake import manifest_problems
+
+    rows = [manifest_row(f"0/{i}.png") for i in range(3)] + [
+        manifest_row("0/empty.png", decodes=False, error="empty file (0 bytes)", width=None, height=None, channels=None),
+        manifest_row("0/photo.png", format="JPEG", format_matches_suffix=False),
+        manifest_row("0/tiny.png", width=1, height=1),
+        manifest_row("0/rgb.png", channels=3),
+        manifest_row("loose.png"),
+    ]
+    bad = dict(manifest_problems(pd.DataFrame(rows)))
+    assert set(bad) == {"0/empty.png", "0/photo.png", "0/tiny.png", "0/rgb.png", "loose.png"}
+    assert bad["0/empty.png"] == "empty file (0 bytes)" and "content is JPEG" in bad["0/photo.png"]
+    assert "1x1 with 1 channel(s)" in bad["0/tiny.png"] and "8x8 with 3 channel(s)" in bad["0/rgb.png"]
+    assert "outside a label folder" in bad["loose.png"]
+    assert manifest_problems(pd.DataFrame(rows[:3])) == []
+
+
+def test_the_source_scan_names_what_a_copy_would_drop(tmp_path):
+    from components.data.intake import scan_source
+
+    src = tmp_path / "src"
+    for folder in ("0", "..x", ".git"):
+        (src / folder).mkdir(parents=True)
+    (src / "0" / "a.png").write_bytes(b"png")
+    (src / "..x" / "b.png").write_bytes(b"png")
+    (src / ".git" / "config").write_text("not data")  # hidden, no images: skipped as before
+    (src / ".DS_Store").write_bytes(b"junk")
+    (src / "0" / ".hidden.png").write_bytes(b"png")
+    (src / "etc").symlink_to(tmp_path)
+    (src / "0" / "gone.png").symlink_to(tmp_path / "nothing")
+    bad = dict(scan_source(src))
+    assert set(bad) == {"..x", "etc", "0/.hidden.png", "0/gone.png"}, bad
+    assert "hidden folder" in bad["..x"] and "1 images" in bad["..x"] and "link to the folder" in bad["etc"]
+    assert "does not exist" in bad["0/gone.png"]

@@ -127,3 +127,23 @@ def test_withdrawing_moves_the_champion_to_the_fallback_and_drops_every_alias_of
     assert after_withdraw({"champion": "3", "candidate": "2"}, "3", "2") == {"champion": "2"}
     assert fallback_champion([("1", True), ("2", True), ("3", True), ("4", False)], {"3"}) == "2"
     assert fallback_champion([("1", False), ("3", True)], {"3"}) is None
+
+
+def test_what_the_registry_says_happened_must_be_in_the_ledger():
+    from components.promotion.ledger import missing_entries
+
+    chain, _ = grow(2)  # entries for versions 1 and 2
+    empty = Chain([], [])
+    cases = [
+        (empty, True, {}, {}, None),  # a model never judged: nothing is missing
+        (empty, False, {"champion": "1"}, {}, "does not exist, but the aliases champion -> version 1"),
+        (empty, True, {}, {"1": "rejected"}, "has no entries, but versions 1 carry gate verdicts"),
+        (chain, True, {"champion": "2"}, {"1": "promoted", "2": "promoted"}, None),
+        (chain, True, {"champion": "2"}, {"1": "promoted", "3": "rejected"}, "version 3 carries the gate verdict"),
+    ]
+    for stored_chain, exists, aliases, verdicts, expected in cases:
+        problems = missing_entries(stored_chain, "m", exists, aliases, verdicts)
+        if expected is None:
+            assert problems == [], (aliases, verdicts, problems)
+        else:
+            assert len(problems) == 1 and expected in problems[0] and "ganops-ledger.m" in problems[0], problems
