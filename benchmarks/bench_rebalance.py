@@ -289,7 +289,11 @@ def parse_args():
     parser.add_argument("--max-synthetic-fraction", type=float, default=0.9, help="synthesis.max_synthetic_fraction")
     parser.add_argument("--threads", type=int, default=1, help=f"torch CPU threads (default {THREADS_NOTE})")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override of the cdcgan preset (repeatable), e.g. train.augment=cutout"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override of the cdcgan preset (repeatable), e.g. train.augment=cutout",
     )
     args = parser.parse_args()
     if args.quick:
