@@ -7,8 +7,8 @@ folder is built under a temporary name and renamed whole. Training opens the arr
 from disk as batches touch them, so memory stays bounded by what the OS keeps cached.
 
 The key hashes the labels with the dataset's DVC md5 when the caller checked the folder against it (the flows), else
-with every data file's relative path, size and modification time: a changed, added or removed file gives a new
-cache. The arrays are checked against their sha256 at an open unless they are "clean" as
+with every data file's relative path and sha256: a changed, added or removed file gives a new cache, and a file
+written again with the same bytes (touched, copied, checked out) finds it. The arrays are checked against their sha256 at an open unless they are "clean" as
 git decides it: `meta.json` records each array's size, modification time and inode and when it took them, and an
 open skips the re-hash (a 49 GB cache would take minutes per process) only when all three still match and the
 modification time is more than a second older than the record (a write in the same clock tick cannot hide). A
@@ -57,15 +57,16 @@ SETTLED_NS = 10**9  # how much older than its record a modification time must be
 
 def cache_key(root: Path, files: list[Path], labels: list[str], dataset_md5: str | None = None) -> str:
     """The cache's name. Given the dataset's DVC md5 (the flows pass it: their data was checked against it), that md5
-    with the labels, so files that a `dvc checkout` wrote again find their cache; else every file's relative path,
-    size and modification time with the labels."""
+    with the labels, so files that a `dvc checkout` wrote again find their cache; else every file's relative path and
+    the sha256 of its bytes with the labels (content, not times: an edit that keeps the modification time is seen, a
+    touch that keeps the bytes is not a change)."""
     digest = hashlib.sha256(json.dumps(labels).encode())
     if dataset_md5 is not None:
         digest.update(f"dvc md5 {check_md5(dataset_md5)}".encode())
         return digest.hexdigest()[:32]
     for rel in files:
-        info = (root / rel).stat()
-        digest.update(f"{rel.as_posix()}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
+        with open(root / rel, "rb") as f:
+            digest.update(f"{rel.as_posix()}\t{hashlib.file_digest(f, 'sha256').hexdigest()}\n".encode())
     return digest.hexdigest()[:32]
 
 

@@ -135,7 +135,7 @@ def test_a_cache_keyed_by_the_dvc_md5_survives_rewritten_files(tmp_path):
     cached_images(root, labels, cache, workers=1, dataset_md5=md5)
     cached_images(root, labels, cache, workers=1)
     before = sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
-    assert len(before) == 2  # by md5, and by the files' times
+    assert len(before) == 2  # by md5, and by the files' contents
     for f in root.rglob("*.png"):  # what a `dvc checkout` does: the same bytes, written again
         os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
     x, _ = cached_images(root, labels, cache, workers=1, dataset_md5=md5)
@@ -143,6 +143,35 @@ def test_a_cache_keyed_by_the_dvc_md5_survives_rewritten_files(tmp_path):
     assert x.shape[0] == 1797
     with pytest.raises(DataError, match="dataset md5 'HEAD' is not 32 lowercase hex digits"):
         cached_images(root, labels, cache, dataset_md5="HEAD")
+
+
+def test_without_an_md5_the_cache_is_keyed_by_content_not_by_times(tmp_path):
+    from components.data.cache import cached_images
+    from components.data.importers import write_digits
+
+    root, cache = tmp_path / "digits", tmp_path / "cache"
+    write_digits(root)
+    labels = [str(i) for i in range(10)]
+
+    def caches():
+        return sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
+
+    cached_images(root, labels, cache, workers=1)
+    first = caches()
+    for f in root.rglob("*.png"):  # touched: the same bytes, other times
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    cached_images(root, labels, cache, workers=1)
+    assert caches() == first  # found, not built again
+    by_size: dict[int, list] = {}
+    for f in sorted(root.rglob("*.png")):
+        by_size.setdefault(f.stat().st_size, []).append(f)
+    a, b = next(group[:2] for group in by_size.values() if len(group) > 1)  # two images of one size
+    kept = a.stat()
+    a.write_bytes(b.read_bytes())  # an edit that keeps the size, then the modification time put back
+    os.utime(a, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    assert a.stat().st_size == kept.st_size and a.stat().st_mtime_ns == kept.st_mtime_ns
+    x, _ = cached_images(root, labels, cache, workers=1)
+    assert len(caches()) == 2 and x.shape[0] == 1797  # a new cache for the new content
 
 
 def test_the_decoded_cache_refuses_other_sizes_and_unknown_labels(tmp_path):
