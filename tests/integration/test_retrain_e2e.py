@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -223,8 +224,15 @@ def test_truncated_png_stops_the_run_at_validation(project, tmp_path):
     shutil.copytree(project / "data", new_version)
     good = (new_version / "3" / "0003.png").read_bytes()
     (new_version / "3" / "bad.png").write_bytes(good[:40])
+    tracked = (project / "data.dvc").read_text()
     result = runner.invoke(app, ["data", "import", str(new_version), "-C", str(project)])
-    assert result.exit_code == 0, result.output
+    # ganops data import runs validation's file checks first and versions nothing (issue 30) ...
+    refusal = str(result.exception or result.output)
+    assert result.exit_code != 0 and "3/bad.png" in refusal and "nothing was imported" in refusal
+    assert (project / "data.dvc").read_text() == tracked
+    # ... so the truncated file reaches the flow only when versioned with DVC directly; validation stops it there
+    shutil.copy(new_version / "3" / "bad.png", project / "data" / "3" / "bad.png")
+    sh(project, sys.executable, "-m", "dvc", "add", "-q", "data")
     with pytest.raises(ValidationFailed) as err:
         retrain(config=load_config("smoke"), project_dir=str(project))
     assert "3/bad.png" in str(err.value) and "decodes" in str(err.value)
