@@ -17,6 +17,7 @@ capture) and a policy's numbers are `random_columns(policy)` wide.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -85,9 +86,11 @@ AUGMENTS.add("translation", Augmentation(2, _translation))
 AUGMENTS.add("cutout", Augmentation(2, _cutout))
 
 
-def policy_names(policy: str) -> list[str]:
-    """'translation, cutout' -> ['translation', 'cutout']; an unknown name raises UnknownPart naming the choices."""
-    names = [name.strip() for name in policy.split(",") if name.strip()]
+@functools.cache
+def policy_names(policy: str) -> tuple[str, ...]:
+    """'translation, cutout' -> ('translation', 'cutout'); an unknown name raises UnknownPart naming the choices.
+    Cached: every training step applies the policy."""
+    names = tuple(name.strip() for name in policy.split(",") if name.strip())
     for name in names:
         AUGMENTS[name]
     return names

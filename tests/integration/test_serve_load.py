@@ -5,6 +5,7 @@ re-hashed is checked against the version's registry tag."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -15,6 +16,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from components.serving.formats import MANIFEST, MODEL_CARD
@@ -29,6 +31,17 @@ def metric(base: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{") or line.startswith(name + " "))
 
 
+@contextlib.contextmanager
+def serving(tmp_path: Path, workers: int) -> Iterator[tuple[int, str, Path]]:
+    """`ganops serve` of a fresh export as a process on 127.0.0.1, ready: (port, base URL, its log); stopped after."""
+    folder = make_export(tmp_path)
+    port, log = free_port(), tmp_path / "serve.log"
+    base = f"http://127.0.0.1:{port}"
+    with process([GANOPS, "serve", str(folder), "--port", str(port), "--workers", str(workers), "-C", str(tmp_path)], log) as proc:
+        wait_for(f"{base}/readyz", proc, log)
+        yield port, base, log
+
+
 def generate(conn: http.client.HTTPConnection, seed: int) -> tuple[int, bytes, str | None]:
     conn.request("POST", "/v1/generate", json.dumps({"n": 1, "seed": seed, "format": "npy"}), {"content-type": "application/json"})
     r = conn.getresponse()
@@ -36,11 +49,7 @@ def generate(conn: http.client.HTTPConnection, seed: int) -> tuple[int, bytes, s
 
 
 def test_16_concurrent_one_image_clients_share_forward_passes_and_each_gets_its_unbatched_bytes(tmp_path):
-    folder = make_export(tmp_path)
-    port, log = free_port(), tmp_path / "serve.log"
-    base = f"http://127.0.0.1:{port}"
-    with process([GANOPS, "serve", str(folder), "--port", str(port), "--workers", "1", "-C", str(tmp_path)], log) as proc:
-        wait_for(f"{base}/readyz", proc, log)
+    with serving(tmp_path, workers=1) as (port, base, log):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         seeds = list(range(64))
         alone = {seed: generate(conn, seed)[1] for seed in seeds}  # one request at a time: each its own forward pass
@@ -66,11 +75,7 @@ def test_16_concurrent_one_image_clients_share_forward_passes_and_each_gets_its_
 
 
 def test_workers_each_verify_the_export_and_metrics_sum_them(tmp_path):
-    folder = make_export(tmp_path)
-    port, log = free_port(), tmp_path / "serve.log"
-    base = f"http://127.0.0.1:{port}"
-    with process([GANOPS, "serve", str(folder), "--port", str(port), "--workers", "2", "-C", str(tmp_path)], log) as proc:
-        wait_for(f"{base}/readyz", proc, log)
+    with serving(tmp_path, workers=2) as (port, base, log):
         deadline = time.monotonic() + 120
         while len(re.findall(r"Application startup complete", log.read_text())) < 2 and time.monotonic() < deadline:
             time.sleep(0.3)
@@ -85,11 +90,7 @@ def test_workers_each_verify_the_export_and_metrics_sum_them(tmp_path):
 
 
 def test_a_client_that_hangs_up_mid_body_is_counted_499_not_an_error_and_logs_no_traceback(tmp_path):
-    folder = make_export(tmp_path)
-    port, log = free_port(), tmp_path / "serve.log"
-    base = f"http://127.0.0.1:{port}"
-    with process([GANOPS, "serve", str(folder), "--port", str(port), "--workers", "1", "-C", str(tmp_path)], log) as proc:
-        wait_for(f"{base}/readyz", proc, log)
+    with serving(tmp_path, workers=1) as (port, base, log):
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", port)) as s:
                 s.sendall(b'POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"n": ')
