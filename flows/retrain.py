@@ -17,12 +17,11 @@ from components.core.names import (
     TAG_TRAIN_KEY,
     TAG_WEIGHTS_SHA256,
 )
-from components.core.paths import state_dir
 from components.data.versioning import DatasetVersion
 from components.evaluation.evaluate import Scores
 from components.lineage.openlineage import COMPLETE, FAIL, START
 from components.lineage.tags import artifact_digest, lineage_tags
-from components.orchestration.concurrency import one_retrain_per_model
+from components.orchestration.concurrency import lock_dir, one_retrain_per_model
 from components.presets import check_output_paths, load_config
 from components.promotion.gate import decide
 from components.promotion.moves import StaleDecision
@@ -148,7 +147,7 @@ def retrain(
     run = start_run_task(root, config, dataset)
     openlineage_task(root, config, run, dataset, START)
     try:
-        with one_retrain_per_model(config.registry.model_name, config.registry.wait_seconds, state_dir(root) / "locks"):
+        with one_retrain_per_model(config.registry.model_name, config.registry.wait_seconds, lock_dir(root)):
             summary = _train_to_export(root, config, dataset, run)
     except BaseException as e:
         stage = "validation" if isinstance(e, ValidationFailed) else "pipeline"

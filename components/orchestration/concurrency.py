@@ -1,24 +1,41 @@
 """One retrain per model at a time: a Prefect global concurrency limit of one slot per registered model, when the
 runs share a configured Prefect server; a lock file per model in the project's state folder otherwise.
 
-The limit is created on first use (and by `ganops deploy`); the slot is a lease (LEASE_SECONDS), so a killed run's
-slot frees itself when the lease runs out.
+The limit is created on first use (and by `ganops deploy`); the slot is a lease (LEASE_SECONDS), renewed while the run
+holds it, so a killed run's slot frees itself when the lease runs out. Sooner: each held lease is recorded in the state
+folder with its holder (host, pid, process start time), and `ganops doctor`, or the model's next run, releases the
+leases whose holder process on this host is gone, at once (release_dead_leases).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from uuid import UUID
 
-from components.core.atomic import file_lock
+from components.core.atomic import file_lock, json_bytes, replace_file
+from components.core.paths import state_dir
+from components.core.processes import same_process_alive, start_ticks
 
 # Set by orchestration.local_server while a run's temporary Prefect server is the API.
 TEMPORARY_SERVER_ENV = "GANOPS_TEMPORARY_PREFECT_SERVER"
 # The slot's lease, renewed in the background while a run holds it: a killed run's slot frees itself this long after
 # its last renewal, so the next run of that model waits up to this long.
 LEASE_SECONDS = 300.0
+RENEW_FRACTION = 0.5  # renewed every half lease, so one failed renewal still leaves time for the next
+LEASES = "leases"  # the folder, under the lock folder, holding one record per held lease
+
+
+def lock_dir(project_dir: Path) -> Path:
+    """Where runs of a project take turns (lock files) and record the slots they hold (LEASES)."""
+    return state_dir(project_dir) / "locks"
 
 
 def limit_name(model_name: str) -> str:
@@ -50,6 +67,111 @@ def server_configured() -> bool:
     return bool(os.environ.get("PREFECT_API_URL")) and not os.environ.get(TEMPORARY_SERVER_ENV)
 
 
+@dataclass(frozen=True)
+class LeaseRecord:
+    """Who holds a model's slot: written after the lease is granted, removed after it is released."""
+
+    lease_id: str
+    model: str
+    host: str
+    pid: int
+    pid_start: int | None
+    flow_run_id: str | None = None
+
+    def holder_gone(self, host: str) -> bool:
+        """The holder ran on `host` and that exact process (pid and start time) no longer runs."""
+        return self.host == host and not same_process_alive(self.pid, self.pid_start)
+
+
+def _record_path(lock_dir: Path, lease_id: str) -> Path:
+    return lock_dir / LEASES / f"{lease_id}.json"
+
+
+def _read_records(lock_dir: Path) -> list[tuple[Path, LeaseRecord]]:
+    records = []
+    for path in sorted((lock_dir / LEASES).glob("*.json")):
+        if path.name.startswith("."):  # a record half written when its run was killed: its lease runs out alone
+            continue
+        try:
+            records.append((path, LeaseRecord(**json.loads(path.read_text()))))
+        except (OSError, ValueError, TypeError):  # unreadable debris: nothing to release, and never another's file
+            continue
+    return records
+
+
+def release_dead_leases(lock_dir: Path, model: str | None = None) -> list[LeaseRecord]:
+    """Release, on the configured Prefect server, the leases recorded in `lock_dir` whose holder process on this host
+    is gone (killed); only `model`'s when given. Returns the records released (an expired lease counts: 404)."""
+    import httpx
+    from prefect.client.orchestration import get_client
+
+    host, released = socket.gethostname(), list[LeaseRecord]()
+    dead = [(p, r) for p, r in _read_records(lock_dir) if (model is None or r.model == model) and r.holder_gone(host)]
+    if not dead:
+        return released
+    with get_client(sync_client=True) as client:
+        for path, record in dead:
+            try:
+                client.release_concurrency_slots_with_lease(UUID(record.lease_id))
+            except httpx.HTTPStatusError as e:
+                if e.response.status_code != 404:  # 404: the lease ran out already
+                    raise
+            path.unlink(missing_ok=True)  # after the release: a kill in between leaves the record to retry
+            released.append(record)
+    return released
+
+
+def _acquire(client, name: str, timeout_seconds: float, holder) -> UUID:
+    """One slot of `name` as a lease; waits (the server's Retry-After) at most `timeout_seconds`, then TimeoutError."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            response = client.increment_concurrency_slots_with_lease([name], 1, "concurrency", LEASE_SECONDS, holder)
+            return UUID(response.json()["lease_id"])
+        except httpx.HTTPStatusError as e:
+            if e.response.status_code != 423:
+                raise
+            wait = float(e.response.headers.get("Retry-After", 1.0))
+            if time.monotonic() + wait > deadline:
+                raise TimeoutError(f"the retrain slot {name} stayed taken for {timeout_seconds:g} s") from None
+            time.sleep(wait)
+
+
+@contextlib.contextmanager
+def _renewed(lease_id: UUID) -> Iterator[None]:
+    """Renew the lease in a daemon thread while the block runs (a failed renewal is logged and retried)."""
+    from prefect.client.orchestration import get_client
+    from prefect.logging import get_logger
+
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(LEASE_SECONDS * RENEW_FRACTION):
+            try:
+                with get_client(sync_client=True) as client:
+                    client.renew_concurrency_lease(lease_id, LEASE_SECONDS)
+            except Exception as e:  # the next attempt comes before the lease runs out
+                get_logger("ganops").warning(f"renewing the retrain slot's lease {lease_id} failed: {e}")
+
+    thread = threading.Thread(target=renew, name=f"ganops-lease-{lease_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+def _flow_run_holder():
+    """The current Prefect flow run as the lease's holder (shown by the server), or None outside a flow run."""
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return ConcurrencyLeaseHolder(type="flow_run", id=context.flow_run.id) if context and context.flow_run else None
+
+
 @contextlib.contextmanager
 def one_retrain_per_model(model_name: str, timeout_seconds: float, lock_dir: Path) -> Iterator[None]:
     """Hold the model's slot for the block; wait at most `timeout_seconds` for it (TimeoutError after that).
@@ -58,8 +180,35 @@ def one_retrain_per_model(model_name: str, timeout_seconds: float, lock_dir: Pat
         with file_lock(lock_dir / f"{model_name}.lock"):
             yield
         return
-    from prefect.concurrency.sync import concurrency
+    from prefect.client.orchestration import get_client
 
     ensure_limits({model_name})
-    with concurrency(limit_name(model_name), occupy=1, timeout_seconds=timeout_seconds, lease_duration=LEASE_SECONDS, strict=True):
-        yield
+    release_dead_leases(lock_dir, model_name)  # a killed run of this model no longer makes this one wait
+    holder = _flow_run_holder()
+    with get_client(sync_client=True) as client:
+        lease_id = _acquire(client, limit_name(model_name), timeout_seconds, holder)
+    pid = os.getpid()
+    record = LeaseRecord(str(lease_id), model_name, socket.gethostname(), pid, start_ticks(pid), holder and str(holder.id) or None)
+    path = _record_path(lock_dir, record.lease_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        replace_file(lambda tmp: tmp.write_bytes(json_bytes(asdict(record))), path)
+        with _renewed(lease_id):
+            yield
+    finally:
+        _release(lease_id, path)
+
+
+def _release(lease_id: UUID, record: Path) -> None:
+    """Give the slot back, then drop its record; when the server cannot be told, the record stays for
+    release_dead_leases (once this process has ended) and the lease runs out meanwhile."""
+    from prefect.client.orchestration import get_client
+    from prefect.logging import get_logger
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.release_concurrency_slots_with_lease(lease_id)
+    except Exception as e:
+        get_logger("ganops").warning(f"releasing the retrain slot's lease {lease_id} failed ({e}); it runs out by itself")
+        return
+    record.unlink(missing_ok=True)

@@ -1,4 +1,5 @@
-"""Runs left RUNNING by a killed process: their MLflow run becomes FAILED and their Prefect flow run Crashed.
+"""What a killed process left: its MLflow run RUNNING (made FAILED), its Prefect flow run Running (made Crashed), and
+its model's retrain slot on a configured Prefect server (released).
 
 Each run records its owner (host, pid, process start time) and its Prefect flow run id; a run is reaped only when
 it ran on this host and that exact process is gone, so live runs and other hosts' runs are never touched.
@@ -13,6 +14,7 @@ from uuid import UUID
 
 from components.core.names import TAG_FLOW_RUN_ID, TAG_PID, TAG_REAPED
 from components.lineage.records import note_reaped_versions
+from components.orchestration.concurrency import LeaseRecord, lock_dir, release_dead_leases, server_configured
 from components.registry.tracking import client, end_run, orphaned, running_runs
 
 
@@ -22,6 +24,18 @@ class Reaped:
     pid: str
     flow_run_id: str | None
     flow_run_marked: bool
+
+
+@dataclass(frozen=True)
+class Doctored:
+    reaped: list[Reaped]
+    released: list[LeaseRecord]  # retrain slots whose holder was gone
+
+
+def doctor(project_dir: Path) -> Doctored:
+    """Reap this host's orphaned runs and release the retrain slots their processes held (with a configured server)."""
+    reaped = reap(project_dir)
+    return Doctored(reaped, release_dead_leases(lock_dir(project_dir)) if server_configured() else [])
 
 
 def reap(project_dir: Path, mark_flow_runs: bool = True) -> list[Reaped]:

@@ -11,20 +11,24 @@ from flows.cli.options import ProjectOpt, prepare_env
 
 
 def doctor(project_dir: Path = ProjectOpt) -> None:
-    """Find runs a killed process left RUNNING on this host and mark them: MLflow run FAILED, flow run Crashed."""
+    """Find what a killed process left on this host and mark or release it: its MLflow run FAILED, its flow run
+    Crashed, its model's retrain slot on the configured Prefect server released (rather than held until the lease
+    runs out)."""
     root = prepare_env(project_dir)
     from components.core.paths import state_dir
     from components.orchestration.local_server import prefect_api
-    from components.orchestration.reaper import reap
+    from components.orchestration.reaper import doctor as doctor_project
 
     with prefect_api(state_dir(root) / "prefect" / "server.log"):
-        reaped = reap(root)
-    for dead in reaped:
+        done = doctor_project(root)
+    for dead in done.reaped:
         typer.echo(
             f"MLflow run {dead.run_id}: FAILED (process {dead.pid} is gone); flow run {dead.flow_run_id}: "
             f"{'Crashed' if dead.flow_run_marked else 'not running'}"
         )
-    typer.echo(f"{len(reaped)} orphaned run(s) marked" if reaped else "no orphaned runs")
+    for lease in done.released:
+        typer.echo(f"retrain slot of {lease.model} released (lease {lease.lease_id}; process {lease.pid} is gone)")
+    typer.echo(f"{len(done.reaped)} orphaned run(s) marked" if done.reaped else "no orphaned runs")
 
 
 def deploy(project_dir: Path = ProjectOpt) -> None:
