@@ -11,7 +11,7 @@ import sys
 import typer
 
 from components.core.errors import GanopsError
-from flows.cli import data, lineage, operations, pipeline, promotion, synthesis
+from flows.cli import data, lineage, operations, pipeline, promotion, synthesis, webhook
 from flows.cli.options import expand_set_pairs
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data.app, name="data")
+app.add_typer(webhook.app, name="webhook")
 for group in (pipeline, synthesis, lineage, promotion, operations):
     for command in group.COMMANDS:
         app.command()(command)
