@@ -82,7 +82,8 @@ tools:
 images: tools
 	infra/images/build.sh
 
-# The compose stack end to end (about ten minutes once the images are built); also `pytest -m containers`.
+# The compose stack end to end (about 4 minutes, plus the image builds: about 7 from nothing on overlay2); also
+# `pytest -m containers`. CI runs it after `make test` (infra/images/ci-containers.sh).
 containers-test: $(STAMP) tools
 	GANOPS_CONTAINERS=1 $(BIN)/python -m pytest -q -s -m containers tests/containers
 

@@ -9,7 +9,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ import yaml
 
 from components.core.atomic import file_digest, replace_folder
 from components.core.errors import DataError
-from components.core.paths import SOURCE_ROOT, check_revision
+from components.core.paths import check_revision
+from components.core.source import code_revision, git
 from components.data.importers import build_from_source, write_digits
 from components.data.intake import check_folder, refusal
 from components.data.manifest import DEFAULT_MAX_PIXELS
@@ -58,30 +58,13 @@ def read_dvc_file(dvc_file: Path) -> dict:
     return parse_dvc_text(dvc_file.read_text(), str(dvc_file))
 
 
-def _git(cwd: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return done.stdout.strip() or None
-
-
-def git_revision(cwd: Path) -> str | None:
-    return _git(cwd, "rev-parse", "HEAD")
-
-
-def git_dirty(cwd: Path) -> bool:
-    status = _git(cwd, "status", "--porcelain", "--untracked-files=no")
-    return bool(status)
-
-
 def file_dirty(cwd: Path, file: str) -> bool:
     """Whether `file` differs from its last commit or was never committed (False outside a git repository)."""
-    return bool(_git(cwd, "status", "--porcelain", "--", file))
+    return bool(git(cwd, "status", "--porcelain", "--", file))
 
 
 def last_commit_of(cwd: Path, file: str) -> str | None:
-    return _git(cwd, "log", "-1", "--format=%H", "--", file)
+    return git(cwd, "log", "-1", "--format=%H", "--", file)
 
 
 def _repo(project_dir: Path):
@@ -150,8 +133,8 @@ def dataset_version(project_dir: Path, data_dir: str, dvc_file: str) -> DatasetV
         path=data_dir,
         root=project_dir / data_dir,
         data_git_rev=last_commit_of(project_dir, dvc_file),
-        code_git_rev=git_revision(SOURCE_ROOT),
-        code_dirty=git_dirty(SOURCE_ROOT),
+        code_git_rev=code_revision()[0],
+        code_dirty=code_revision()[1],
         data_dirty=file_dirty(project_dir, dvc_file),
     )
 
@@ -160,7 +143,7 @@ def resolve_commit(project_dir: Path, rev: str) -> str:
     """The commit hash `rev` names. The revision is checked as text first, then resolved by `git rev-parse --verify
     --end-of-options`, so it can never be read as an option. Raises ConfigError or DataError naming it."""
     check_revision(rev, "data revision")
-    commit = _git(project_dir, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+    commit = git(project_dir, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
     if commit is None:
         raise DataError(f"data revision {rev!r} is not a commit of the git repository at {project_dir}")
     return commit
@@ -169,7 +152,7 @@ def resolve_commit(project_dir: Path, rev: str) -> str:
 def dvc_file_at(project_dir: Path, dvc_file: str, rev: str) -> dict:
     """The data.dvc entry as committed at git revision `rev`. Raises DataError naming the revision."""
     commit = resolve_commit(project_dir, rev)
-    text = _git(project_dir, "show", f"{commit}:{dvc_file}")
+    text = git(project_dir, "show", f"{commit}:{dvc_file}")
     if text is None:
         raise DataError(f"git revision {rev!r} has no {dvc_file} (check `git log -- {dvc_file}`)")
     return {**parse_dvc_text(text, f"{dvc_file} at {rev}"), "commit": commit}
@@ -187,8 +170,8 @@ def materialize_revision(project_dir: Path, dvc_file: str, rev: str, dest_root: 
         path=str(target),
         root=target,
         data_git_rev=commit,
-        code_git_rev=git_revision(SOURCE_ROOT),
-        code_dirty=git_dirty(SOURCE_ROOT),
+        code_git_rev=code_revision()[0],
+        code_dirty=code_revision()[1],
     )
 
 
@@ -230,12 +213,6 @@ MD5 = re.compile(r"[0-9a-f]{32}")
 def dataset_md5_of(project_dir: Path, dvc_file: str, text: str) -> str:
     """`text` as a dataset md5: itself when it is one, else the md5 `dvc_file` names at git revision `text`."""
     return text if MD5.fullmatch(text or "") else dvc_file_at(project_dir, dvc_file, text)["md5"]
-
-
-def commit_exists(cwd: Path, rev: str) -> bool:
-    """Whether `rev` (checked as a revision first) names a commit of the git repository at cwd."""
-    check_revision(rev, "code revision")
-    return _git(cwd, "cat-file", "-t", "--end-of-options", f"{rev}^{{commit}}") == "commit"
 
 
 @dataclass(frozen=True)

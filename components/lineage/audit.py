@@ -8,6 +8,7 @@ Each check is a pure function of what was read; `audit_version` reads (registry,
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from collections.abc import Callable
@@ -33,7 +34,8 @@ from components.core.names import (
     TAG_WEIGHTS_SHA256,
 )
 from components.core.paths import SOURCE_ROOT
-from components.data.versioning import DatasetCheck, commit_exists, dataset_files, dataset_member, dvc_file_at, verify_dataset
+from components.core.source import commit_exists
+from components.data.versioning import DatasetCheck, dataset_files, dataset_member, dvc_file_at, verify_dataset
 from components.lineage.records import run_records
 from components.lineage.reproduce import compare_weights, retrain_recorded
 from components.lineage.synthetic import check_synthetic, is_synthetic_member, parse_record
@@ -199,9 +201,12 @@ def check_validation(actual_sha: str | None, recorded_sha: str | None, report: d
     )
 
 
-def check_code(rev: str | None, exists: bool, dirty: str | None) -> Link:
+def check_code(rev: str | None, dirty: str | None, commit_exists: Callable[[str], bool | None]) -> Link:
     if not rev or rev == "unknown":
         return _link("code commit", SKIP, "no code revision was recorded (not run from a git checkout)")
+    exists = commit_exists(rev)
+    if exists is None:
+        return _link("code commit", SKIP, f"commit {rev} was recorded; {SOURCE_ROOT} is no git checkout to check it in")
     if not exists:
         return _link("code commit", FAIL, f"commit {rev} is not in the repository at {SOURCE_ROOT}")
     if dirty == "True":
@@ -362,13 +367,8 @@ def audit_version(mlc, project_dir: Path, model: str, reproduce: bool = False) -
                 ),
             )
         )
-        rev = tags.get(TAG_CODE_GIT_REV) or ""
-        links.append(
-            _guarded(
-                "code commit",
-                lambda: check_code(rev or None, rev not in ("", "unknown") and commit_exists(SOURCE_ROOT, rev), tags.get(TAG_CODE_DIRTY)),
-            )
-        )
+        in_source = functools.partial(commit_exists, SOURCE_ROOT)
+        links.append(_guarded("code commit", lambda: check_code(tags.get(TAG_CODE_GIT_REV), tags.get(TAG_CODE_DIRTY), in_source)))
         links.append(_guarded("promotion", lambda: _promotion_link(mlc, name, version)))
         links.append(_guarded("synthetic", lambda: _synthetic_link(mlc, project_dir, tags)))
         links.append(_guarded("run records", lambda: _link("run records", *run_records(mlc, mv, Path(tmp)))))

@@ -32,6 +32,9 @@ else
   tar -cf "$work/context.tar" -C "$repo" -T "$work/context.txt"
 fi
 context() { cat "$work/context.tar"; }
+# The commit the images are built from (and whether tracked files differ from it), recorded in ganops:cpu.
+commit=$(git -C "$repo" rev-parse HEAD 2>/dev/null || true)
+dirty=$([ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ] && echo true || echo false)
 build() {  # build IMAGE DOCKERFILE [ARG...]: one line and the last log lines when it fails
   local log="$work/build-${1//[:\/]/-}.log" start=$SECONDS
   if ! context | docker build --network host -q -f "$2" --build-arg BASE="$base" "${wheels_arg[@]}" "${@:3}" -t "$1" - > "$log" 2>&1; then
@@ -41,7 +44,7 @@ build() {  # build IMAGE DOCKERFILE [ARG...]: one line and the last log lines wh
 }
 # The build stage the CPU and serve images share, tagged so that pruning dangling images keeps it as the cache.
 build ganops-build:stage infra/Dockerfile --target build
-build ganops:cpu infra/Dockerfile
+build ganops:cpu infra/Dockerfile --build-arg GANOPS_COMMIT="$commit" --build-arg GANOPS_DIRTY="$dirty"
 build ganops:serve infra/Dockerfile.serve
 if [ "${1:-}" = "--override" ]; then
   build ganops-postgres:15 infra/compose/Dockerfile.postgres
