@@ -95,6 +95,7 @@ TAG_WITHDRAWN = "ganops.withdrawn"  # why a version was withdrawn (ganops withdr
 TAG_MODEL_FILES = "ganops.model_files"  # {path: sha256} of the registered model's files, JSON, at registration
 # Who runs a run: a later run (or `ganops doctor`) marks it FAILED when that process is gone.
 TAG_HOST, TAG_PID, TAG_PID_START, TAG_FLOW_RUN_ID = "ganops.host", "ganops.pid", "ganops.pid_start", "ganops.prefect_flow_run_id"
+TAG_PID_NS = "ganops.pid_ns"  # boot id and pid namespace: a pid is judged only where this matches (processes.pid_namespace)
 TAG_REAPED = "ganops.reaped"
 # On a version: why it stands although its run was marked FAILED (ganops doctor, after the process died).
 TAG_RUN_FAILED_NOTE = "ganops.run_failed_note"

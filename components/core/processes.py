@@ -32,6 +32,16 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
+def pid_namespace() -> str:
+    """This boot and this process's pid namespace: pids (and start ticks) mean the same process only where this is
+    the same, which a hostname alone does not tell (two containers may share one)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return "unknown"
+
+
 def same_process_alive(pid: int, ticks: int | None) -> bool:
     """Whether the process recorded as (pid, start ticks) is still running."""
     return alive(pid) and (ticks is None or start_ticks(pid) == ticks)

@@ -3,8 +3,8 @@ runs share a configured Prefect server; a lock file per model in the project's s
 
 The limit is created on first use (and by `ganops deploy`); the slot is a lease (LEASE_SECONDS), renewed while the run
 holds it, so a killed run's slot frees itself when the lease runs out. Sooner: each held lease is recorded in the state
-folder with its holder (host, pid, process start time), and `ganops doctor`, or the model's next run, releases the
-leases whose holder process on this host is gone, at once (release_dead_leases).
+folder with its holder (host, pid namespace, pid, process start time), and `ganops doctor`, or the model's next run
+while it waits, releases the leases whose holder process here is gone, at once (release_dead_leases).
 """
 
 from __future__ import annotations
@@ -15,21 +15,21 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from uuid import UUID
 
 from components.core.atomic import file_lock, json_bytes, replace_file
 from components.core.paths import state_dir
-from components.core.processes import same_process_alive, start_ticks
+from components.core.processes import pid_namespace, same_process_alive, start_ticks
 
 # Set by orchestration.local_server while a run's temporary Prefect server is the API.
 TEMPORARY_SERVER_ENV = "GANOPS_TEMPORARY_PREFECT_SERVER"
 # The slot's lease, renewed in the background while a run holds it: a killed run's slot frees itself this long after
 # its last renewal, so the next run of that model waits up to this long.
 LEASE_SECONDS = 300.0
-RENEW_FRACTION = 0.5  # renewed every half lease, so one failed renewal still leaves time for the next
+RENEW_SECONDS, RETRY_SECONDS = 60.0, 10.0  # renewed every minute, a failed renewal retried every 10 s till the lease ends
 LEASES = "leases"  # the folder, under the lock folder, holding one record per held lease
 
 
@@ -69,18 +69,22 @@ def server_configured() -> bool:
 
 @dataclass(frozen=True)
 class LeaseRecord:
-    """Who holds a model's slot: written after the lease is granted, removed after it is released."""
+    """Who holds a model's slot: written after the lease is granted, touched at each renewal, removed after it is
+    released."""
 
     lease_id: str
     model: str
     host: str
     pid: int
     pid_start: int | None
+    pid_ns: str  # processes.pid_namespace(): two containers may share a hostname, never a pid namespace
     flow_run_id: str | None = None
 
     def holder_gone(self, host: str) -> bool:
-        """The holder ran on `host` and that exact process (pid and start time) no longer runs."""
-        return self.host == host and not same_process_alive(self.pid, self.pid_start)
+        """The holder ran here (this host name and pid namespace) and that exact process (pid and start time) no
+        longer runs."""
+        here = self.host == host and self.pid_ns == pid_namespace()
+        return here and not same_process_alive(self.pid, self.pid_start)
 
 
 def _record_path(lock_dir: Path, lease_id: str) -> Path:
@@ -100,9 +104,9 @@ def _read_records(lock_dir: Path) -> list[tuple[Path, LeaseRecord]]:
 
 
 def release_dead_leases(lock_dir: Path, model: str | None = None) -> list[LeaseRecord]:
-    """Release, on the configured Prefect server, the leases recorded in `lock_dir` whose holder process on this host
-    is gone (killed); only `model`'s when given. Returns the records released (an expired lease counts: 404)."""
-    import httpx
+    """Release, on the configured Prefect server, the leases recorded in `lock_dir` whose holder process here is gone
+    (killed); only `model`'s when given. Returns the records released. A record not renewed for LEASE_SECONDS names a
+    lease that has run out: it is removed without asking the server (which may have given the slot to a new run)."""
     from prefect.client.orchestration import get_client
 
     host, released = socket.gethostname(), list[LeaseRecord]()
@@ -111,18 +115,28 @@ def release_dead_leases(lock_dir: Path, model: str | None = None) -> list[LeaseR
         return released
     with get_client(sync_client=True) as client:
         for path, record in dead:
-            try:
-                client.release_concurrency_slots_with_lease(UUID(record.lease_id))
-            except httpx.HTTPStatusError as e:
-                if e.response.status_code != 404:  # 404: the lease ran out already
-                    raise
+            with contextlib.suppress(FileNotFoundError):  # another doctor or run removed it meanwhile
+                if time.time() - path.stat().st_mtime < LEASE_SECONDS:
+                    client.release_concurrency_slots_with_lease(UUID(record.lease_id))
+                    released.append(record)
             path.unlink(missing_ok=True)  # after the release: a kill in between leaves the record to retry
-            released.append(record)
     return released
 
 
-def _acquire(client, name: str, timeout_seconds: float, holder) -> UUID:
-    """One slot of `name` as a lease; waits (the server's Retry-After) at most `timeout_seconds`, then TimeoutError."""
+def _release_dead_quietly(lock_dir: Path, model: str) -> None:
+    """release_dead_leases for a run about to wait: a failure only costs the wait for the lease to run out."""
+    from prefect.logging import get_logger
+
+    try:
+        for record in release_dead_leases(lock_dir, model):
+            get_logger("ganops").warning(f"released the retrain slot of {model}: its holder, process {record.pid}, is gone")
+    except Exception as e:
+        get_logger("ganops").warning(f"could not release the retrain slots of dead runs of {model} ({e}); their leases run out")
+
+
+def _acquire(client, name: str, timeout_seconds: float, holder, while_waiting: Callable[[], None]) -> UUID:
+    """One slot of `name` as a lease; waits (the server's Retry-After, at least 1 s) at most `timeout_seconds`, then
+    TimeoutError. `while_waiting` runs before each wait (a holder may die meanwhile)."""
     import httpx
 
     deadline = time.monotonic() + timeout_seconds
@@ -133,27 +147,34 @@ def _acquire(client, name: str, timeout_seconds: float, holder) -> UUID:
         except httpx.HTTPStatusError as e:
             if e.response.status_code != 423:
                 raise
-            wait = float(e.response.headers.get("Retry-After", 1.0))
-            if time.monotonic() + wait > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise TimeoutError(f"the retrain slot {name} stayed taken for {timeout_seconds:g} s") from None
-            time.sleep(wait)
+            while_waiting()
+            time.sleep(min(max(float(e.response.headers.get("Retry-After", 1.0)), 1.0), max(left, 0.1)))
 
 
 @contextlib.contextmanager
-def _renewed(lease_id: UUID) -> Iterator[None]:
-    """Renew the lease in a daemon thread while the block runs (a failed renewal is logged and retried)."""
+def _renewed(lease_id: UUID, record: Path) -> Iterator[None]:
+    """Renew the lease in a daemon thread while the block runs, every RENEW_SECONDS, retrying a failed renewal every
+    RETRY_SECONDS (so several may fail before the lease runs out); each success touches the record."""
     from prefect.client.orchestration import get_client
     from prefect.logging import get_logger
 
     stop = threading.Event()
 
     def renew() -> None:
-        while not stop.wait(LEASE_SECONDS * RENEW_FRACTION):
+        wait = RENEW_SECONDS
+        while not stop.wait(wait):
             try:
                 with get_client(sync_client=True) as client:
                     client.renew_concurrency_lease(lease_id, LEASE_SECONDS)
-            except Exception as e:  # the next attempt comes before the lease runs out
-                get_logger("ganops").warning(f"renewing the retrain slot's lease {lease_id} failed: {e}")
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(record)  # never recreated: a record removed meanwhile stays removed
+                wait = RENEW_SECONDS
+            except Exception as e:
+                get_logger("ganops").error(f"renewing the retrain slot's lease {lease_id} failed ({e}); retrying in {RETRY_SECONDS:g} s")
+                wait = RETRY_SECONDS
 
     thread = threading.Thread(target=renew, name=f"ganops-lease-{lease_id}", daemon=True)
     thread.start()
@@ -183,17 +204,17 @@ def one_retrain_per_model(model_name: str, timeout_seconds: float, lock_dir: Pat
     from prefect.client.orchestration import get_client
 
     ensure_limits({model_name})
-    release_dead_leases(lock_dir, model_name)  # a killed run of this model no longer makes this one wait
     holder = _flow_run_holder()
-    with get_client(sync_client=True) as client:
-        lease_id = _acquire(client, limit_name(model_name), timeout_seconds, holder)
-    pid = os.getpid()
-    record = LeaseRecord(str(lease_id), model_name, socket.gethostname(), pid, start_ticks(pid), holder and str(holder.id) or None)
-    path = _record_path(lock_dir, record.lease_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with get_client(sync_client=True) as client:  # a dead run of this model no longer makes this one wait
+        lease_id = _acquire(client, limit_name(model_name), timeout_seconds, holder, lambda: _release_dead_quietly(lock_dir, model_name))
+    path = _record_path(lock_dir, str(lease_id))
     try:
+        pid = os.getpid()
+        record = LeaseRecord(
+            str(lease_id), model_name, socket.gethostname(), pid, start_ticks(pid), pid_namespace(), holder and str(holder.id) or None
+        )
         replace_file(lambda tmp: tmp.write_bytes(json_bytes(asdict(record))), path)
-        with _renewed(lease_id):
+        with _renewed(lease_id, path):
             yield
     finally:
         _release(lease_id, path)

@@ -91,8 +91,9 @@ def verify(secret: str, headers: dict[str, str], body: bytes, now: float | None 
 
 
 def _made(entry: ledger.Entry, alias: str, version: str | None) -> bool:
-    """Whether `entry` moved `alias` to `version` (None: removed it)."""
-    return entry.aliases_before.get(alias) != version and entry.aliases_after.get(alias) == version
+    """Whether ganops's `entry` moved `alias` to `version` (None: removed it); an outside move's entry never counts."""
+    moved = entry.aliases_before.get(alias) != version and entry.aliases_after.get(alias) == version
+    return moved and entry.action != OUTSIDE_MOVE
 
 
 def own_move(chain: ledger.Chain, event: AliasEvent) -> bool:
@@ -106,19 +107,22 @@ def own_move(chain: ledger.Chain, event: AliasEvent) -> bool:
 
 def outside_entry(chain: ledger.Chain, event: AliasEvent, registry_now: str | None) -> dict | None:
     """The fields of the `outside_move` entry for `event` (None when it was ganops's own move). The aliases after
-    it follow the move only while the registry still holds it (`registry_now`: the alias's version now); a move
-    since superseded is recorded with the aliases unchanged, so replaying it never undoes a later one."""
+    it follow the move only while the registry still holds it (`registry_now`: the alias's version now, read after the
+    chain) and no entry was written after the delivery was sent; otherwise the move is recorded with the aliases
+    unchanged, so a late delivery never undoes a later move, ganops's or anyone's."""
     if event.alias not in ledger.TRACKED or own_move(chain, event):
         return None
     before = dict(chain.last.aliases_after) if chain.last else {}
     after = dict(before)
-    if registry_now == event.version:
+    sent = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event.sent_at))
+    later = chain.last is not None and chain.last.time > sent
+    if registry_now == event.version and not later:
         after.pop(event.alias, None)
         after.update({event.alias: event.version} if event.version else {})
-    sent = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event.sent_at))
     superseded = (
-        "" if after != before or registry_now == event.version else f"; the registry has since moved it to {registry_now or 'none'}"
-    )
+        f"; ledger entry {chain.last.seq} was written after it" if later and chain.last
+        else "" if registry_now == event.version else f"; the registry has since moved it to {registry_now or 'none'}"
+    )  # fmt: skip
     reason = (
         f"{event.describe()} outside ganops (MLflow webhook {ALIAS_ENTITY}.{DELETED if event.version is None else CREATED}, "
         f"delivery {event.delivery_id}, sent {sent}; MLflow's payload does not say who){superseded}"
@@ -140,13 +144,13 @@ def record(mlc, event: AliasEvent) -> ledger.Entry | None:
         return None
     if not ledger.ledger_exists(mlc, event.model):
         return None
-    registry_now = current_aliases(mlc, event.model).get(event.alias)
 
     def make(chain: ledger.Chain) -> ledger.Entry:
-        done = next((e for e in chain.entries if e.action == OUTSIDE_MOVE and event.delivery_id in e.reason), None)
+        done = next((e for e in chain.entries if e.action == OUTSIDE_MOVE and f"delivery {event.delivery_id}," in e.reason), None)
         if done is not None:
             return done  # a retried delivery: append returns the entry it finds, writes nothing
-        fields = outside_entry(chain, event, registry_now)
+        # Read after the chain (ganops moves aliases after its entry): a move since, by anyone, shows here.
+        fields = outside_entry(chain, event, current_aliases(mlc, event.model).get(event.alias))
         if fields is None:
             raise _OwnMove
         return ledger.next_entry(chain, **fields)

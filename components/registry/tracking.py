@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from components.core.atomic import bytes_digest, json_bytes
-from components.core.names import TAG_HOST, TAG_PID, TAG_PID_START
+from components.core.names import TAG_HOST, TAG_PID, TAG_PID_NS, TAG_PID_START
 from components.core.paths import state_dir
-from components.core.processes import same_process_alive, start_ticks
+from components.core.processes import pid_namespace, same_process_alive, start_ticks
 
 if TYPE_CHECKING:  # mlflow is imported where it is used, to keep it off `ganops --help`
     from mlflow import MlflowClient
@@ -165,13 +165,17 @@ def open_run(project_dir: Path, experiment: str, run_name: str, params: dict, ta
 
 def owner_tags() -> dict[str, str]:
     """Tags naming this process (host, pid, start time), so a run it leaves RUNNING can be told apart from a live one."""
-    return {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), TAG_PID_START: str(start_ticks(os.getpid()))}
+    pid = os.getpid()
+    return {TAG_HOST: socket.gethostname(), TAG_PID: str(pid), TAG_PID_START: str(start_ticks(pid)), TAG_PID_NS: pid_namespace()}
 
 
 def orphaned(tags: dict[str, str], host: str, is_alive: Callable[[int, int | None], bool] = same_process_alive) -> bool:
     """Whether a RUNNING run's process is gone: it ran on this host and its (pid, start time) no longer runs.
-    Runs of other hosts, or without owner tags, are never judged."""
+    Runs of other hosts (or of another pid namespace on a host of the same name, as two containers may be), or
+    without owner tags, are never judged."""
     if tags.get(TAG_HOST) != host or not tags.get(TAG_PID, "").isdigit():
+        return False
+    if tags.get(TAG_PID_NS) not in (None, pid_namespace()):
         return False
     ticks = tags.get(TAG_PID_START, "")
     return not is_alive(int(tags[TAG_PID]), int(ticks) if ticks.isdigit() else None)

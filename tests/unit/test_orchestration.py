@@ -1,8 +1,10 @@
+import os
 import socket
 
 import pytest
 
 from components.core.errors import ConfigError, ValidationFailed
+from components.core.processes import pid_namespace, start_ticks
 from components.orchestration.concurrency import limit_name
 from components.orchestration.retries import is_transient
 from components.registry.tracking import orphaned
@@ -55,10 +57,23 @@ def test_limit_names_per_model():
         ({"ganops.host": "other", "ganops.pid": "12"}, False, False),  # another machine's run: never judged
         ({"ganops.host": "me"}, False, False),  # no owner recorded
         ({}, False, False),
+        # Same host name, another pid namespace (two containers may share a hostname): never judged.
+        ({"ganops.host": "me", "ganops.pid": "12", "ganops.pid_ns": "another-boot:4026531836"}, False, False),
+        ({"ganops.host": "me", "ganops.pid": "12", "ganops.pid_ns": pid_namespace()}, False, True),
     ],
 )
 def test_orphaned_runs_are_this_hosts_runs_whose_process_is_gone(tags, alive, dead):
     assert orphaned(tags, "me", lambda pid, ticks: alive) is dead
+
+
+def test_a_lease_record_is_judged_only_in_its_own_pid_namespace():
+    from components.orchestration.concurrency import LeaseRecord
+
+    gone = LeaseRecord("l", "m", "me", 2**22 + 1, None, pid_namespace())  # above pid_max: no such process
+    assert gone.holder_gone("me") and not gone.holder_gone("other")
+    assert not LeaseRecord("l", "m", "me", 2**22 + 1, None, "another-boot:1").holder_gone("me")
+    live = LeaseRecord("l", "m", "me", os.getpid(), start_ticks(os.getpid()), pid_namespace())
+    assert not live.holder_gone("me")
 
 
 def test_a_live_process_is_never_orphaned():

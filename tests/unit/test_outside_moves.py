@@ -95,3 +95,24 @@ def test_an_outside_move_follows_the_registry_only_while_the_registry_still_hold
     assert stale and stale["aliases_after"] == {"champion": "1"} and "has since moved it to 4" in stale["reason"]
     deleted = outside.outside_entry(chain, _event("champion", None), None)
     assert deleted and deleted["aliases_after"] == {} and deleted["version"] == "1" and "alias champion deleted" in deleted["reason"]
+
+
+def test_a_move_back_to_what_an_outside_move_set_is_outside_too_and_a_late_delivery_changes_no_alias():
+    chain = _chain(({}, {"champion": "1"}))
+    outside_3 = ledger.Entry(
+        **{
+            **chain.entries[0].content(),
+            "seq": 2,
+            "action": outside.OUTSIDE_MOVE,
+            "aliases_before": {"champion": "1"},
+            "aliases_after": {"champion": "3"},
+            "prev_hash": chain.entries[0].hash,
+        }
+    )
+    outside_4 = ledger.Entry(**{**outside_3.content(), "seq": 3, "aliases_before": {"champion": "3"}, "aliases_after": {"champion": "4"}})
+    chain = ledger.Chain([*chain.entries, outside_3, outside_4], [])
+    back = outside.outside_entry(chain, _event("champion", "3"), "3")  # by hand 3 -> 4 -> 3 within minutes
+    assert back and back["aliases_after"] == {"champion": "3"}
+    # An entry written after the delivery was sent: the move is history, the aliases stay the entry's.
+    late = outside.outside_entry(chain, _event("champion", "7", sent="2026-12-07T09:59:00Z"), "7")
+    assert late and late["aliases_after"] == {"champion": "4"} and "was written after it" in late["reason"]
