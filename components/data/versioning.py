@@ -91,6 +91,18 @@ def dvc_remote_url(project_dir: Path) -> str | None:
         return None
 
 
+def require_remote(project_dir: Path) -> None:
+    """DataError naming the config file when the project has no default DVC remote, where every dataset version is
+    pushed (checked before anything is written)."""
+    with _repo(project_dir) as repo:
+        name = repo.config["core"].get("remote")
+    if not name:
+        raise DataError(
+            f"{project_dir / '.dvc' / 'config'} names no default DVC remote, where ganops pushes every dataset version: "
+            "add one with `dvc remote add -d NAME URL` (a folder or s3://bucket/prefix); nothing was written"
+        )
+
+
 def dvc_add_and_push(project_dir: Path, data_dir: str) -> dict:
     """Track `data_dir` with DVC, push it to the default remote, and return the new data.dvc entry."""
     with _repo(project_dir) as repo:
@@ -340,6 +352,7 @@ def ensure_dataset(project_dir: Path, data_dir: str) -> str:
     if wanted and dvc_pull(project_dir, dvc_file):
         return f"pulled {data_dir}/ (md5 {wanted['md5']}) from the DVC remote"
     old_text = (project_dir / dvc_file).read_text() if wanted else None
+    require_remote(project_dir)
     replace_folder(write_digits, project_dir / data_dir)
     entry = dvc_add_and_push(project_dir, data_dir)
     if wanted and old_text is not None and entry["md5"] != wanted["md5"]:  # old_text is read whenever wanted is set
@@ -357,6 +370,7 @@ def import_dataset(project_dir: Path, source: str, data_dir: str, max_pixels: in
     passes validation's per-file checks, `intake.check_folder`), track it with DVC and push it to the remote.
     Returns (files written, the new data.dvc entry). Raises DataError naming every bad file, with nothing written."""
     build = build_from_source(source)
+    require_remote(project_dir)
 
     def checked(tmp: Path) -> int:
         count = build(tmp)

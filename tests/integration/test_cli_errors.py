@@ -159,3 +159,14 @@ def test_generate_into_a_folder_that_cannot_be_written_is_one_line(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: /proc/ganops-x cannot be written"), done.stderr
+
+
+def test_a_dvc_project_without_a_remote_is_one_line_and_nothing_is_written(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
+    for args in (("data", "import", "digits"), ("data", "ensure")):
+        line = one_line_error(ganops(*args, "-C", str(project)))
+        assert f"{project / '.dvc' / 'config'} names no default DVC remote" in line and "dvc remote add -d" in line
+    assert not (project / "data").exists() and not (project / "data.dvc").exists()
