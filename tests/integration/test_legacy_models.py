@@ -35,7 +35,7 @@ def fixtures(tmp_path_factory) -> Path:
     return root / "legacy_models"
 
 
-def register_fixture(tmp_path: Path, fixtures: Path, name: str) -> str:
+def register_fixture(tmp_path: Path, fixtures: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> str:
     import mlflow
     from mlflow import MlflowClient
 
@@ -47,14 +47,16 @@ def register_fixture(tmp_path: Path, fixtures: Path, name: str) -> str:
     mlc.create_registered_model(name)
     version = mlc.create_model_version(name, f"{run.info.artifact_uri}/generator", run.info.run_id)
     mlc.set_terminated(run.info.run_id)
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # set_*_uri export these: undone after the test, so
+        monkeypatch.delenv(key, raising=False)  # later tests' servers in this worker do not inherit this registry
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)  # an earlier test in this process may have set another registry
     return uri, str(version.version)
 
 
 @pytest.mark.parametrize("name", ["dcgan", "cdcgan"])
-def test_old_versions_load_as_pyfunc_models_with_their_own_code(tmp_path, fixtures, name):
-    uri, version = register_fixture(tmp_path, fixtures, name)
+def test_old_versions_load_as_pyfunc_models_with_their_own_code(tmp_path, fixtures, name, monkeypatch):
+    uri, version = register_fixture(tmp_path, fixtures, name, monkeypatch)
     done = subprocess.run(
         [sys.executable, "-c", LOAD, uri, f"models:/{name}/{version}", str(fixtures / f"{name}_expected.npz")],
         cwd=tmp_path,
@@ -69,11 +71,11 @@ def test_old_versions_load_as_pyfunc_models_with_their_own_code(tmp_path, fixtur
 
 
 @pytest.mark.parametrize("name", ["dcgan", "cdcgan"])
-def test_old_versions_load_with_todays_weights_loader(tmp_path, fixtures, name):
+def test_old_versions_load_with_todays_weights_loader(tmp_path, fixtures, name, monkeypatch):
     from components.registry.models import download_weights
     from components.training.weights import load_generator
 
-    uri, version = register_fixture(tmp_path, fixtures, name)
+    uri, version = register_fixture(tmp_path, fixtures, name, monkeypatch)
     from mlflow import MlflowClient
 
     with download_weights(MlflowClient(uri, uri).get_model_version(name, version)) as weights:
@@ -85,7 +87,7 @@ def test_old_versions_load_with_todays_weights_loader(tmp_path, fixtures, name):
         np.testing.assert_allclose(generator(z, y).numpy(), expected["output"], atol=1e-6)
 
 
-def test_registered_weights_with_a_flipped_byte_are_refused_naming_the_file(tmp_path, fixtures):
+def test_registered_weights_with_a_flipped_byte_are_refused_naming_the_file(tmp_path, fixtures, monkeypatch):
     """The sha256 recorded at registration is checked at every download: the gate's re-scoring of the champion,
     export, rollback and `ganops fid` all load through it."""
     from mlflow import MlflowClient
@@ -94,7 +96,7 @@ def test_registered_weights_with_a_flipped_byte_are_refused_naming_the_file(tmp_
     from components.core.errors import RegistryError
     from components.registry.models import download_weights
 
-    uri, version = register_fixture(tmp_path, fixtures, "dcgan")
+    uri, version = register_fixture(tmp_path, fixtures, "dcgan", monkeypatch)
     mlc = MlflowClient(uri, uri)
     stored = next((tmp_path / "artifacts").rglob("*.safetensors"))
     mlc.set_model_version_tag("dcgan", version, "ganops.weights_sha256", file_digest(stored))

@@ -117,7 +117,9 @@ def rehash(folder: Path, name: str) -> None:
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 
-def test_an_export_folder_with_a_rehashed_manifest_is_refused_by_the_registry_tag_and_unchecked_says_so(tmp_path):
+def test_an_export_folder_with_a_rehashed_manifest_is_refused_by_the_registry_tag_and_unchecked_says_so(tmp_path, monkeypatch):
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "GANOPS_HOME"):  # no registry unless given below
+        monkeypatch.delenv(key, raising=False)
     uri, _ = registry(tmp_path)
     folder = tmp_path / "exports" / "m" / "v1"
     rehash(folder, MODEL_CARD)
@@ -133,7 +135,7 @@ def test_an_export_folder_with_a_rehashed_manifest_is_refused_by_the_registry_ta
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
     assert "recorded on m version 1 in the registry; refusing to serve it" in refused.stderr.strip().splitlines()[-1]
 
-    port, log = free_port(), tmp_path / "serve.log"  # the integration conftest unsets MLFLOW_TRACKING_URI
+    port, log = free_port(), tmp_path / "serve.log"
     with process([GANOPS, "serve", str(folder), "--port", str(port), "--workers", "1", "-C", str(project)], log) as proc:
         wait_for(f"http://127.0.0.1:{port}/readyz", proc, log)
     text = log.read_text()
