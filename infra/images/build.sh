@@ -42,9 +42,10 @@ build() {  # build IMAGE DOCKERFILE [ARG...]: one line and the last log lines wh
   fi
   echo "images: $1 built in $((SECONDS - start)) s, $(docker image inspect -f '{{.Size}}' "$1" | numfmt --to=si)B"
 }
-# The build stage the CPU and serve images share, tagged so that pruning dangling images keeps it as the cache.
+# Each image's build stage, tagged so that pruning dangling images keeps it as the cache.
 build ganops-build:stage infra/Dockerfile --target build
 build ganops:cpu infra/Dockerfile --build-arg GANOPS_COMMIT="$commit" --build-arg GANOPS_DIRTY="$dirty"
+build ganops-build:serve infra/Dockerfile.serve --target build
 build ganops:serve infra/Dockerfile.serve
 if [ "${1:-}" = "--override" ]; then
   build ganops-postgres:15 infra/compose/Dockerfile.postgres

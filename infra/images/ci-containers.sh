@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The containers test as .ci/run runs it, after `make test`: where a docker daemon can start, `make containers-test`
-# (images built from nothing on a fresh machine: about 7 minutes on overlay2, then about 2 minutes of test), which
+# (on a fresh machine, images built from nothing on overlay2 and the test: about 8 minutes), which
 # fails CI when the stack is broken; where none can, one line saying why, and exit 0. Installs docker.io and
 # debootstrap when missing (about a minute where Debian's mirror answers). The test gets what is left of CI_BUDGET_S
 # (default 3300 s) since CI_STARTED (set by .ci/run), and is skipped, saying so, when less than 15 minutes are left;

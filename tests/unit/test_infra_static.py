@@ -126,6 +126,16 @@ def build_stage(path: Path) -> list[str]:
     return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def test_the_serve_image_shares_the_cpu_images_build_stage():
-    # Line for line, so the second image reuses the first one's cached layers (a build on vfs copies each layer).
-    assert build_stage(INFRA / "Dockerfile.serve") == build_stage(INFRA / "Dockerfile")
+def test_the_serve_image_installs_the_serving_list_pinned_by_the_lock_and_the_project_without_its_dependencies():
+    import tomllib
+
+    stage = "\n".join(build_stage(INFRA / "Dockerfile.serve"))
+    assert "['optional-dependencies']['serving']" in stage and "-c /opt/ganops/requirements.lock $need" in stage
+    assert "--no-deps" in stage and "-e /opt/ganops" in stage
+    serving = tomllib.loads((INFRA.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serving"]
+
+    def norm(name: str) -> str:
+        return name.lower().replace("_", "-")
+
+    locked = {norm(line.split("==")[0]) for line in (INFRA.parent / "requirements.lock").read_text().splitlines() if "==" in line}
+    assert serving and {norm(n) for n in serving} <= locked, "every serving dependency is pinned by requirements.lock"
