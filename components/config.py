@@ -368,7 +368,7 @@ class RetrainConfig(_Strict):
     """The whole config of a retrain: one section per stage of the pipeline."""
 
     name: str = Field(DEFAULT_PRESET, description="The config's name: in run names and the training folder's name.")
-    seed: int = Field(0, description="Seed of training (weights, latents, batches) and evaluation.")
+    seed: int = Field(0, ge=0, description="Seed of training (weights, latents, batches) and evaluation.")
     data: DataConfig = DataConfig()
     validation: ValidationConfig = ValidationConfig()
     train: TrainConfig = TrainConfig()

@@ -45,7 +45,9 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
         raise ConfigError(f"config file {source} is empty: it must hold a mapping of sections (see configs/ for the presets)")
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {source} must hold a mapping at the top level")
-    return config_from_dict(apply_overrides(raw, overrides or []), source=str(source))
+    shown = " ".join(overrides or [])
+    label = f"{source} with --set {shown if len(shown) <= 200 else shown[:200] + '...'}" if overrides else str(source)
+    return config_from_dict(apply_overrides(raw, overrides or []), source=label)
 
 
 def config_from_dict(raw: dict, source: str = "<dict>") -> RetrainConfig:

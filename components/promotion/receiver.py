@@ -26,9 +26,22 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def secret_from_env() -> str:
     """The shared secret; ConfigError naming the variable when it is unset or too short to resist guessing."""
     secret = os.environ.get(outside.SECRET_ENV, "")
+    if not secret:
+        raise ConfigError(f"{outside.SECRET_ENV} is not set: it holds the webhook's shared secret (16 characters or more)")
     if len(secret) < 16:
-        raise ConfigError(f"{outside.SECRET_ENV} must hold the webhook's shared secret (16 characters or more), from the environment")
+        raise ConfigError(f"{outside.SECRET_ENV} holds {len(secret)} characters: the shared secret needs 16 or more")
     return secret
+
+
+def server_uri() -> str:
+    """MLFLOW_TRACKING_URI, which must name the MLflow server whose webhooks call the receiver (the project's own
+    SQLite store has no server to deliver them). ConfigError otherwise."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI must name the MLflow server (http(s)://...) whose alias webhooks ganops records, not {uri or 'unset'}"
+        )
+    return uri
 
 
 def create_app(secret: str, mlc_factory):
@@ -73,32 +86,33 @@ def serve(project_dir: Path, host: str, port: int) -> None:
     """Serve the receiver on host:port against the configured registry (MLFLOW_TRACKING_URI, else the project's)."""
     import uvicorn
 
-    secret = secret_from_env()
+    secret, uri = secret_from_env(), server_uri()
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    log.info("receiving MLflow alias webhooks at http://%s:%d%s", host, port, WEBHOOK_PATH)
+    log.info("receiving MLflow alias webhooks from %s at http://%s:%d%s", uri, host, port, WEBHOOK_PATH)
     uvicorn.run(create_app(secret, lambda: client(project_dir)), host=host, port=port, log_level="warning", access_log=False)
 
 
 def register(project_dir: Path, url: str, name: str) -> str:
-    """Create (or update) the MLflow webhook `name` calling `url` on alias events, signed with the secret; returns
-    its id. Raises GanopsError naming the URL or the server's refusal."""
+    """Create the MLflow webhook `name` calling `url` on alias events, signed with the secret (one of that name is
+    replaced: MLflow cannot update a secret it can no longer decrypt); returns its id. Raises GanopsError naming the
+    URL or what MLflow said."""
     from urllib.parse import urlparse
 
     from mlflow.exceptions import MlflowException
 
-    secret = secret_from_env()
-    if urlparse(url).scheme not in ("http", "https") or not urlparse(url).hostname:
-        raise ConfigError(f"--url {url!r}: must be an http(s) URL of the receiver (…{WEBHOOK_PATH})")
+    secret, uri = secret_from_env(), server_uri()
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or not parsed.path.endswith(WEBHOOK_PATH):
+        raise ConfigError(f"--url {url!r}: must be the receiver's http(s) URL, ending in {WEBHOOK_PATH}")
     mlc = client(project_dir)
     try:
-        existing = next((w for w in _all_webhooks(mlc) if w.name == name), None)
-        if existing is not None:
-            return mlc.update_webhook(existing.webhook_id, url=url, events=list(outside.EVENTS), secret=secret).webhook_id
+        for old in [w for w in _all_webhooks(mlc) if w.name == name]:
+            mlc.delete_webhook(old.webhook_id)
         return mlc.create_webhook(
             name, url, list(outside.EVENTS), description="ganops: alias moves into the ledger", secret=secret
         ).webhook_id
     except MlflowException as e:
-        raise GanopsError(f"the MLflow server refused webhook {name!r} for {url}: {e.message}") from None
+        raise GanopsError(f"MLflow at {uri} refused webhook {name!r} for {url}: {e.message or type(e).__name__}") from None
 
 
 def _all_webhooks(mlc) -> list:

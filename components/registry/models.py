@@ -85,7 +85,12 @@ def resolve_version(mlc, model_name: str, ref: str | None):
             return mlc.get_model_version(model_name, ref)
         return mlc.get_model_version_by_alias(model_name, ref)
     except MlflowException:
-        raise RegistryError(f"model {model_name!r} has no version or alias {ref!r} in the registry") from None
+        pass
+    try:
+        mlc.get_registered_model(model_name)
+    except MlflowException:
+        raise RegistryError(f"model {model_name!r} is not in the registry") from None
+    raise RegistryError(f"model {model_name!r} has no version or alias {ref!r} in the registry")
 
 
 @contextmanager

@@ -21,8 +21,9 @@ def webhook_serve(
     port: int = typer.Option(8010, "--port", min=1, max=65535),
     project_dir: Path = ProjectOpt,
 ) -> None:
-    """Receive MLflow's alias webhooks at POST /mlflow-webhook: verify each delivery's HMAC signature and age, and
-    append an `outside_move` entry to the model's ledger for a move ganops did not make."""
+    """Receive the alias webhooks of the MLflow server MLFLOW_TRACKING_URI names at POST /mlflow-webhook: verify each
+    delivery's HMAC signature and age, and append an `outside_move` entry to the model's ledger for a move ganops did
+    not make."""
     root = prepare_env(project_dir)
     from components.promotion.receiver import serve
 
@@ -32,11 +33,12 @@ def webhook_serve(
 @app.command("register")
 def webhook_register(
     url: str = typer.Option(..., "--url", help="The receiver's URL as the MLflow server reaches it, ending in /mlflow-webhook."),
-    name: str = typer.Option("ganops-alias-moves", "--name", help="The webhook's name in MLflow (updated when it exists)."),
+    name: str = typer.Option("ganops-alias-moves", "--name", help="The webhook's name in MLflow (one of that name is replaced)."),
     project_dir: Path = ProjectOpt,
 ) -> None:
-    """Create (or update) the MLflow webhook that calls the receiver on model_version_alias.created and .deleted,
-    signed with GANOPS_WEBHOOK_SECRET, on the MLflow server MLFLOW_TRACKING_URI names."""
+    """Create the MLflow webhook (replacing one of the same name) that calls the receiver on
+    model_version_alias.created and .deleted, signed with GANOPS_WEBHOOK_SECRET, on the MLflow server
+    MLFLOW_TRACKING_URI names (http(s)://...)."""
     root = prepare_env(project_dir)
     from components.promotion.receiver import register
 

@@ -44,7 +44,9 @@ def stack(tmp_path_factory):
             done = _ganops(env, "webhook", "register", "--url", hook, "-C", str(project))
             assert done.returncode == 0 and hook in done.stdout, done.stderr
             again = _ganops(env, "webhook", "register", "--url", hook, "-C", str(project))
-            assert again.returncode == 0 and again.stdout == done.stdout  # updated in place, not a second webhook
+            assert again.returncode == 0 and hook in again.stdout, again.stderr
+            mlc = _client({"env": env})
+            assert [w.name for w in mlc.list_webhooks()] == ["ganops-alias-moves"]  # replaced, not a second webhook
             yield {"env": env, "hook": hook, "log": log, "project": project}
 
 
@@ -153,3 +155,20 @@ def test_forged_replayed_repeated_and_foreign_deliveries_append_nothing(stack):
     mlc.create_model_version("not-ganops", "ganops-test:/weights")
     status, answer = _post(stack, *_signed({"name": "not-ganops", "alias": "champion", "version": "1"}))
     assert status == 200 and "ignored" in answer and not ledger.ledger_exists(mlc, "not-ganops")
+
+
+@pytest.mark.parametrize(
+    "env, args, words",
+    [
+        ({"GANOPS_WEBHOOK_SECRET": ""}, ["serve"], "GANOPS_WEBHOOK_SECRET is not set"),
+        ({"GANOPS_WEBHOOK_SECRET": "short"}, ["serve"], "GANOPS_WEBHOOK_SECRET holds 5 characters"),
+        ({"MLFLOW_TRACKING_URI": ""}, ["serve"], "MLFLOW_TRACKING_URI must name the MLflow server"),
+        ({"MLFLOW_TRACKING_URI": "sqlite:///x.db"}, ["register", "--url", "http://h:1/mlflow-webhook"], "not sqlite:///x.db"),
+        ({}, ["register", "--url", "http://h:1/wrong"], "ending in /mlflow-webhook"),
+    ],
+)
+def test_bad_settings_are_one_line_before_anything_starts(tmp_path, env, args, words):
+    full = {"GANOPS_WEBHOOK_SECRET": SECRET, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", **env}
+    done = _ganops(full, "webhook", *args, "-C", str(tmp_path))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert len(done.stderr.strip().splitlines()) == 1 and words in done.stderr, done.stderr

@@ -33,12 +33,13 @@ def test_overrides_apply_and_validate():
         ("registry.model_name=has space", "registry.model_name"),
         ("validation.image_size=12", "image_size"),
         ("validation.min_images=10000000000", "min_images"),
+        ("seed=-1", "seed: Input should be greater than or equal to 0"),  # numpy refuses it only at evaluation
     ],
 )
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:
         load_config("smoke", [override])
-    assert key in str(err.value)
+    assert key in str(err.value) and f"with --set {override}:" in str(err.value)  # the override, not just the preset
 
 
 def test_unknown_preset_and_missing_file():
