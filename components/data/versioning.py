@@ -139,14 +139,15 @@ def dataset_version(project_dir: Path, data_dir: str, dvc_file: str) -> DatasetV
             f"{data_dir}/ does not match {dvc_file} (md5 {entry['md5']}): {changes}; "
             f"run `dvc checkout {dvc_file}` to restore it or `ganops data import {data_dir}` to record a new version"
         )
+    code_rev, code_dirty = code_revision()  # once: each reading runs git twice
     return DatasetVersion(
         md5=entry["md5"],
         nfiles=entry["nfiles"],
         path=data_dir,
         root=project_dir / data_dir,
         data_git_rev=last_commit_of(project_dir, dvc_file),
-        code_git_rev=code_revision()[0],
-        code_dirty=code_revision()[1],
+        code_git_rev=code_rev,
+        code_dirty=code_dirty,
         data_dirty=file_dirty(project_dir, dvc_file),
     )
 
@@ -176,14 +177,15 @@ def materialize_revision(project_dir: Path, dvc_file: str, rev: str, dest_root: 
     entry = dvc_file_at(project_dir, dvc_file, rev)
     md5, commit = entry["md5"], entry["commit"]
     target = materialize_md5(project_dir, dvc_file, md5, rev, dest_root)
+    code_rev, code_dirty = code_revision()
     return DatasetVersion(
         md5=md5,
         nfiles=entry["nfiles"],
         path=str(target),
         root=target,
         data_git_rev=commit,
-        code_git_rev=code_revision()[0],
-        code_dirty=code_revision()[1],
+        code_git_rev=code_rev,
+        code_dirty=code_dirty,
     )
 
 
